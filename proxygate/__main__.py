@@ -1,0 +1,3 @@
+from proxygate.cli import main
+
+main()
