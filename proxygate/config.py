@@ -1,0 +1,263 @@
+"""Settings: one frozen, typed tree loaded as defaults < config.toml < PROXYGATE_* < CLI flags.
+
+One rule maps TOML to the environment: ``PROXYGATE_`` + the key path joined by ``_``,
+upper-cased, for scalars (``[timeouts] connect_s`` is ``PROXYGATE_TIMEOUTS_CONNECT_S``).
+Relative paths resolve against the directory of the config file in use, so ``serve`` and
+every other command agree on one pool. A bad value fails at load, naming key, source and type.
+``environ`` is an argument, so tests never patch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from proxygate.errors import ConfigError
+
+DEFAULT_PORT = 19527
+HOME_DIR = Path("~/.proxygate")
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+RoutingPriority = Literal["account-first", "apikey-first"]
+Strategy = Literal["drain-aware", "priority", "round-robin", "least-used", "budget-aware"]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutSettings:
+    connect_s: float = 10.0
+    "TCP + TLS connect to the provider."
+    first_byte_s: float = 120.0
+    "From sending the request to the first byte of the answer (models think before they speak)."
+    idle_s: float = 300.0
+    "Longest silence between two chunks of a stream."
+
+
+@dataclass(frozen=True, slots=True)
+class TierSettings:
+    accounts: tuple[str, ...] = ("*",)
+    "Account ids (globs) serving this tier, in order of preference."
+    model: str = ""
+    "Upstream model to send instead of the client's (empty: keep the client's)."
+    fallback: tuple[str, ...] = ()
+    "Account ids (globs) tried when every account of the tier is unavailable."
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    strategy: Strategy = "drain-aware"
+    "How to order the eligible accounts."
+    tiers: Mapping[str, TierSettings] = field(default_factory=dict)
+    "opus / sonnet / haiku / default → accounts and an optional model remap."
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    priority: RoutingPriority = "account-first"
+    "Try OAuth subscription accounts before API keys, or the other way round."
+    active: str = "default"
+    "Name of the routing config in use (switch with `proxygate route use NAME`)."
+    cooldown_min_s: float = 15.0
+    "First cooldown after a failure; doubles per consecutive failure."
+    cooldown_max_s: float = 300.0
+    "Longest cooldown when the provider gave no Retry-After."
+    overload_cooldown_s: float = 5.0
+    "Cooldown after a 529/503 overload: capacity, not quota, so short."
+    pin_ttl_s: float = 3600.0
+    "A conversation keeps its account this long after its last request."
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    "Client model name → model name the pool serves."
+    configs: Mapping[str, RoutingConfig] = field(default_factory=lambda: {"default": RoutingConfig()})
+    "Named routing configs."
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    addr: str = f"127.0.0.1:{DEFAULT_PORT}"
+    "Listen address HOST:PORT. Anything but loopback needs proxy_token."
+    admin_token: str = ""
+    "Token for /admin/* (loopback clients need none when unset)."
+    proxy_token: str = ""
+    "Token clients must present (Bearer, X-ProxyGate-Token or x-api-key). Unset: no check."
+    data_dir: Path = HOME_DIR / "data"
+    "LMDB usage store and other state."
+    pool_dir: Path = HOME_DIR / "pool"
+    "Account files: apikeys/, claude/, chatgpt/."
+    log_level: LogLevel = "info"
+    "debug, info, warn or error."
+    max_body_mb: float = 32.0
+    "Largest request body accepted; larger gets 413 in the client's format."
+    ca_bundle: str = ""
+    "Extra CA bundle (PEM) for outbound TLS, e.g. behind a corporate proxy."
+    expose_account_header: bool = True
+    "Send x-proxygate-account (the account id) on responses."
+    drain_timeout_s: float = 30.0
+    "On SIGTERM, how long streams in flight may take to finish."
+    timeouts: TimeoutSettings = TimeoutSettings()
+    routing: RoutingSettings = RoutingSettings()
+    config_path: Path | None = None
+    "The config file in use (not a setting: where the others came from)."
+
+    @property
+    def host(self) -> str:
+        return split_addr(self.addr, "addr")[0]
+
+    @property
+    def port(self) -> int:
+        return split_addr(self.addr, "addr")[1]
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+def split_addr(addr: str, source: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{source}: {addr!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def find_config(explicit: Path | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    """--config, then PROXYGATE_CONFIG, then ./config.toml, then ~/.proxygate/config.toml."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"--config: {explicit} does not exist")
+        return explicit
+    if env := environ.get("PROXYGATE_CONFIG"):
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"PROXYGATE_CONFIG: {path} does not exist")
+        return path
+    for candidate in (cwd / "config.toml", (HOME_DIR / "config.toml").expanduser()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    cwd: Path | None = None,
+) -> Settings:
+    """Load the settings; ``overrides`` are CLI flags as dotted keys (``{"addr": "…"}``)."""
+    environ = {} if environ is None else environ
+    config_path = find_config(path, environ, cwd or Path.cwd())
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config_path}: {exc}") from None
+    settings = _build(Settings, data, str(config_path or "defaults"), environ, "")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            settings = _override(settings, key.split("."), value, f"--{key.replace('_', '-')}")
+    base = config_path.parent if config_path else Path.cwd()
+    settings = dataclasses.replace(
+        settings,
+        data_dir=_resolve(settings.data_dir, base),
+        pool_dir=_resolve(settings.pool_dir, base),
+        config_path=config_path,
+    )
+    if "default" not in settings.routing.configs:  # always there, so `route use default` works
+        configs = {"default": RoutingConfig(), **settings.routing.configs}
+        settings = dataclasses.replace(settings, routing=dataclasses.replace(settings.routing, configs=configs))
+    split_addr(settings.addr, "addr")
+    if settings.max_body_mb <= 0:
+        raise ConfigError(f"max_body_mb: must be positive, got {settings.max_body_mb}")
+    if settings.routing.active not in settings.routing.configs:
+        raise ConfigError(
+            f"routing.active: {settings.routing.active!r} is not one of the routing configs "
+            f"({', '.join(sorted(settings.routing.configs))})"
+        )
+    return settings
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} ({source}): expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "config_path"}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{prefix}{sorted(unknown)[0]} ({source}): unknown setting")
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        key = prefix + name
+        hint = hints[name]
+        env_name = "PROXYGATE_" + key.replace(".", "_").upper()
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, data.get(name, {}), source, environ, key + ".")
+        elif env_name in environ:
+            kwargs[name] = _coerce(hint, environ[env_name], f"{key} (env {env_name})", from_env=True)
+        elif name in data:
+            kwargs[name] = _coerce(hint, data[name], f"{key} ({source})", from_env=False)
+    return cls(**kwargs)
+
+
+def _override(obj: Any, path: list[str], value: Any, source: str) -> Any:
+    hint = typing.get_type_hints(type(obj))[path[0]]
+    if len(path) == 1:
+        new = _coerce(hint, value, f"{path[0]} ({source})", from_env=isinstance(value, str))
+    else:
+        new = _override(getattr(obj, path[0]), path[1:], value, source)
+    return dataclasses.replace(obj, **{path[0]: new})
+
+
+def _coerce(hint: Any, value: Any, where: str, *, from_env: bool) -> Any:
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (types.UnionType, typing.Union):  # Path | None
+        return _coerce(next(a for a in get_args(hint) if a is not type(None)), value, where, from_env=from_env)
+    if hint is bool:
+        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin in (Mapping, dict) or hint is Mapping:
+        key_t, val_t = get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        if dataclasses.is_dataclass(val_t):
+            return {k: _build(val_t, v, where, {}, f"{where.split(' ')[0]}.{k}.") for k, v in value.items()}
+        return {str(k): _coerce(val_t, v, f"{where.split(' ')[0]}.{k}", from_env=False) for k, v in value.items()}
+    raise ConfigError(f"{where}: unsupported setting type {hint}")  # pragma: no cover

@@ -1,0 +1,185 @@
+"""Usage read on the side of the fast path, without re-encoding a single byte.
+
+The relay forwards upstream bytes untouched and also feeds them here. Only the few events
+that carry usage or end the stream are JSON-decoded (ANT ``message_start``/``message_delta``,
+CHAT chunks mentioning ``usage``, RESP terminal events, GEM chunks with ``usageMetadata``);
+every other event costs one line split. ``is_complete`` says whether the format's terminator
+arrived: EOF before it is an upstream failure (protocols.md §5.14.1 rule 5).
+
+The ``*_usage`` functions map each format's accounting onto ``ir.Usage`` (protocols.md §5.11):
+ANT ``input_tokens`` already excludes cache reads/writes; OpenAI and Gemini prompt counts
+include cached tokens, so those are subtracted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxygate.wire.ir import Format, Usage
+from proxygate.wire.sse import SSEEvent, SSEParser
+
+
+def _int(d: Any, key: str) -> int:
+    value = d.get(key) if isinstance(d, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def anthropic_usage(u: Any) -> Usage:
+    return Usage(
+        input_tokens=_int(u, "input_tokens"),
+        output_tokens=_int(u, "output_tokens"),
+        cache_read_tokens=_int(u, "cache_read_input_tokens"),
+        cache_write_tokens=_int(u, "cache_creation_input_tokens"),
+    )
+
+
+def chat_usage(u: Any) -> Usage:
+    cached = _int(u.get("prompt_tokens_details"), "cached_tokens") if isinstance(u, dict) else 0
+    reasoning = _int(u.get("completion_tokens_details"), "reasoning_tokens") if isinstance(u, dict) else 0
+    # DeepSeek reports cache hits as prompt_cache_hit_tokens.
+    cached = cached or _int(u, "prompt_cache_hit_tokens")
+    return Usage(
+        input_tokens=max(_int(u, "prompt_tokens") - cached, 0),
+        output_tokens=_int(u, "completion_tokens"),
+        cache_read_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+
+
+def responses_usage(u: Any) -> Usage:
+    cached = _int(u.get("input_tokens_details"), "cached_tokens") if isinstance(u, dict) else 0
+    reasoning = _int(u.get("output_tokens_details"), "reasoning_tokens") if isinstance(u, dict) else 0
+    return Usage(
+        input_tokens=max(_int(u, "input_tokens") - cached, 0),
+        output_tokens=_int(u, "output_tokens"),
+        cache_read_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+
+
+def gemini_usage(u: Any) -> Usage:
+    cached = _int(u, "cachedContentTokenCount")
+    thoughts = _int(u, "thoughtsTokenCount")
+    return Usage(
+        input_tokens=max(_int(u, "promptTokenCount") - cached, 0),
+        # Gemini counts thoughts outside candidatesTokenCount; they are billed as output.
+        output_tokens=_int(u, "candidatesTokenCount") + thoughts,
+        cache_read_tokens=cached,
+        reasoning_tokens=thoughts,
+    )
+
+
+def usage_of_body(fmt: Format, body: Any) -> Usage:
+    """Usage of a non-streaming response body (already parsed)."""
+    if not isinstance(body, dict):
+        return Usage()
+    match fmt:
+        case Format.anthropic:
+            return anthropic_usage(body.get("usage"))
+        case Format.chat:
+            return chat_usage(body.get("usage"))
+        case Format.responses:
+            return responses_usage(body.get("usage"))
+        case Format.gemini:
+            return gemini_usage(body.get("usageMetadata"))
+
+
+_RESP_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+class UsageSniffer:
+    """Feed a response's bytes as they pass; read ``usage``, ``is_complete`` and ``error`` after."""
+
+    __slots__ = ("_body", "_parser", "error", "fmt", "is_complete", "is_stream", "usage")
+
+    def __init__(self, fmt: Format, *, is_stream: bool) -> None:
+        self.fmt = fmt
+        self.is_stream = is_stream
+        self.usage = Usage()
+        self.is_complete = False
+        self.error = ""
+        self._parser = SSEParser() if is_stream else None
+        self._body: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Returns the complete SSE events seen in ``chunk`` (empty for JSON bodies)."""
+        if self._parser is None:
+            self._body.append(chunk)
+            return []
+        events = self._parser.feed(chunk)
+        for event in events:
+            self._event(event)
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        if self._parser is None:
+            try:
+                body = orjson.loads(b"".join(self._body))
+            except orjson.JSONDecodeError:
+                return []
+            self.usage = usage_of_body(self.fmt, body)
+            self.is_complete = True
+            return []
+        events = self._parser.close()
+        for event in events:
+            self._event(event)
+        if self.fmt is Format.gemini and not self.error:
+            self.is_complete = True  # GEM streams end at EOF (protocols.md §5.14.1 rule 5)
+        return events
+
+    def _event(self, event: SSEEvent) -> None:
+        data = event.data
+        match self.fmt:
+            case Format.anthropic:
+                name = event.event or ""
+                if name == "message_start":
+                    self.usage = self.usage.merge(anthropic_usage(_load(data).get("message", {}).get("usage")))
+                elif name == "message_delta":
+                    self.usage = self.usage.merge(anthropic_usage(_load(data).get("usage")))
+                elif name == "message_stop":
+                    self.is_complete = True
+                elif name == "error":
+                    self.error = _error_message(_load(data))
+            case Format.chat:
+                if data == "[DONE]":
+                    self.is_complete = True
+                elif '"usage"' in data or data.startswith('{"error"'):
+                    chunk = _load(data)
+                    if chunk.get("usage"):
+                        self.usage = chat_usage(chunk["usage"])
+                    if "error" in chunk:
+                        self.error = _error_message(chunk)
+            case Format.responses:
+                name = event.event or ""
+                if name in _RESP_TERMINAL or (not name and any(t in data for t in _RESP_TERMINAL)):
+                    payload = _load(data)
+                    response = payload.get("response", {})
+                    self.usage = responses_usage(response.get("usage"))
+                    self.is_complete = True
+                    if payload.get("type") == "response.failed":
+                        self.error = _error_message(response) or "response failed"
+                elif name == "error" or data.startswith('{"type":"error"'):
+                    self.error = _error_message(_load(data)) or "error"
+                    self.is_complete = True
+            case Format.gemini:
+                if "usageMetadata" in data:
+                    self.usage = gemini_usage(_load(data).get("usageMetadata"))
+                elif data.startswith('{"error"'):
+                    self.error = _error_message(_load(data))
+
+
+def _load(data: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _error_message(payload: dict[str, Any]) -> str:
+    err = payload.get("error")
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("type") or "error")
+    return str(payload.get("message") or "") if err is None else str(err)
