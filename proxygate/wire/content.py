@@ -7,6 +7,9 @@ non-ASCII unescaped — the same bytes every turn, so upstream prefix caches hit
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +19,9 @@ from proxygate.wire.ir import Base64Source
 # Key under which unparseable arguments are handed on, so the client's own validation fails
 # visibly and the model can correct itself next turn — never a silent {} (§5.5).
 RAW_ARGUMENTS_KEY = "_raw_arguments"
+
+_ID_OK = re.compile(r"[A-Za-z0-9_-]+")
+_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def arguments_to_input(arguments: str) -> dict[str, Any]:
@@ -66,3 +72,18 @@ def parse_data_url(url: str) -> Base64Source | None:
 
 def data_url(source: Base64Source) -> str:
     return f"data:{source.media_type};base64,{source.data}"
+
+
+def sanitize_id(value: str, *, max_len: int | None = None) -> str:
+    """A tool-call id valid for ``[A-Za-z0-9_-]{1,max_len}``; a pure function of ``value`` (§5.5).
+
+    Valid ids pass unchanged so transcripts stay portable across routes; others get invalid
+    characters replaced and, when too long, a hash suffix that keeps distinct ids distinct.
+    """
+    if value and _ID_OK.fullmatch(value) and (max_len is None or len(value) <= max_len):
+        return value
+    cleaned = _ID_BAD.sub("_", value) or "id"
+    if max_len is None or len(cleaned) <= max_len:
+        return cleaned
+    digest = base64.b32encode(hashlib.sha256(value.encode()).digest()).decode().lower()[:10]
+    return f"{cleaned[: max_len - 11]}_{digest}"

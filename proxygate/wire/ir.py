@@ -373,7 +373,10 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class BlockStart:
-    """Block ``index`` opens. Tool blocks name their call; opaque blocks carry ``raw`` (§6.27)."""
+    """Block ``index`` opens. Tool blocks name their call; opaque blocks carry ``raw`` of format ``fmt``.
+
+    Encoders emit an opaque block (and its deltas) only when ``fmt`` is their own format (§6.27).
+    """
 
     index: int
     kind: BlockKind
@@ -381,6 +384,7 @@ class BlockStart:
     tool_name: str = ""
     tool_kind: ToolKind = "function"
     raw: dict[str, Any] | None = None
+    fmt: Format | None = None
 
 
 @dataclass(frozen=True, slots=True)
