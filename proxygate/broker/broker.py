@@ -10,7 +10,7 @@ flight, then round-robin. Pure: no I/O, time from the injected clock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from proxygate.broker.state import AccountState, Outcome, apply_outcome
@@ -100,6 +100,31 @@ class Broker:
             self._candidates[model] = found
         return found
 
+    @property
+    def strategy_name(self) -> str:
+        return self.settings.configs[self.settings.active].strategy
+
+    def describe(self, account: Account, now: float) -> dict[str, object]:
+        """An account's id, kind and health for status displays; never a secret."""
+        state = self.state(account.id)
+        cooling = state.cooling(now)
+        return {
+            "id": account.id,
+            "email": account.email,
+            "kind": account.kind,
+            "provider": account.provider,
+            "enabled": not account.disabled,
+            "state": "disabled"
+            if account.disabled
+            else "needs re-auth"
+            if state.needs_reauth
+            else "cooling down"
+            if cooling > 0
+            else "ready",
+            "cooldown_s": round(cooling, 1),
+            "reason": state.needs_reauth or (state.cooldown_reason if cooling > 0 else ""),
+        }
+
     def served_models(self) -> list[str]:
         return sorted({m for a in self.snapshot.accounts if not a.disabled for m in a.models})
 
@@ -116,16 +141,14 @@ class Broker:
         ready: list[Account] = []
         soonest = float("inf")
         for account in candidates:
-            if account.id in excluded:
-                continue
             state = self.state(account.id)
             if state.needs_reauth:
                 continue
             left = state.cooling(now, model)
             if left > 0:
                 soonest = min(soonest, left)
-                continue
-            ready.append(account)
+            elif account.id not in excluded:
+                ready.append(account)
         if not ready:
             if soonest == float("inf"):
                 raise AllAccountsBusy(
@@ -151,6 +174,9 @@ class Broker:
         least = min(self.state(a.id).inflight for a in group)
         tied = [a for a in group if self.state(a.id).inflight == least]
         return tied[next(self._rotation) % len(tied)]
+
+    def observe(self, account_id: str, headers: Mapping[str, str], *, status: int) -> None:
+        """Learn from a response's quota headers (rate-limit windows); see broker/headroom.py."""
 
     # -- outcomes ----------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ class ProviderSpec:
     formats: tuple[Format, ...]
     models: tuple[str, ...]
     "Globs of client model names served when the account file names none."
+    check_model: str = ""
+    "A cheap model for `proxygate check`."
 
 
 _A, _C, _R, _G = Format.anthropic, Format.chat, Format.responses, Format.gemini
@@ -30,28 +32,34 @@ _A, _C, _R, _G = Format.anthropic, Format.chat, Format.responses, Format.gemini
 PROVIDERS: dict[str, ProviderSpec] = {
     spec.name: spec
     for spec in (
-        ProviderSpec("anthropic", "https://api.anthropic.com", "x-api-key", (_A,), ("claude-*",)),
+        ProviderSpec("anthropic", "https://api.anthropic.com", "x-api-key", (_A,), ("claude-*",), "claude-haiku-4-5"),
         ProviderSpec(
             "openai",
             "https://api.openai.com/v1",
             "bearer",
             (_R, _C),
             ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "codex-*"),
+            "gpt-4o-mini",
         ),
-        ProviderSpec("codex", "https://api.openai.com/v1", "bearer", (_R,), ("gpt-*codex*", "codex-*")),
-        ProviderSpec("openrouter", "https://openrouter.ai/api/v1", "bearer", (_C,), ("*/*",)),
+        ProviderSpec("codex", "https://api.openai.com/v1", "bearer", (_R,), ("gpt-*codex*", "codex-*"), "gpt-5-codex"),
+        ProviderSpec("openrouter", "https://openrouter.ai/api/v1", "bearer", (_C,), ("*/*",), "openai/gpt-4o-mini"),
         ProviderSpec(
-            "gemini", "https://generativelanguage.googleapis.com", "x-goog-api-key", (_G,), ("gemini-*",)
+            "gemini", "https://generativelanguage.googleapis.com", "x-goog-api-key", (_G,), ("gemini-*",), "gemini-2.5-flash"
         ),
-        ProviderSpec("deepseek", "https://api.deepseek.com/v1", "bearer", (_C,), ("deepseek-*",)),
-        ProviderSpec("glm", "https://open.bigmodel.cn/api/paas/v4", "bearer", (_C,), ("glm-*",)),
-        ProviderSpec("cerebras", "https://api.cerebras.ai/v1", "bearer", (_C,), ("llama*", "qwen-*", "gpt-oss-*")),
-        ProviderSpec("minimax", "https://api.minimax.io/v1", "bearer", (_C,), ("minimax-*", "MiniMax-*")),
+        ProviderSpec("deepseek", "https://api.deepseek.com/v1", "bearer", (_C,), ("deepseek-*",), "deepseek-chat"),
+        ProviderSpec("glm", "https://open.bigmodel.cn/api/paas/v4", "bearer", (_C,), ("glm-*",), "glm-4.5-flash"),
+        ProviderSpec("cerebras", "https://api.cerebras.ai/v1", "bearer", (_C,), ("llama*", "qwen-*", "gpt-oss-*"), "llama3.1-8b"),
+        ProviderSpec("minimax", "https://api.minimax.io/v1", "bearer", (_C,), ("minimax-*", "MiniMax-*"), "MiniMax-M2"),
         ProviderSpec("custom", "", "bearer", (_C,), ("*",)),
         # OAuth subscriptions (pool/claude, pool/chatgpt): Bearer tokens, refreshed by providers/.
-        ProviderSpec("claude", "https://api.anthropic.com", "bearer", (_A,), ("claude-*",)),
+        ProviderSpec("claude", "https://api.anthropic.com", "bearer", (_A,), ("claude-*",), "claude-haiku-4-5"),
         ProviderSpec(
-            "chatgpt", "https://chatgpt.com/backend-api/codex", "bearer", (_R,), ("gpt-*", "codex-*", "o3*", "o4*")
+            "chatgpt",
+            "https://chatgpt.com/backend-api/codex",
+            "bearer",
+            (_R,),
+            ("gpt-*", "codex-*", "o3*", "o4*"),
+            "gpt-5-codex",
         ),
     )
 }

@@ -1,0 +1,255 @@
+"""Pool commands: list, status, enable, disable, add-key, import, import-keys, check, reset."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from proxygate.broker import AccountState, Broker
+from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
+from proxygate.config import Settings
+from proxygate.errors import PoolError
+from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
+from proxygate.pool.files import add_account_file, load_pool, set_enabled
+from proxygate.pool.importing import ImportReport, import_entries, read_entries
+from proxygate.pool.records import InvalidAccount, mask
+from proxygate.store import COOLDOWNS, LMDBStore, today
+
+RefArgument = Annotated[str, typer.Argument(help="Account id or email (see `proxygate list`).")]
+
+
+def offline_status(settings: Settings) -> dict[str, Any]:
+    """What `status` shows without a running server: files, persisted health, today's usage."""
+    snapshot = load_pool(settings.pool_dir)
+    store = LMDBStore(settings.data_dir)
+    try:
+        states = {k: AccountState.from_json(v) for k, v in store.get_states(COOLDOWNS).items()}
+        rows = store.usage(today())
+    finally:
+        store.close()
+    broker = Broker(snapshot, settings.routing, clock=time.time)
+    broker.restore(states)
+    usage: dict[str, dict[str, int]] = {}
+    for row in rows:
+        entry = usage.setdefault(row.account_id, {"requests": 0, "tokens": 0, "errors": 0})
+        entry["requests"] += row.totals.requests
+        entry["errors"] += row.totals.errors
+        entry["tokens"] += row.totals.tokens
+    now = time.time()
+    return {
+        "addr": settings.addr,
+        "running": False,
+        "pool_dir": str(settings.pool_dir),
+        "route": f"{settings.routing.active}/{broker.strategy_name}",
+        "accounts": [
+            {**broker.describe(a, now), "today": usage.get(a.id, {"requests": 0, "tokens": 0, "errors": 0}), "inflight": 0}
+            for a in snapshot.accounts
+        ],
+        "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
+    }
+
+
+def admin_get(settings: Settings, path: str, *, method: str = "GET", timeout_s: float = 2.0) -> Any:
+    """Ask a running server's admin API; None when nothing listens there."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    request = urllib.request.Request(f"http://{host}:{settings.port}{path}", method=method)
+    if settings.admin_token:
+        request.add_header("authorization", f"Bearer {settings.admin_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise PoolError(f"the server at {settings.addr} refused: HTTP {exc.code} {exc.read()[:200]!r}") from None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def live_or_offline_status(settings: Settings) -> dict[str, Any]:
+    live = admin_get(settings, "/admin/api/status")
+    if live is not None:
+        return {**live, "running": True}
+    return offline_status(settings)
+
+
+@app.command("list")
+def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Show every account: kind, provider, state and cooldown, today's requests and tokens."""
+    with reported():
+        data = live_or_offline_status(settings_from(config))
+    if as_json:
+        console.print_json(orjson.dumps(data["accounts"]).decode())
+        return
+    table = Table(title=f"pool: {data['pool_dir']}")
+    for column in ("id", "kind", "provider", "enabled", "state", "requests today", "tokens today"):
+        table.add_column(column)
+    for a in data["accounts"]:
+        state = a["state"] + (f" ({a['cooldown_s']:.0f}s)" if a["cooldown_s"] else "")
+        if a["reason"]:
+            state += f": {a['reason']}"
+        table.add_row(
+            a["email"] or a["id"], a["kind"], a["provider"], "yes" if a["enabled"] else "no", state,
+            str(a["today"]["requests"]), str(a["today"]["tokens"]),
+        )
+    console.print(table)
+    if not data["accounts"]:
+        console.print("the pool is empty: add one with `proxygate add-key --provider anthropic`")
+    for bad in data["invalid_files"]:
+        err_console.print(f"[yellow]skipped[/] {bad['path']}: {bad['reason']}", highlight=False)
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Listen address, accounts by kind and state, and files that failed to load."""
+    with reported():
+        settings = settings_from(config)
+        data = live_or_offline_status(settings)
+    if as_json:
+        console.print_json(orjson.dumps(data).decode())
+        return
+    console.print(f"proxygate {'[green]running[/]' if data['running'] else '[dim]not running[/]'} on http://{settings.addr}")
+    console.print(f"route: {data['route']}   pool: {data['pool_dir']}")
+    counts: dict[tuple[str, str], int] = {}
+    for a in data["accounts"]:
+        counts[(a["kind"], a["state"])] = counts.get((a["kind"], a["state"]), 0) + 1
+    table = Table("kind", "state", "accounts")
+    for (kind, state), n in sorted(counts.items()):
+        table.add_row(kind, state, str(n))
+    console.print(table)
+    if data["invalid_files"]:
+        console.print(f"[yellow]{len(data['invalid_files'])} invalid file(s):[/]")
+        for bad in data["invalid_files"]:
+            console.print(f"  {bad['path']}: {bad['reason']}", highlight=False)
+
+
+@app.command()
+def enable(ref: RefArgument, config: ConfigOption = None) -> None:
+    """Route to an account again (persisted; a running server picks it up)."""
+    with reported():
+        account = set_enabled(settings_from(config).pool_dir, ref, enabled=True)
+    console.print(f"enabled [bold]{account.id}[/]")
+
+
+@app.command()
+def disable(ref: RefArgument, config: ConfigOption = None) -> None:
+    """Stop routing to an account until `proxygate enable`."""
+    with reported():
+        account = set_enabled(settings_from(config).pool_dir, ref, enabled=False)
+    console.print(f"disabled [bold]{account.id}[/]")
+
+
+@app.command()
+def reset(ref: RefArgument, config: ConfigOption = None) -> None:
+    """Clear an account's cooldown and error state."""
+    with reported():
+        settings = settings_from(config)
+        account = load_pool(settings.pool_dir).find(ref)
+        if admin_get(settings, f"/admin/api/accounts/{account.id}/reset", method="POST") is None:
+            store = LMDBStore(settings.data_dir)  # no server running: clear the persisted state
+            try:
+                store.put_state(COOLDOWNS, account.id, None)
+            finally:
+                store.close()
+    console.print(f"reset [bold]{account.id}[/]")
+
+
+@app.command("add-key")
+def add_key(
+    provider: Annotated[str, typer.Option(help=f"One of: {', '.join(API_KEY_PROVIDERS)}.")],
+    account_id: Annotated[str | None, typer.Option("--id", help="Account id (default: the provider name).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Base URL as the provider's SDK takes it.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model globs this key serves.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Add an API key to the pool. The key is read from a prompt or stdin, never from argv."""
+    with reported():
+        settings = settings_from(config)
+        if provider not in API_KEY_PROVIDERS:
+            raise PoolError(f"unknown provider {provider!r} (one of: {', '.join(API_KEY_PROVIDERS)})")
+        if sys.stdin.isatty():
+            key = typer.prompt(f"{provider} API key", hide_input=True)
+        else:
+            key = sys.stdin.readline()
+        key = key.strip()
+        if not key:
+            raise PoolError("no API key given")
+        data: dict[str, Any] = {"provider": provider, "api_key": key}
+        if account_id:
+            data["id"] = account_id
+        if base_url:
+            data["base_url"] = base_url
+        if models:
+            data["models"] = [m.strip() for m in models.split(",") if m.strip()]
+        name = account_id or provider
+        try:
+            path = add_account_file(settings.pool_dir, "apikey", name, data)
+        except InvalidAccount as exc:
+            raise PoolError(f"not added: {exc}") from None
+    console.print(f"added [bold]{path.stem}[/] ({provider}, key {mask(key)}) → {path}", highlight=False)
+
+
+def _print_report(report: ImportReport) -> None:
+    for path in report.written:
+        console.print(f"added {path}", highlight=False)
+    for line in report.duplicates:
+        err_console.print(f"[yellow]duplicate[/] {line}", highlight=False)
+    for line in report.invalid:
+        err_console.print(f"[red]invalid[/] {line}", highlight=False)
+    console.print(
+        f"{len(report.written)} added, {len(report.duplicates)} duplicate, {len(report.invalid)} invalid"
+    )
+    if report.invalid:
+        raise typer.Exit(1)
+
+
+FromOption = Annotated[Path, typer.Option("--from", help="JSON file to import.", exists=False)]
+
+
+@app.command("import")
+def import_accounts(source: FromOption, config: ConfigOption = None) -> None:
+    """Import accounts (subscriptions or keys) from a JSON array, one pool file each."""
+    with reported():
+        settings = settings_from(config)
+        report = import_entries(settings.pool_dir, read_entries(source))
+    _print_report(report)
+
+
+@app.command("import-keys")
+def import_keys(source: FromOption, config: ConfigOption = None) -> None:
+    """Import API keys from a JSON array, one pool file each."""
+    with reported():
+        settings = settings_from(config)
+        report = import_entries(settings.pool_dir, read_entries(source), kind_of=lambda _: "apikey")
+    _print_report(report)
+
+
+@app.command()
+def check(
+    ref: RefArgument,
+    model: Annotated[str | None, typer.Option(help="Model to ask (default: a cheap one of the provider).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """One minimal live call through an account; prints latency and what the provider said."""
+    from proxygate.providers.check import check_account
+
+    with reported():
+        settings = settings_from(config)
+        account = load_pool(settings.pool_dir).find(ref)
+        literal = [m for m in account.models if not set("*?[") & set(m)]
+        chosen = model or (literal[0] if literal else PROVIDERS[account.provider].check_model)
+        if not chosen:
+            raise PoolError(f"{account.id}: no model to check with; pass --model")
+        result = asyncio.run(check_account(account, chosen, settings.timeouts))
+    colour = "green" if result.status < 400 else "red"
+    console.print(f"{account.id} ({chosen}): [{colour}]HTTP {result.status}[/] in {result.latency_ms:.0f} ms")
+    console.print(result.said, highlight=False, markup=False)
+    if result.status >= 400:
+        raise typer.Exit(1)

@@ -1,0 +1,73 @@
+"""``proxygate serve`` and ``proxygate version``."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Annotated
+
+import typer
+
+from proxygate import __version__
+from proxygate.cli.app import ConfigOption, app, console, reported, settings_from
+from proxygate.config import Settings
+from proxygate.errors import ConfigError
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=_LEVELS[level],
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to listen beyond loopback without a proxy token: anyone could spend the pool."""
+    if not is_loopback_host(settings.host) and not settings.proxy_token:
+        raise ConfigError(
+            f"addr: {settings.addr} listens beyond this machine, so anyone who can reach it could spend "
+            "your accounts; set proxy_token (or PROXYGATE_PROXY_TOKEN) and give it to your clients, "
+            "or listen on 127.0.0.1"
+        )
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    addr: Annotated[str | None, typer.Option(help="Listen on HOST:PORT (default 127.0.0.1:19527).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen host (keeps the configured port).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (keeps the configured host).")] = None,
+) -> None:
+    """Run the proxy until SIGINT/SIGTERM (then drain streams in flight)."""
+    from proxygate.server.app import run
+
+    with reported():
+        settings = settings_from(config, addr=addr)
+        if host is not None or port is not None:
+            addr = f"{host or settings.host}:{settings.port if port is None else port}"
+            settings = settings_from(config, addr=addr)
+        check_exposure(settings)
+        setup_logging(settings.log_level)
+        logging.getLogger("proxygate").info(
+            "config: %s; pool: %s; data: %s", settings.config_path or "defaults", settings.pool_dir, settings.data_dir
+        )
+        run(settings)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"proxygate {__version__}")

@@ -1,0 +1,97 @@
+"""Bulk import: a JSON file of account entries becomes one pool file per entry.
+
+Accepted shapes: a JSON array of objects in the pool-file formats, or an object holding such
+an array under ``accounts`` or ``keys``. Each entry is validated like a pool file; bad entries
+and duplicates (within the file or against the pool) are reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from proxygate.errors import PoolError
+from proxygate.pool.files import load_pool, new_account_path, write_json_atomic
+from proxygate.pool.records import Account, InvalidAccount, Kind, parse_account
+
+
+@dataclass(slots=True)
+class ImportReport:
+    written: list[Path] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+
+
+def read_entries(path: Path) -> list[Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise PoolError(f"{path}: cannot read: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise PoolError(f"{path}: malformed JSON: {exc}") from None
+    if isinstance(data, dict):
+        for key in ("accounts", "keys"):
+            if isinstance(data.get(key), list):
+                return list(data[key])
+        raise PoolError(f'{path}: expected a JSON array, or an object with an "accounts" or "keys" array')
+    if not isinstance(data, list):
+        raise PoolError(f"{path}: expected a JSON array of account objects")
+    return data
+
+
+def guess_kind(entry: dict[str, Any]) -> Kind:
+    """Which pool an entry belongs to: an explicit ``kind``, else what its fields say."""
+    explicit = str(entry.get("kind") or entry.get("type") or "").lower()
+    if explicit in ("apikey", "api_key", "key"):
+        return "apikey"
+    if explicit in ("claude", "anthropic-oauth"):
+        return "claude"
+    if explicit in ("chatgpt", "codex-oauth", "openai-oauth"):
+        return "chatgpt"
+    if "api_key" in entry:
+        return "apikey"
+    token = str(entry.get("access_token", ""))
+    if token.startswith("sk-ant-"):
+        return "claude"
+    if "id_token" in entry or token.startswith("eyJ"):
+        return "chatgpt"
+    raise InvalidAccount('cannot tell a Claude from a ChatGPT account; add "kind": "claude" or "chatgpt"')
+
+
+def import_entries(
+    pool_dir: Path,
+    entries: list[Any],
+    *,
+    kind_of: Callable[[dict[str, Any]], Kind] = guess_kind,
+) -> ImportReport:
+    report = ImportReport()
+    existing = load_pool(pool_dir)
+    seen: set[str] = {a.id for a in existing.accounts}
+    seen_logins = {(a.kind, a.email.lower(), a.account_id) for a in existing.accounts if a.email}
+    for n, entry in enumerate(entries, 1):
+        where = f"entry {n}"
+        try:
+            if not isinstance(entry, dict):
+                raise InvalidAccount("expected a JSON object")
+            kind = kind_of(entry)
+            name = str(entry.get("id") or entry.get("email") or "")
+            if not name:
+                raise InvalidAccount('needs "id" (API keys) or "email" (subscriptions)')
+            path = new_account_path(pool_dir, kind, name)
+            account: Account = parse_account(entry, kind, default_id=path.stem, path=path)
+        except InvalidAccount as exc:
+            report.invalid.append(f"{where}: {exc}")
+            continue
+        login = (account.kind, account.email.lower(), account.account_id)
+        if account.id in seen or path.exists() or (account.email and login in seen_logins):
+            report.duplicates.append(f"{where}: {account.label} is already in the pool; skipped")
+            continue
+        write_json_atomic(path, entry)
+        seen.add(account.id)
+        seen_logins.add(login)
+        report.written.append(path)
+    return report

@@ -1,0 +1,1 @@
+"""One place per provider kind: URL layout, auth, quirks; OAuth token refresh."""

@@ -1,0 +1,95 @@
+"""The admin API under /admin/api: what `proxygate status`, `reset` and `route use` talk to.
+
+Guarded by ``admin_token`` (Bearer or X-ProxyGate-Admin-Token); with no token set, only
+loopback peers are served. Account entries carry ids and masked credentials, never secrets.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxygate.errors import PoolError
+from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
+from proxygate.store import today
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _guard(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = request.app[SETTINGS].admin_token
+        if token:
+            auth = request.headers.get("authorization", "")
+            given = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-proxygate-admin-token", "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _json({"error": "missing or wrong admin token"}, 401)
+        elif not _is_loopback(request.remote):
+            return _json({"error": "the admin API is loopback-only unless admin_token is set"}, 403)
+        return await handler(request)
+
+    return guarded
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+def status_data(request: web.Request) -> dict[str, Any]:
+    app = request.app
+    settings, broker, snapshot = app[SETTINGS], app[BROKER], app[POOL][0]
+    usage: dict[str, dict[str, int]] = {}
+    for row in app[STORE].usage(today()):
+        entry = usage.setdefault(row.account_id, {"requests": 0, "tokens": 0, "errors": 0})
+        entry["requests"] += row.totals.requests
+        entry["errors"] += row.totals.errors
+        entry["tokens"] += row.totals.tokens
+    now = broker.clock()
+    accounts = []
+    for account in snapshot.accounts:
+        state = broker.state(account.id)
+        accounts.append(
+            {
+                **broker.describe(account, now),
+                "today": usage.get(account.id, {"requests": 0, "tokens": 0, "errors": 0}),
+                "inflight": state.inflight,
+            }
+        )
+    return {
+        "addr": settings.addr,
+        "pool_dir": str(settings.pool_dir),
+        "route": f"{settings.routing.active}/{broker.strategy_name}",
+        "accounts": accounts,
+        "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(status_data(request))
+
+
+async def reset(request: web.Request) -> web.Response:
+    ref = request.match_info["ref"]
+    try:
+        account = request.app[POOL][0].find(ref)
+    except PoolError as exc:
+        return _json({"error": exc.message}, 404)
+    request.app[BROKER].reset(account.id)
+    return _json({"reset": account.id})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/api/status", _guard(status))
+    app.router.add_post("/admin/api/accounts/{ref}/reset", _guard(reset))

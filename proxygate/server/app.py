@@ -1,0 +1,147 @@
+"""The aiohttp application: one factory, shared objects under typed keys, lifetimes in cleanup_ctx.
+
+Startup order (cleanup runs in reverse, and only for what started): store → pool + broker +
+watcher → upstream session + pipeline. On SIGTERM aiohttp stops accepting, waits up to
+``drain_timeout_s`` for requests in flight (streams included), then the store is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from proxygate.broker import AccountState, Broker
+from proxygate.config import Settings
+from proxygate.errors import ProxyError
+from proxygate.pool.files import PoolSnapshot, load_pool
+from proxygate.pool.watcher import log_invalid, watch_pool
+from proxygate.server import admin, ingress
+from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
+from proxygate.server.models import ModelCatalog
+from proxygate.server.pipeline import Pipeline
+from proxygate.store import COOLDOWNS, LMDBStore
+from proxygate.wire.ir import Format
+
+log = logging.getLogger("proxygate")
+
+Clock = Callable[[], float]
+
+
+def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
+    # Bodies over the limit must reach our handler to get a 413 in the client's format.
+    app = web.Application(client_max_size=settings.max_body_bytes + 1, middlewares=[_client_format_errors])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_pool_and_broker(clock))
+    app.cleanup_ctx.append(_upstream)
+    ingress.add_routes(app)
+    admin.add_routes(app)
+    return app
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = LMDBStore(app[SETTINGS].data_dir)
+    app[STORE] = store
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(store.run_committer(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+    await asyncio.to_thread(store.close)
+
+
+def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings, store = app[SETTINGS], app[STORE]
+        snapshot = await asyncio.to_thread(load_pool, settings.pool_dir)
+        log_invalid(snapshot)
+        holder = [snapshot]
+        app[POOL] = holder
+
+        def persist(account_id: str, state: AccountState) -> None:
+            store.put_state(COOLDOWNS, account_id, state.to_json())
+
+        broker = Broker(snapshot, settings.routing, clock=clock, on_state=persist)
+        broker.restore({k: AccountState.from_json(v) for k, v in store.get_states(COOLDOWNS).items()})
+        app[BROKER] = broker
+        if not snapshot.accounts:
+            log.warning(
+                "the pool in %s is empty: add an API key with `proxygate add-key --provider anthropic` "
+                "(or openai, gemini, …), a ChatGPT login with `proxygate add-account`, or a Claude "
+                "subscription with `proxygate add-claude-account`",
+                settings.pool_dir,
+            )
+        else:
+            log.info("pool: %d accounts from %s", len(snapshot.accounts), settings.pool_dir)
+
+        def on_change(new: PoolSnapshot) -> None:
+            holder[0] = new
+            broker.update_pool(new)
+
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(watch_pool(settings.pool_dir, on_change, stop))
+            try:
+                yield
+            finally:
+                stop.set()
+
+    return ctx
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    t = settings.timeouts
+    ssl_context: ssl.SSLContext | bool = True
+    if settings.ca_bundle:
+        ssl_context = ssl.create_default_context(cafile=settings.ca_bundle)
+    connector = aiohttp.TCPConnector(limit=0, ssl=ssl_context, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.idle_s)
+    # trust_env: HTTPS_PROXY / NO_PROXY are honoured; auto_decompress off: we ask for identity.
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trust_env=True, auto_decompress=False
+    ) as session:
+        app[UPSTREAM] = session
+        app[PIPELINE] = Pipeline(settings, app[BROKER], session, app[STORE])
+        app[MODELS] = ModelCatalog(session, lambda: app[POOL][0], dict(settings.routing.aliases))
+        yield
+
+
+@web.middleware
+async def _client_format_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unknown paths and methods get a 404/405 in the client's format, not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405):
+            raise
+        path = request.path
+        fmt = Format.anthropic if "/messages" in path else Format.gemini if path.startswith("/v1beta") else Format.chat
+        error = ProxyError(f"no such endpoint: {request.method} {path}", status=404, error_class="not_found")
+        return ingress.render_error(fmt, error, "")
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM, then drain."""
+    app = create_app(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.drain_timeout_s,
+            handler_cancellation=True,
+            access_log=None,
+            print=lambda _: log.info("proxygate listening on http://%s", settings.addr),
+        )

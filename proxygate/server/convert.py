@@ -1,0 +1,89 @@
+"""The converted route: client format → IR → the account's format, and the answer back.
+
+Chosen when the leased account does not speak the client's format (the broker prefers one
+that does). Requests convert once; streams convert chunk by chunk as they arrive — upstream
+bytes → upstream decoder → IR events → client encoder → bytes — so time-to-first-token
+stays the upstream's. The codecs are sans-I/O (``wire/``); this module is their I/O shell.
+"""
+
+from __future__ import annotations
+
+import os
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxygate.broker import Lease
+from proxygate.call import Call
+from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
+from proxygate.server.relay import Upstream, fail_stream, start_response
+from proxygate.wire import ir
+
+
+def request_body(call: Call, lease: Lease) -> bytes:
+    """The client's request re-encoded for the leased account's format and model."""
+    from proxygate.wire.codecs import CODECS
+
+    source, target = CODECS[call.fmt], CODECS[lease.upstream_format]
+    try:
+        request = source.decode_request(call.body, path_model=call.model)
+    except ir.InvalidRequest:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClientError(f"cannot read the {call.fmt.value} request: {exc}") from None
+    request = request.with_model(lease.model, stream=call.is_stream)
+    return orjson.dumps(target.encode_request(request))
+
+
+def response_id(fmt: ir.Format) -> str:
+    prefix = {ir.Format.anthropic: "msg_", ir.Format.chat: "chatcmpl-", ir.Format.responses: "resp_"}
+    return prefix.get(fmt, "") + os.urandom(12).hex()
+
+
+async def relay(
+    request: web.Request,
+    call: Call,
+    lease: Lease,
+    upstream: Upstream,
+    headers: dict[str, str],
+    *,
+    idle_s: float,
+    is_stream: bool,
+) -> web.StreamResponse:
+    from proxygate.wire.codecs import CODECS
+
+    source, target = CODECS[lease.upstream_format], CODECS[call.fmt]
+    headers.pop("content-type", None)
+    if not is_stream:
+        raw = await upstream.read_all(idle_s)
+        try:
+            response = source.decode_response(orjson.loads(raw))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError(f"unreadable {lease.upstream_format.value} answer: {exc}") from None
+        call.usage = response.usage
+        body = orjson.dumps(target.encode_response(response.with_model(call.model)))
+        return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+
+    decoder = source.StreamDecoder()
+    include_usage = bool((call.body.get("stream_options") or {}).get("include_usage", True))
+    encoder = target.StreamEncoder(model=call.model, response_id=response_id(call.fmt), include_usage=include_usage)
+    out = await start_response(request, 200, headers, is_stream=True)
+    try:
+        async for chunk in upstream.chunks(idle_s):
+            data = b"".join(encoder.encode(event) for event in decoder.feed(chunk))
+            if data:
+                await out.write(data)
+        data = b"".join(encoder.encode(event) for event in decoder.close()) + encoder.close()
+        if data:
+            await out.write(data)
+    except TimeoutError:
+        await fail_stream(out, call, UpstreamTimeout(f"upstream silent for {idle_s:.0f}s mid-stream"))
+    except (aiohttp.ClientError, OSError) as exc:
+        await fail_stream(out, call, ConnectionLost(f"upstream connection lost mid-stream: {type(exc).__name__}"))
+    except ir.ProtocolError as exc:
+        await fail_stream(out, call, exc)
+    if decoder.finish is not None:
+        call.usage = decoder.finish.usage
+    await out.write_eof()
+    return out

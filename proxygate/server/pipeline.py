@@ -1,0 +1,280 @@
+"""The way of one request, top to bottom (DESIGN.md): stages → broker → provider → relay → after.
+
+    default_stages()   the feature set, in order, on one screen
+    Pipeline.handle    run the stages, then forward with failover, then the stages' on_done
+    Pipeline._forward  acquire a lease; send; on 429/529/5xx/reset before the first byte,
+                       release with that outcome and try the next account
+    Pipeline._relay    same format: bytes untouched, usage sniffed on the side;
+                       other format: upstream events → IR → the client's format, chunk by chunk
+
+Every error the client sees is rendered in its own wire format and carries the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxygate.broker import Ask, Broker, Lease, Outcome
+from proxygate.call import Call
+from proxygate.config import Settings
+from proxygate.errors import AllAccountsBusy, ProxyError, UpstreamError
+from proxygate.features.usage import UsageRecorder
+from proxygate.providers.upstream import build_request, response_headers
+from proxygate.server import convert
+from proxygate.server.relay import Upstream, fail_stream, open_upstream, relay_bytes, retry_after_s, start_response
+from proxygate.store.base import Store
+from proxygate.wire.errors import client_status, error_body
+from proxygate.wire.ir import Format
+from proxygate.wire.usage import UsageSniffer
+
+log = logging.getLogger("proxygate.pipeline")
+
+# Upstream error bodies are small; a runaway one is cut here rather than buffered whole.
+MAX_ERROR_BODY = 64 * 1024
+
+
+class Stage(Protocol):
+    """A pipeline stage; the runner calls only the hooks a stage defines."""
+
+
+def default_stages(settings: Settings, store: Store) -> list[Any]:
+    return [
+        UsageRecorder(store),
+    ]
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, broker: Broker, session: aiohttp.ClientSession, store: Store) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.session = session
+        self.stages = default_stages(settings, store)
+        self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
+        self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
+
+    async def handle(self, request: web.Request, call: Call) -> web.StreamResponse:
+        try:
+            for hook in self._on_request:
+                hook(call)
+            return await self._forward(request, call)
+        except ProxyError as exc:
+            return self.error_response(call, exc)
+        except asyncio.CancelledError:
+            call.status, call.error_class, call.error = 499, "cancelled", "client disconnected"
+            raise
+        finally:
+            for hook in self._on_done:
+                hook(call)
+
+    def error_response(self, call: Call, exc: ProxyError, *, retry_after: float | None = None) -> web.Response:
+        status = client_status(call.fmt, exc.error_class, exc.status)
+        call.status, call.error_class, call.error = status, call.error_class or exc.error_class, exc.message
+        headers = {"x-proxygate-request-id": call.request_id}
+        retry = retry_after if retry_after is not None else getattr(exc, "retry_after_s", None)
+        if retry is not None:
+            headers["retry-after"] = str(max(int(retry + 0.999), 1))
+        if status < 500 and status not in (408, 409, 429):
+            headers["x-should-retry"] = "false"  # both SDKs honour it: retrying cannot fix a 4xx
+        body = error_body(call.fmt, exc.error_class, exc.message, status=status, request_id=call.request_id)
+        return web.Response(status=status, body=body, headers=headers, content_type="application/json")
+
+    # -- failover loop ---------------------------------------------------------------------
+
+    async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
+        ask = Ask(call.model, call.fmt)
+        tried: list[str] = []
+        last_error: UpstreamError | None = None
+        while True:
+            try:
+                lease = self.broker.acquire(ask, exclude=tried)
+            except AllAccountsBusy as busy:
+                if last_error is None:
+                    raise
+                # Every account failed for this request: say what the last one said, and when to retry.
+                return self.error_response(call, last_error, retry_after=busy.retry_after_s)
+            call.attempts += 1
+            call.account_id, call.upstream_model = lease.account.id, lease.model
+            call.upstream_format = lease.upstream_format
+            try:
+                upstream = await self._send(call, lease)
+            except UpstreamError as exc:
+                log.warning("%s %s: %s; failing over", call.request_id, lease.account.id, exc.message)
+                lease.release(_outcome_of(exc))
+                tried.append(lease.account.id)
+                last_error = exc
+                continue
+            except BaseException:
+                lease.release(Outcome.client_error())
+                raise
+            self.broker.observe(lease.account.id, upstream.response.headers, status=upstream.status)
+            if upstream.status >= 400:
+                response, failed_over = await self._upstream_error(call, lease, upstream)
+                if response is not None:
+                    return response
+                tried.append(lease.account.id)
+                last_error = failed_over
+                continue
+            return await self._finish(request, call, lease, upstream)
+
+    async def _send(self, call: Call, lease: Lease) -> Upstream:
+        same = lease.upstream_format is call.fmt
+        body = self._fast_body(call, lease) if same else convert.request_body(call, lease)
+        req = build_request(
+            lease.account,
+            lease.upstream_format,
+            lease.model,
+            call.headers,
+            is_stream=call.is_stream,
+            same_format=same,
+            op=call.op,
+            query=call.query,
+        )
+        return await open_upstream(self.session, req.url, req.headers, body, self.settings.timeouts)
+
+    def _fast_body(self, call: Call, lease: Lease) -> bytes:
+        """The client's bytes, untouched unless the model is remapped or usage must be asked for."""
+        changes: dict[str, Any] = {}
+        if lease.model != call.model and call.fmt is not Format.gemini:
+            changes["model"] = lease.model
+        if _wants_usage_injected(call):
+            changes["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
+        if not changes:
+            return call.raw_body
+        return orjson.dumps({**call.body, **changes})
+
+    async def _upstream_error(
+        self, call: Call, lease: Lease, upstream: Upstream
+    ) -> tuple[web.Response | None, UpstreamError]:
+        """Answer the client (a 4xx about its request) or return the error to fail over on."""
+        status = upstream.status
+        try:
+            raw = (await upstream.read_all(self.settings.timeouts.idle_s))[:MAX_ERROR_BODY]
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            raw = b""
+        finally:
+            upstream.close()
+        message = _error_message(raw) or f"HTTP {status}"
+        outcome = classify_status(status, upstream.response.headers, message)
+        error = UpstreamError(f"{lease.account.id}: HTTP {status}: {message}", status=status)
+        error.error_class = _error_class(status)
+        lease.release(outcome)
+        if outcome.kind != "client_error":
+            log.warning("%s %s: HTTP %d %s; failing over", call.request_id, lease.account.id, status, message)
+            return None, error
+        if lease.upstream_format is call.fmt:  # same format: the provider's own error, verbatim
+            call.status, call.error_class, call.error = status, error.error_class, message
+            headers = self._headers(call, lease, upstream.response.headers)
+            return web.Response(status=status, body=raw, headers=headers), error
+        return self.error_response(call, ProxyError(f"upstream: {message}", status=status, error_class=error.error_class)), error
+
+    # -- success -----------------------------------------------------------------------------
+
+    async def _finish(self, request: web.Request, call: Call, lease: Lease, upstream: Upstream) -> web.StreamResponse:
+        outcome = Outcome.client_error()  # if the client goes away, the account was not at fault
+        try:
+            response = await self._relay(request, call, lease, upstream)
+            outcome = Outcome.error(call.error) if call.error_class else Outcome.ok()
+            return response
+        finally:
+            upstream.close()
+            lease.release(outcome)
+
+    async def _relay(self, request: web.Request, call: Call, lease: Lease, upstream: Upstream) -> web.StreamResponse:
+        idle_s = self.settings.timeouts.idle_s
+        headers = self._headers(call, lease, upstream.response.headers)
+        call.status = upstream.status
+        same = lease.upstream_format is call.fmt
+        is_stream = call.is_stream and "text/event-stream" in upstream.response.headers.get("content-type", "")
+        if not same:
+            return await convert.relay(request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream)
+        sniffer = UsageSniffer(call.fmt, is_stream=is_stream)
+        if not is_stream:
+            body = await upstream.read_all(idle_s)
+            sniffer.feed(body)
+            sniffer.close()
+            call.usage = sniffer.usage
+            return web.Response(status=upstream.status, body=body, headers=headers)
+        out = await start_response(request, upstream.status, headers, is_stream=True)
+        await relay_bytes(upstream, out, call, sniffer, idle_s, strip_usage_chunk=_wants_usage_injected(call))
+        call.usage = sniffer.usage
+        await out.write_eof()
+        return out
+
+    def _headers(self, call: Call, lease: Lease, upstream_headers: Mapping[str, str]) -> dict[str, str]:
+        headers = response_headers(upstream_headers)
+        headers["x-proxygate-request-id"] = call.request_id
+        if self.settings.expose_account_header:
+            headers["x-proxygate-account"] = lease.account.id
+        route = f"{self.settings.routing.active}/{self.broker.strategy_name}"
+        headers["x-proxygate-route"] = route + ("+failover" if call.attempts > 1 else "")
+        return headers
+
+
+def _wants_usage_injected(call: Call) -> bool:
+    """A streaming Chat request that did not ask for usage: we ask, and hide the extra chunk."""
+    if call.fmt is not Format.chat or not call.is_stream:
+        return False
+    options = call.body.get("stream_options")
+    return not (isinstance(options, dict) and options.get("include_usage"))
+
+
+def classify_status(status: int, headers: Mapping[str, str], message: str) -> Outcome:
+    """What an upstream error status means for the account (protocols.md §5.12)."""
+    retry = retry_after_s(headers)
+    if status == 429:
+        return Outcome.rate_limited(retry, reason=f"429: {message}"[:200])
+    if status in (529, 503):
+        return Outcome.overloaded(retry, reason=f"{status}: {message}"[:200])
+    if status in (401, 403):
+        return Outcome.auth_failed(f"{status}: {message}"[:200])
+    if status >= 500 or status in (402, 408, 409):
+        return Outcome.error(f"{status}: {message}"[:200], retry)
+    return Outcome.client_error()
+
+
+def _error_class(status: int) -> str:
+    return {
+        400: "invalid_request",
+        401: "authentication",
+        402: "billing",
+        403: "permission",
+        404: "not_found",
+        413: "too_large",
+        429: "rate_limited",
+        503: "overloaded",
+        529: "overloaded",
+        504: "timeout",
+    }.get(status, "server" if status >= 500 else "invalid_request")
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace").strip()[:300]
+    if isinstance(data, list) and data:  # Gemini sometimes wraps errors in a list
+        data = data[0]
+    if not isinstance(data, dict):
+        return ""
+    err = data.get("error", data)
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("type") or "")[:500]
+    return str(err)[:500]
+
+
+def _outcome_of(exc: UpstreamError) -> Outcome:
+    if exc.error_class == "overloaded":
+        return Outcome.overloaded(reason=exc.message)
+    if exc.error_class == "rate_limited":
+        return Outcome.rate_limited(getattr(exc, "retry_after_s", None), reason=exc.message)
+    return Outcome.error(exc.message)
+
+
+__all__ = ["Pipeline", "Stage", "classify_status", "default_stages", "fail_stream"]

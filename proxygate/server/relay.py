@@ -1,0 +1,181 @@
+"""Sending a request upstream and streaming the answer back: the I/O shell around the codecs.
+
+``open_upstream`` sends and waits for the status line *and the first body chunk*, both under
+the first-byte deadline: until that chunk exists nothing has reached the client, so any
+failure is still a failover (DESIGN.md, "Failover"). After it, ``relay_*`` copy or convert
+chunk by chunk; a failure there becomes a well-formed error event in the client's format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxygate.call import Call
+from proxygate.config import TimeoutSettings
+from proxygate.errors import ConnectionLost, UpstreamError, UpstreamTimeout
+from proxygate.wire.errors import stream_error_event
+from proxygate.wire.ir import Format
+from proxygate.wire.sse import encode_event
+from proxygate.wire.usage import UsageSniffer
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(slots=True)
+class Upstream:
+    """An upstream response whose status, headers and first chunk have arrived."""
+
+    response: aiohttp.ClientResponse
+    first_chunk: bytes
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    async def chunks(self, idle_s: float) -> AsyncIterator[bytes]:
+        if self.first_chunk:
+            yield self.first_chunk
+        content = self.response.content
+        while True:
+            async with asyncio.timeout(idle_s):
+                chunk = await content.readany()
+            if not chunk:
+                return
+            yield chunk
+
+    async def read_all(self, idle_s: float) -> bytes:
+        parts = [chunk async for chunk in self.chunks(idle_s)]
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.response.close()
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    timeouts: TimeoutSettings,
+) -> Upstream:
+    """Send; return once the first body byte is in hand. Raises ``UpstreamError`` subclasses."""
+    response: aiohttp.ClientResponse | None = None
+    try:
+        async with asyncio.timeout(timeouts.first_byte_s):
+            response = await session.post(url, data=body, headers=headers)
+            first = await response.content.readany()
+        return Upstream(response, first)
+    except TimeoutError:
+        if response is not None:
+            response.close()
+        raise UpstreamTimeout(f"no answer within {timeouts.first_byte_s:.0f}s") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectionLost(f"cannot connect: {exc.os_error or exc}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        if response is not None:
+            response.close()
+        raise ConnectionLost(f"connection failed: {type(exc).__name__}: {exc}") from exc
+
+
+def retry_after_s(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
+    """``retry-after-ms``, else ``retry-after`` as seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    get = headers.get
+    ms = get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - now(), 0.0)
+
+
+async def start_response(request: web.Request, status: int, headers: dict[str, str], *, is_stream: bool) -> web.StreamResponse:
+    out = web.StreamResponse(status=status, headers=headers)
+    if is_stream:
+        out.headers.update(SSE_HEADERS)
+        out.content_type = "text/event-stream"
+    await out.prepare(request)
+    return out
+
+
+async def relay_bytes(
+    upstream: Upstream,
+    out: web.StreamResponse,
+    call: Call,
+    sniffer: UsageSniffer,
+    idle_s: float,
+    *,
+    strip_usage_chunk: bool = False,
+) -> None:
+    """The fast path: copy upstream bytes untouched, sniffing usage on the side.
+
+    ``strip_usage_chunk``: we added ``stream_options.include_usage`` to a Chat request whose
+    client did not ask for it (issue #3, documented exception), so the usage-only chunk
+    (``choices: []``) is kept from the client; every other event is re-framed verbatim.
+    """
+    try:
+        async for chunk in upstream.chunks(idle_s):
+            events = sniffer.feed(chunk)
+            if not strip_usage_chunk:
+                await out.write(chunk)
+                continue
+            for event in events:
+                if not _is_usage_only_chunk(event.data):
+                    await out.write(encode_event(event.data.encode()))
+        for event in sniffer.close():
+            if strip_usage_chunk:
+                await out.write(encode_event(event.data.encode()))
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        await fail_stream(out, call, _broken(exc, idle_s))
+        return
+    if sniffer.is_stream and not sniffer.is_complete:
+        await fail_stream(out, call, ConnectionLost("upstream stream ended before its final event"))
+    elif sniffer.error:
+        call.error_class, call.error = "server", f"upstream: {sniffer.error}"
+
+
+def _is_usage_only_chunk(data: str) -> bool:
+    if '"usage"' not in data:
+        return False
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(chunk, dict) and chunk.get("choices") == [] and bool(chunk.get("usage"))
+
+
+def _broken(exc: BaseException, idle_s: float) -> UpstreamError:
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"upstream silent for {idle_s:.0f}s mid-stream")
+    return ConnectionLost(f"upstream connection lost mid-stream: {type(exc).__name__}")
+
+
+async def fail_stream(out: web.StreamResponse, call: Call, error: UpstreamError) -> None:
+    """End a started stream with the client format's error event (protocols.md §5.12)."""
+    call.error_class, call.error = error.error_class, error.message
+    message = f"proxygate: {error.message} (request {call.request_id})"
+    event = stream_error_event(call.fmt, error.error_class, message, status=error.status)
+    try:
+        await out.write(event)
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client is gone too
+
