@@ -41,7 +41,6 @@ from proxygate.wire.ir import (
     Image,
     InvalidRequest,
     Message,
-    Opaque,
     Part,
     ProtocolError,
     Reasoning,
@@ -136,9 +135,9 @@ def _decode_part(part: Any) -> Part | None:
             file = part.get("file") or {}
             filename = file.get("filename") if isinstance(file.get("filename"), str) else None
             if isinstance(file.get("file_data"), str):
-                source = parse_data_url(file["file_data"])
-                if source is not None:
-                    return Document(source, filename=filename, title=filename)
+                pdf = parse_data_url(file["file_data"])
+                if pdf is not None:
+                    return Document(pdf, filename=filename, title=filename)
             if isinstance(file.get("file_id"), str):
                 return Document(FileSource(file["file_id"]), filename=filename, title=filename)
     return None  # unknown part types are skipped
@@ -219,7 +218,11 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
         elif role == "user":
             parts = _decode_content(msg.get("content"))
             last = messages[-1] if messages else None
-            if last is not None and last.role == "user" and all(isinstance(p, ToolResult) for p in last.parts):
+            if (
+                last is not None
+                and last.role == "user"
+                and all(isinstance(p, ToolResult) for p in last.parts)
+            ):
                 messages[-1] = Message("user", (*last.parts, *parts))  # results first, then the user
             else:
                 messages.append(Message("user", parts))
@@ -491,7 +494,10 @@ def _encode_tool_choice(choice: ToolChoice, tools: tuple[ToolDef, ...]) -> Any:
 
     if choice.allowed:
         mode = "required" if choice.mode == "required" else "auto"
-        return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": [named(n) for n in choice.allowed]}}
+        return {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": mode, "tools": [named(n) for n in choice.allowed]},
+        }
     if choice.mode == "tool":
         return named(choice.name or "")
     return choice.mode
@@ -627,13 +633,18 @@ def encode_response(resp: Response, *, created: int = 0) -> dict[str, Any]:
         message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = calls
-    if any(isinstance(p, Opaque) for p in resp.parts):
-        pass  # server-tool blocks have no CHAT form (§6.27)
     return {
         "id": completion_id(resp.id),
         "object": "chat.completion",
         "created": created,
         "model": resp.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH_FROM_IR[resp.stop_reason]}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": FINISH_FROM_IR[resp.stop_reason],
+            }
+        ],
         "usage": encode_usage(resp.usage),
     }
