@@ -21,6 +21,7 @@ from typing import Any
 
 from proxygate.wire.history import has_content
 from proxygate.wire.ir import (
+    Effort,
     Format,
     InvalidRequest,
     Message,
@@ -208,7 +209,9 @@ def _decode_item(conversation: _Conversation, kind: Any, item: dict[str, Any]) -
         conversation.add("assistant", [decode_call(item)])
     elif kind in _RESULT_ITEMS:
         call_id = str(item.get("call_id") or "")
-        result = ToolResult(call_id, decode_tool_output(item.get("output")), name=conversation.name_of(call_id))
+        result = ToolResult(
+            call_id, decode_tool_output(item.get("output")), name=conversation.name_of(call_id)
+        )
         conversation.add("user", [result], merge=conversation.is_results_turn())
     elif kind in HOSTED_ITEMS:
         role = "user" if str(kind).endswith("_output") or kind == "compaction_trigger" else "assistant"
@@ -280,11 +283,14 @@ def _decode_tool_choice(choice: Any) -> ToolChoice | None:
         return ToolChoice(mode="tool", name=name)
     if kind == "allowed_tools":
         tools = choice.get("tools")
-        names = tuple(
-            str(t["name"]) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
-        ) if isinstance(tools, list) else ()
-        mode = "required" if choice.get("mode") == "required" else "auto"
-        return ToolChoice(mode=mode, allowed=names)
+        names = (
+            tuple(str(t["name"]) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str))
+            if isinstance(tools, list)
+            else ()
+        )
+        if choice.get("mode") == "required":
+            return ToolChoice(mode="required", allowed=names)
+        return ToolChoice(mode="auto", allowed=names)
     return None  # hosted-tool choices have no IR meaning
 
 
@@ -309,7 +315,9 @@ def _decode_text_format(text: Any) -> ResponseFormat | None:
         return None
     match fmt.get("type"):
         case "json_schema":
-            schema, name, strict, description = (fmt.get(k) for k in ("schema", "name", "strict", "description"))
+            schema, name, strict, description = (
+                fmt.get(k) for k in ("schema", "name", "strict", "description")
+            )
             return ResponseFormat(
                 kind="json_schema",
                 schema=schema if isinstance(schema, dict) else None,
@@ -397,7 +405,9 @@ def _encode_user(parts: tuple[Part, ...], kinds: dict[str, str]) -> list[dict[st
     content: list[dict[str, Any]] = []
     for part in parts:
         if isinstance(part, ToolResult):
-            kind = "custom_tool_call_output" if kinds.get(part.call_id) == "custom" else "function_call_output"
+            kind = (
+                "custom_tool_call_output" if kinds.get(part.call_id) == "custom" else "function_call_output"
+            )
             items.append({"type": kind, "call_id": part.call_id, "output": encode_tool_output(part)})
         elif isinstance(part, Opaque):
             if part.fmt == Format.responses:
@@ -430,7 +440,9 @@ def _encode_assistant(parts: tuple[Part, ...], kinds: dict[str, str]) -> list[di
                 flush()
                 item_id, encrypted = native_payload(state) or ("", "")
                 summary = [{"type": "summary_text", "text": part.text}] if part.text else []
-                items.append({"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": encrypted})
+                items.append(
+                    {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": encrypted}
+                )
             case ToolCall():
                 flush()
                 kinds[part.id] = part.kind
@@ -460,7 +472,9 @@ def _encode_tools(tools: tuple[ToolDef, ...]) -> list[dict[str, Any]]:
             "type": "function",
             "name": name,
             "description": tool.description,
-            "parameters": tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}},
+            "parameters": tool.parameters
+            if tool.parameters is not None
+            else {"type": "object", "properties": {}},
             "strict": bool(tool.strict),
         }
         if namespace is None or tool.raw is None:  # (raw is set whenever namespaced)
@@ -499,7 +513,13 @@ def _encode_tool_choice(choice: ToolChoice | None, tools: tuple[ToolDef, ...]) -
 
 
 # Manual thinking budget → effort (§5.7.4, reverse table)
-_BUDGET_EFFORT = ((0, "none"), (1536, "minimal"), (4096, "low"), (12288, "medium"), (24576, "high"))
+_BUDGET_EFFORT: tuple[tuple[int, Effort], ...] = (
+    (0, "none"),
+    (1536, "minimal"),
+    (4096, "low"),
+    (12288, "medium"),
+    (24576, "high"),
+)
 
 
 def _encode_reasoning(cfg: ReasoningConfig | None) -> dict[str, Any] | None:
@@ -507,7 +527,8 @@ def _encode_reasoning(cfg: ReasoningConfig | None) -> dict[str, Any] | None:
         return None
     effort = cfg.effort
     if cfg.mode == "budget" and cfg.budget_tokens is not None and effort is None:
-        effort = next((e for limit, e in _BUDGET_EFFORT if cfg.budget_tokens <= limit), "xhigh")  # type: ignore[assignment]
+        budget = cfg.budget_tokens
+        effort = next((e for limit, e in _BUDGET_EFFORT if budget <= limit), "xhigh")
     if cfg.mode == "adaptive" and effort is None:
         effort = "medium"
     out: dict[str, Any] = {}
@@ -537,7 +558,11 @@ def instructions_as_developer(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(instructions, str):
         return body
     out = {k: v for k, v in body.items() if k != "instructions"}
-    developer = {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": instructions}]}
+    developer = {
+        "type": "message",
+        "role": "developer",
+        "content": [{"type": "input_text", "text": instructions}],
+    }
     out["input"] = [developer, *body.get("input", [])]
     return out
 

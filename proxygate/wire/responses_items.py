@@ -223,11 +223,19 @@ def encode_input_part(part: Part) -> dict[str, Any] | None:
         case Refusal(text=text) if text:
             return {"type": "input_text", "text": text}
         case Image(source=source, detail=detail):
-            return {"type": "input_image", **encode_media(source, key="image_url"), "detail": detail or "auto"}
+            return {
+                "type": "input_image",
+                **encode_media(source, key="image_url"),
+                "detail": detail or "auto",
+            }
         case Document(source=TextSource(text=text), title=title):
             return {"type": "input_text", "text": f"{title}\n\n{text}" if title else text}
         case Document(source=source, filename=filename, title=title):
-            media = {"file_url": source.url} if isinstance(source, UrlSource) else encode_media(source, key="file_data")
+            media = (
+                {"file_url": source.url}
+                if isinstance(source, UrlSource)
+                else encode_media(source, key="file_data")
+            )
             out: dict[str, Any] = {"type": "input_file", **media}
             if filename or title:
                 out["filename"] = filename or title
