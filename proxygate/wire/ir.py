@@ -23,7 +23,7 @@ Adding a field: give it a default and never rename or remove one (other codecs b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -343,6 +343,10 @@ class Request:
     source: Format | None = None
     passthrough: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def with_model(self, model: str, *, stream: bool | None = None) -> Request:
+        """This request for another model id (the upstream's), optionally (not) streaming."""
+        return replace(self, model=model, stream=self.stream if stream is None else stream)
+
 
 # --------------------------------------------------------------------------- response
 
@@ -355,6 +359,10 @@ class Response:
     stop_reason: StopReason = StopReason.end_turn
     stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
+
+    def with_model(self, model: str) -> Response:
+        """This response under the model name the client asked for (§6.26)."""
+        return replace(self, model=model)
 
 
 # --------------------------------------------------------------------------- stream events
