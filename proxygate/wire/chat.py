@@ -516,6 +516,24 @@ def _effort(config: ReasoningConfig) -> str | None:
     return "medium"  # adaptive or enabled without effort (§5.7.4)
 
 
+def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _merge_user_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join consecutive user messages: strict servers require alternation (§6.4)."""
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        prev = out[-1] if out else None
+        if prev is None or msg["role"] != "user" or prev["role"] != "user":
+            out.append(msg)
+        elif isinstance(prev["content"], str) and isinstance(msg["content"], str):
+            out[-1] = {"role": "user", "content": f"{prev['content']}\n\n{msg['content']}"}
+        else:
+            out[-1] = {"role": "user", "content": _as_parts(prev["content"]) + _as_parts(msg["content"])}
+    return out
+
+
 def cache_key(req: Request) -> str:
     """A stable per-conversation ``prompt_cache_key`` for OpenAI prefix-cache routing (§5.13)."""
     if req.cache_key:
@@ -546,6 +564,7 @@ def encode_request(req: Request, *, max_tokens_field: str = "max_tokens") -> dic
                     messages.append(encoded)
             case _:
                 messages.extend(_encode_user(msg))
+    messages = _merge_user_turns(messages)
     if not messages or all(m["role"] == "system" for m in messages):
         raise InvalidRequest("messages: the conversation has no content to send")
 
