@@ -148,6 +148,7 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
     stop = body.get("stop_sequences")
     max_tokens = body.get("max_tokens")
     top_k = body.get("top_k")
+    extras = {k: v for k, v in body.items() if k not in _REQUEST_FIELDS}
     return Request(
         model=str(body.get("model") or path_model or ""),
         messages=tuple(messages),
@@ -168,7 +169,7 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
         user_id=user_id if isinstance(user_id, str) else None,
         stream=bool(body.get("stream", False)),
         source=Format.anthropic,
-        passthrough={Format.anthropic: {k: v for k, v in body.items() if k not in _REQUEST_FIELDS}},
+        passthrough={Format.anthropic: extras} if extras else {},
     )
 
 

@@ -92,7 +92,6 @@ def test_decode_appendix_a() -> None:
         max_output_tokens=16000,
         reasoning=ReasoningConfig("budget", budget_tokens=4000),
         source=Format.anthropic,
-        passthrough={Format.anthropic: {}},
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from proxygate.wire import anthropic, chat, envelope
 from proxygate.wire.codecs import CODECS, convert_request
-from proxygate.wire.ir import Format, InvalidRequest, ReasoningState
+from proxygate.wire.ir import Error, Format, InvalidRequest, ReasoningState, StreamTruncated
 from tests.unit.wire import test_anthropic as ant_fixtures
 from tests.unit.wire import test_chat as chat_fixtures
 from tests.unit.wire.grammar import assert_ant_grammar, assert_chat_grammar
@@ -456,12 +456,10 @@ def test_case_15_eof_before_finish_becomes_an_error_event_via_the_relay_loop() -
     )
     decoder, encoder = chat.StreamDecoder(), anthropic.StreamEncoder(model="c", response_id="msg_1")
     out = b"".join(map(encoder.encode, decoder.feed(data)))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(StreamTruncated) as info:
         decoder.close()
-    from proxygate.wire.ir import Error
-
     exc = info.value
-    out += encoder.encode(Error(exc.error_class, str(exc), exc.status))  # type: ignore[attr-defined]
+    out += encoder.encode(Error(exc.error_class, exc.message, exc.status))
     names = [n for n, _ in assert_ant_grammar(out)]
     assert names == [
         "message_start",
