@@ -425,6 +425,8 @@ class StreamEncoder:
                 added = encode_call(item.call, item_id=item.item_id, status="in_progress")
                 if item.call.kind == "custom":
                     added.pop("status")
+                else:
+                    added["arguments"] = ""  # arguments stream in after the item is announced
             case "reasoning":
                 item.item_id = f"rs_{self._base}_{n}"
                 added = {"type": "reasoning", "id": item.item_id, "summary": []}
