@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from proxygate.broker.headroom import Headroom, merge, parse_body, parse_headers
 from proxygate.broker.state import AccountState, Outcome, apply_outcome
 from proxygate.config import RoutingSettings
 from proxygate.errors import AllAccountsBusy, NoAccountForModel
@@ -175,8 +176,29 @@ class Broker:
         tied = [a for a in group if self.state(a.id).inflight == least]
         return tied[next(self._rotation) % len(tied)]
 
-    def observe(self, account_id: str, headers: Mapping[str, str], *, status: int) -> None:
-        """Learn from a response's quota headers (rate-limit windows); see broker/headroom.py."""
+    def observe(
+        self, account_id: str, headers: Mapping[str, str], *, status: int, body: bytes | None = None, model: str = ""
+    ) -> None:
+        """Learn from a response's quota headers (and a 429's body); see broker/headroom.py."""
+        now = self.clock()
+        windows = parse_headers(headers, now, model=model) + parse_body(status, body, now)
+        if windows:
+            self.update_headroom(account_id, windows)
+
+    def update_headroom(self, account_id: str, windows: list[Headroom]) -> None:
+        """Replace known windows of the same name; clear a quota cooldown whose window has reset."""
+        state = self.state(account_id)
+        state.windows = merge(state.windows, windows)
+        now = self.clock()
+        if state.cooldown_window and state.cooling(now) > 0:
+            window = state.windows.get(state.cooldown_window)
+            if window is not None and not window.is_blocking(now) and (window.left(now) or 0.0) > 0.0:
+                state.cooldown_until = 0.0
+                state.cooldown_reason = ""
+                state.cooldown_window = ""
+                state.failures = 0
+                if self._on_state is not None:
+                    self._on_state(account_id, state)
 
     # -- outcomes ----------------------------------------------------------------------------
 

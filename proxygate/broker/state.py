@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from proxygate.broker.headroom import Headroom
+
 OutcomeKind = Literal["ok", "rate_limited", "overloaded", "error", "auth_failed", "client_error"]
 
 
@@ -64,6 +66,10 @@ class AccountState:
     inflight: int = 0
     last_error_at: float = 0.0
     requests: int = 0
+    windows: dict[str, Headroom] = field(default_factory=dict)
+    "Latest quota windows by ``Headroom.key`` (persisted separately, store namespace HEADROOM)."
+    cooldown_window: str = ""
+    "The quota window (``Headroom.key``) whose rejection caused the cooldown; cleared when it resets."
 
     def cooling(self, now: float, model: str = "") -> float:
         """Seconds of cooldown left for ``model`` (0 when usable)."""
@@ -80,6 +86,7 @@ class AccountState:
             "model_cooldowns": self.model_cooldowns,
             "needs_reauth": self.needs_reauth,
             "last_error_at": self.last_error_at,
+            "cooldown_window": self.cooldown_window,
         }
 
     @classmethod
@@ -91,12 +98,13 @@ class AccountState:
             model_cooldowns={str(k): float(v) for k, v in dict(data.get("model_cooldowns", {})).items()},
             needs_reauth=str(data.get("needs_reauth", "")),
             last_error_at=float(data.get("last_error_at", 0.0)),
+            cooldown_window=str(data.get("cooldown_window", "")),
         )
 
 
 def backoff_s(failures: int, min_s: float, max_s: float) -> float:
     """15 s, 30 s, 60 s … capped: the cooldown after ``failures`` consecutive failures (≥ 1)."""
-    return min(min_s * 2 ** max(failures - 1, 0), max_s)
+    return float(min(min_s * 2 ** max(failures - 1, 0), max_s))
 
 
 def apply_outcome(
@@ -126,9 +134,8 @@ def apply_outcome(
         case _:  # rate_limited, error
             state.failures += 1
             state.last_error_at = now
-            wait = outcome.retry_after_s
-            if wait is None:
-                wait = backoff_s(state.failures, min_s, max_s)
+            given = outcome.retry_after_s
+            wait = backoff_s(state.failures, min_s, max_s) if given is None else given
             if outcome.model:
                 state.model_cooldowns[outcome.model] = now + wait
             else:

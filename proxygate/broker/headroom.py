@@ -1,0 +1,355 @@
+"""Quota signals, normalised: every provider's rate-limit headers and 429 bodies → ``Headroom``.
+
+One idea first: a ``Headroom`` is one quota window of one account as last seen — the fraction
+left, when it resets, who said so and when. Providers speak four dialects (peers.md §4):
+
+    Anthropic subscription  anthropic-ratelimit-unified-{status,reset}, per window
+                            -unified-{5h,7d,7d_oi,…}-{status,reset,utilization}
+                            (utilization is a fraction; 1.01 = over), -representative-claim,
+                            -overage-{status,reset}
+    Anthropic API key       anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
+                            {limit,remaining,reset}  (reset is RFC 3339)
+    OpenAI API key          x-ratelimit-{limit,remaining,reset}-{requests,tokens}
+                            (reset is a duration such as ``6m0s`` or ``20ms``)
+    Codex subscription      x-codex-{primary,secondary}-{used-percent,window-minutes,
+                            reset-at,reset-after-seconds}; 429 body ``usage_limit_reached``
+                            with ``resets_at`` / ``resets_in_seconds`` (peers.md §3.2)
+
+Every parser reads whatever is there, from any account: a missing signal is *unknown*
+headroom (no ``Headroom`` at all, or ``fraction_left=None``), never zero. Quota windows
+(subscription 5 h / 7 d / primary / secondary) are prepaid and lost at reset, so they drive
+the drain-aware score; rate windows (API-key requests/tokens per minute) only guard against
+running into a 429. Pure: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+WindowKind = Literal["quota", "rate"]
+
+# Statuses of the unified headers that mean "this request would be refused"; better-ccflare
+# treats the same set as hard (peers.md §4). ``allowed_warning`` still serves.
+HARD_STATUSES = frozenset({"rejected", "rate_limited", "blocked", "queueing_hard", "payment_required"})
+
+# Window lengths the unified headers imply by name, so a window that has reset can be
+# treated as fresh until the next response says otherwise.
+_UNIFIED_WINDOW_S = {"5h": 5 * 3600.0, "7d": 7 * 86400.0}
+_FAMILIES = ("opus", "sonnet", "haiku")
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """One quota window of one account, as last observed."""
+
+    window: str
+    "Window name: ``5h``, ``7d``, ``7d_oi``, ``primary``, ``requests``, ``tokens``, …"
+    fraction_left: float | None
+    "0.0 (spent) … 1.0 (untouched); None when the provider gave a status but no amount."
+    resets_at: float | None
+    "Epoch seconds when the window refills; None when unknown."
+    source: str
+    "Who said so: ``anthropic-unified``, ``anthropic-api``, ``openai-api``, ``codex``, a poller name."
+    observed_at: float
+    model: str = ""
+    "Model family the window is limited to (``opus``, a model id); empty: the whole account."
+    is_rejected: bool = False
+    "The provider said requests in this window are refused now."
+    kind: WindowKind = "quota"
+    "``quota``: prepaid, lost at reset (drives draining); ``rate``: a per-minute guard."
+    window_s: float | None = None
+    "The window's length, when known (5 h = 18000)."
+
+    @property
+    def key(self) -> str:
+        """Identity within an account: a newer observation of the same key replaces this one."""
+        return f"{self.window}@{self.model}" if self.model else self.window
+
+    def age_s(self, now: float) -> float:
+        return max(now - self.observed_at, 0.0)
+
+    def has_reset(self, now: float) -> bool:
+        return self.resets_at is not None and self.resets_at <= now
+
+    def left(self, now: float) -> float | None:
+        """The fraction left at ``now``: a window past its reset is full again."""
+        if self.has_reset(now):
+            return 1.0
+        return self.fraction_left
+
+    def is_blocking(self, now: float) -> bool:
+        """Refused now, and not yet reset (a rejected window without a reset time stays refused)."""
+        return self.is_rejected and not self.has_reset(now)
+
+    def applies_to(self, model: str) -> bool:
+        return not self.model or self.model == model or self.model == model_family(model)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "fraction_left": self.fraction_left,
+            "resets_at": self.resets_at,
+            "source": self.source,
+            "observed_at": self.observed_at,
+            "model": self.model,
+            "is_rejected": self.is_rejected,
+            "kind": self.kind,
+            "window_s": self.window_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Headroom:
+        kind = data.get("kind", "quota")
+        return cls(
+            window=str(data["window"]),
+            fraction_left=_opt_float(data.get("fraction_left")),
+            resets_at=_opt_float(data.get("resets_at")),
+            source=str(data.get("source", "")),
+            observed_at=float(data.get("observed_at", 0.0)),
+            model=str(data.get("model", "")),
+            is_rejected=bool(data.get("is_rejected", False)),
+            kind="rate" if kind == "rate" else "quota",
+            window_s=_opt_float(data.get("window_s")),
+        )
+
+
+def model_family(model: str) -> str:
+    """``opus`` / ``sonnet`` / ``haiku`` for Claude models (any spelling), else the model itself."""
+    lowered = model.lower()
+    for family in _FAMILIES:
+        if family in lowered:
+            return family
+    return model
+
+
+# -- headers ---------------------------------------------------------------------------------
+
+
+def parse_headers(headers: Mapping[str, str], now: float, *, model: str = "") -> list[Headroom]:
+    """Every window the response's headers describe (any dialect); ``model`` scopes model-only windows."""
+    relevant: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith(("anthropic-ratelimit-", "x-ratelimit-", "x-codex-")):
+            relevant[lowered] = value.strip()
+    if not relevant:
+        return []
+    found = _anthropic_unified(relevant, now, model)
+    found += _anthropic_api(relevant, now)
+    found += _openai_api(relevant, now)
+    found += _codex(relevant, now)
+    return found
+
+
+def representative_claim(headers: Mapping[str, str]) -> str:
+    """Which unified window binds (``five_hour``, ``seven_day``, ``seven_day_opus``…), or ``""``."""
+    for name, value in headers.items():
+        if name.lower() == "anthropic-ratelimit-unified-representative-claim":
+            return value.strip()
+    return ""
+
+
+_UNIFIED = "anthropic-ratelimit-unified-"
+_UNIFIED_FIELD = re.compile(r"^anthropic-ratelimit-unified-([a-z0-9_]+)-(status|reset|utilization)$")
+
+
+def _anthropic_unified(h: dict[str, str], now: float, model: str) -> list[Headroom]:
+    windows: dict[str, dict[str, str]] = {}
+    for name, value in h.items():
+        if not name.startswith(_UNIFIED):
+            continue
+        m = _UNIFIED_FIELD.match(name)
+        if m is not None:
+            windows.setdefault(m.group(1), {})[m.group(2)] = value
+    found: list[Headroom] = []
+    for window, fields in windows.items():
+        if window == "overage":
+            # Extra usage billed beyond the plan: not a window to drain, but while it is allowed
+            # a rejected plan window still serves (``overage-in-use: true``).
+            found.append(
+                Headroom(
+                    "overage",
+                    None,
+                    _epoch(fields.get("reset")),
+                    "anthropic-unified",
+                    now,
+                    is_rejected=fields.get("status", "") in HARD_STATUSES,
+                )
+            )
+            continue
+        utilization = _opt_float(fields.get("utilization"))
+        fraction = None if utilization is None else _clamp(1.0 - _as_fraction(utilization))
+        base, _, scope = window.partition("_")  # 7d_oi, 7d_opus: a model-scoped weekly window
+        found.append(
+            Headroom(
+                window,
+                fraction,
+                _epoch(fields.get("reset")),
+                "anthropic-unified",
+                now,
+                model=(scope if scope in _FAMILIES else model_family(model) or scope) if scope else "",
+                is_rejected=fields.get("status", "") in HARD_STATUSES,
+                window_s=_UNIFIED_WINDOW_S.get(base),
+            )
+        )
+    status = h.get(_UNIFIED + "status")
+    if status is not None and not windows.keys() - {"overage"}:
+        # Only the overall verdict was sent (older responses): keep it as an amount-less window.
+        found.append(
+            Headroom("unified", None, _epoch(h.get(_UNIFIED + "reset")), "anthropic-unified", now,
+                     is_rejected=status in HARD_STATUSES)
+        )  # fmt: skip
+    return found
+
+
+def _anthropic_api(h: dict[str, str], now: float) -> list[Headroom]:
+    found = []
+    for window in ("requests", "tokens", "input-tokens", "output-tokens"):
+        prefix = f"anthropic-ratelimit-{window}-"
+        limit = _opt_float(h.get(prefix + "limit"))
+        remaining = _opt_float(h.get(prefix + "remaining"))
+        if limit is None and remaining is None:
+            continue
+        fraction = _clamp(remaining / limit) if limit and remaining is not None else None
+        found.append(
+            Headroom(window, fraction, _rfc3339(h.get(prefix + "reset")), "anthropic-api", now, kind="rate",
+                     is_rejected=remaining is not None and remaining <= 0)
+        )  # fmt: skip
+    return found
+
+
+def _openai_api(h: dict[str, str], now: float) -> list[Headroom]:
+    found = []
+    for window in ("requests", "tokens"):
+        limit = _opt_float(h.get(f"x-ratelimit-limit-{window}"))
+        remaining = _opt_float(h.get(f"x-ratelimit-remaining-{window}"))
+        if limit is None and remaining is None:
+            continue
+        fraction = _clamp(remaining / limit) if limit and remaining is not None else None
+        reset = parse_duration_s(h.get(f"x-ratelimit-reset-{window}", ""))
+        found.append(
+            Headroom(window, fraction, None if reset is None else now + reset, "openai-api", now, kind="rate",
+                     is_rejected=remaining is not None and remaining <= 0)
+        )  # fmt: skip
+    return found
+
+
+def _codex(h: dict[str, str], now: float) -> list[Headroom]:
+    found = []
+    for window in ("primary", "secondary"):
+        prefix = f"x-codex-{window}-"
+        used = _opt_float(h.get(prefix + "used-percent"))
+        reset_at = _epoch(h.get(prefix + "reset-at"))
+        if reset_at is None:
+            after = _opt_float(h.get(prefix + "reset-after-seconds"))
+            reset_at = None if after is None else now + after
+        minutes = _opt_float(h.get(prefix + "window-minutes"))
+        if used is None and reset_at is None:
+            continue
+        found.append(
+            Headroom(
+                window,
+                None if used is None else _clamp(1.0 - used / 100.0),
+                reset_at,
+                "codex",
+                now,
+                is_rejected=used is not None and used >= 100.0,
+                window_s=None if minutes is None else minutes * 60.0,
+            )
+        )
+    return found
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def parse_body(status: int, body: bytes | None, now: float) -> list[Headroom]:
+    """Windows a 429 body names: Codex ``usage_limit_reached``, OpenAI ``insufficient_quota``."""
+    if status != 429 or not body:
+        return []
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return []
+    kind = str(err.get("type") or err.get("code") or "")
+    if kind == "usage_limit_reached":  # Codex subscription (peers.md §3.2)
+        reset_at = _epoch(err.get("resets_at"))
+        if reset_at is None and (after := _opt_float(err.get("resets_in_seconds"))) is not None:
+            reset_at = now + after
+        return [Headroom("usage_limit", 0.0, reset_at, "codex", now, is_rejected=True)]
+    if kind == "insufficient_quota":  # OpenAI API key out of credits: no reset to wait for
+        return [Headroom("credits", 0.0, None, "openai-api", now, is_rejected=True)]
+    return []
+
+
+# -- value parsing ---------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(text: str) -> float | None:
+    """OpenAI's reset durations: ``6m0s`` → 360.0, ``20ms`` → 0.02, ``1h2m3.5s``; a bare number is seconds."""
+    text = text.strip()
+    if not text:
+        return None
+    bare = _opt_float(text)
+    if bare is not None:
+        return bare
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _epoch(value: Any) -> float | None:
+    """Epoch seconds (unified ``-reset``, Codex ``reset-at``); milliseconds are recognised by size."""
+    number = _opt_float(value)
+    if number is None:
+        return _rfc3339(value) if isinstance(value, str) else None
+    return number / 1000.0 if number > 1e11 else number
+
+
+def _rfc3339(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def _as_fraction(utilization: float) -> float:
+    # The unified headers send fractions (1.01 = over, peers.md §4); tolerate percentages.
+    return utilization / 100.0 if utilization > 2.0 else utilization
+
+
+def _clamp(fraction: float) -> float:
+    return min(max(fraction, 0.0), 1.0)
+
+
+def merge(known: Mapping[str, Headroom], fresh: Iterable[Headroom]) -> dict[str, Headroom]:
+    """``known`` with each fresh window replacing the one of the same key."""
+    merged = dict(known)
+    for window in fresh:
+        merged[window.key] = window
+    return merged
