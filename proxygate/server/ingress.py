@@ -135,13 +135,6 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def not_found(request: web.Request) -> web.Response:
-    path = request.path
-    fmt = Format.anthropic if "/messages" in path else Format.gemini if path.startswith("/v1beta") else Format.chat
-    return render_error(fmt, ProxyError(f"no such endpoint: {request.method} {path}", status=404,
-                                        error_class="not_found"), new_request_id())
-
-
 def add_routes(app: web.Application) -> None:
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/messages", _handler(Format.anthropic))

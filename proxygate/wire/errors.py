@@ -27,6 +27,7 @@ _KINDS: dict[str, tuple[str, str, str | None, str]] = {
     "permission": ("permission_error", "invalid_request_error", None, "PERMISSION_DENIED"),
     "billing": ("billing_error", "insufficient_quota", "insufficient_quota", "PERMISSION_DENIED"),
     "not_found": ("not_found_error", "invalid_request_error", "model_not_found", "NOT_FOUND"),
+    "unknown_endpoint": ("not_found_error", "invalid_request_error", "unknown_url", "NOT_FOUND"),
     "too_large": ("request_too_large", "invalid_request_error", None, "INVALID_ARGUMENT"),
     "rate_limited": ("rate_limit_error", "rate_limit_exceeded", "rate_limit_exceeded", "RESOURCE_EXHAUSTED"),
     "overloaded": ("overloaded_error", "server_error", "server_error", "UNAVAILABLE"),
