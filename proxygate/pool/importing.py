@@ -52,7 +52,7 @@ def guess_kind(entry: dict[str, Any]) -> Kind:
         return "claude"
     if explicit in ("chatgpt", "codex-oauth", "openai-oauth"):
         return "chatgpt"
-    if "api_key" in entry:
+    if "api_key" in entry or "provider" in entry:
         return "apikey"
     token = str(entry.get("access_token", ""))
     if token.startswith("sk-ant-"):

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxygate.errors import PoolError
+from proxygate.pool.files import add_account_file, load_pool, set_enabled, write_json_atomic
+from proxygate.pool.importing import import_entries
+from proxygate.pool.records import InvalidAccount, mask, parse_account
+from proxygate.wire.ir import Format
+
+
+def test_api_key_defaults_come_from_the_provider() -> None:
+    a = parse_account({"provider": "deepseek", "api_key": "sk-deep-0000"}, "apikey", default_id="ds")
+    assert (a.id, a.base_url, a.models, a.formats, a.weight, a.priority, a.disabled) == (
+        "ds", "https://api.deepseek.com/v1", ("deepseek-*",), (Format.chat,), 1.0, 0, False,
+    )
+    assert a.serves("deepseek-chat") and not a.serves("gpt-4o")
+    assert "sk-deep" not in repr(a)
+
+
+def test_formats_order_and_custom_needs_base_url() -> None:
+    a = parse_account({"provider": "openai", "api_key": "k", "formats": ["chat", "responses"]}, "apikey", default_id="o")
+    assert a.formats == (Format.chat, Format.responses)
+    with pytest.raises(InvalidAccount, match=r'^provider "custom" needs "base_url"$'):
+        parse_account({"provider": "custom", "api_key": "k"}, "apikey", default_id="c")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "expected a JSON object"),
+        ({"api_key": "k"}, 'missing "provider"'),
+        ({"provider": "acme", "api_key": "k"}, "unknown provider 'acme'"),
+        ({"provider": "openai"}, 'missing "api_key"'),
+        ({"provider": "openai", "api_key": "k", "models": []}, '"models" must be a non-empty list'),
+        ({"provider": "openai", "api_key": "k", "formats": ["soap"]}, '"formats" entries must be among'),
+        ({"provider": "openai", "api_key": "k", "weight": "x"}, '"weight" must be a number'),
+        ({"provider": "openai", "api_key": "k", "base_url": "ftp://x"}, '"base_url" must start with http'),
+    ],
+)
+def test_invalid_api_key_files(data: object, message: str) -> None:
+    with pytest.raises(InvalidAccount, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        parse_account(data, "apikey", default_id="x")
+
+
+def test_oauth_files() -> None:
+    claude = parse_account(
+        {"email": "me@x.com", "access_token": "sk-ant-oat-1", "refresh_token": "r", "expires_at": "2026-01-01T00:00:00Z",
+         "subscription_type": "max"}, "claude", default_id="me@x.com",
+    )
+    assert (claude.provider, claude.plan, claude.expires_at, claude.is_oauth) == (
+        "claude", "max", datetime(2026, 1, 1, tzinfo=UTC), True,
+    )
+    with pytest.raises(InvalidAccount, match='^missing "account_id"$'):
+        parse_account({"email": "e", "access_token": "a", "refresh_token": "r"}, "chatgpt", default_id="e")
+    with pytest.raises(InvalidAccount, match="needs a time zone"):
+        parse_account({"email": "e", "access_token": "a", "refresh_token": "r", "expires_at": "2026-01-01T00:00:00"}, "claude", default_id="e")
+
+
+def test_mask_never_shows_enough_to_use() -> None:
+    assert [mask("sk-abcdefghijklmnf3a9"), mask("AIzaSyabcdefghijkl"), mask("short"), mask("")] == ["sk-…f3a9", "…ijkl", "…", "-"]
+
+
+def test_load_pool_skips_bad_files_and_duplicates_but_keeps_the_rest(tmp_path: Path) -> None:
+    keys = tmp_path / "apikeys"
+    keys.mkdir()
+    (keys / "good.json").write_text('{"provider": "anthropic", "api_key": "k"}')
+    (keys / "bad.json").write_text("{")
+    (keys / "dup.json").write_text('{"id": "good", "provider": "openai", "api_key": "k"}')
+    (keys / "ignored.json.example").write_text("{")
+    (tmp_path / "claude").mkdir()
+    (tmp_path / "claude" / "me.json").write_text('{"email": "me@x", "access_token": "a"}')
+    snapshot = load_pool(tmp_path)
+    assert [(a.id, a.provider) for a in snapshot.accounts] == [("good", "openai")]  # first file by name wins
+    assert [(f.path.name, f.reason) for f in snapshot.invalid] == [
+        ("bad.json", "malformed JSON: unexpected end of data: line 1 column 2 (char 1)"),
+        ("good.json", f"duplicate id 'good' (also in {keys / 'dup.json'}); skipped"),
+        ("me.json", 'missing "refresh_token"'),
+    ]
+
+
+def test_atomic_write_is_0600_and_enable_preserves_unknown_keys(tmp_path: Path) -> None:
+    path = add_account_file(tmp_path, "apikey", "k1", {"provider": "openai", "api_key": "k", "note": "mine"})
+    assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    set_enabled(tmp_path, "k1", enabled=False)
+    assert orjson.loads(path.read_bytes()) == {"provider": "openai", "api_key": "k", "note": "mine", "disabled": True}
+    assert load_pool(tmp_path).accounts[0].disabled
+    assert [p.name for p in path.parent.iterdir()] == ["k1.json"]  # no temp files left behind
+    with pytest.raises(PoolError, match=r"^no account 'nope' in the pool \(see `proxygate list`\)$"):
+        set_enabled(tmp_path, "nope", enabled=True)
+
+
+def test_write_json_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "d" / "x.json"
+    write_json_atomic(target, {"a": 1})
+    write_json_atomic(target, {"b": 2})
+    assert orjson.loads(target.read_bytes()) == {"b": 2}
+
+
+def test_import_reports_duplicates_and_invalid_entries(tmp_path: Path) -> None:
+    entries = [
+        {"id": "k1", "provider": "openai", "api_key": "sk-1"},
+        {"id": "k1", "provider": "openai", "api_key": "sk-2"},
+        {"provider": "openai"},
+        {"email": "me@x.com", "access_token": "sk-ant-oat01-x", "refresh_token": "r"},
+        "junk",
+    ]
+    report = import_entries(tmp_path, entries)
+    assert [p.relative_to(tmp_path).as_posix() for p in report.written] == ["apikeys/k1.json", "claude/me@x.com.json"]
+    assert report.duplicates == ["entry 2: k1 is already in the pool; skipped"]
+    assert report.invalid == ['entry 3: needs "id" (API keys) or "email" (subscriptions)', "entry 5: expected a JSON object"]
