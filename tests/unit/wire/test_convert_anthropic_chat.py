@@ -12,7 +12,7 @@ from proxygate.wire.codecs import CODECS, convert_request
 from proxygate.wire.ir import Error, Format, InvalidRequest, ReasoningState, StreamTruncated
 from tests.unit.wire import test_anthropic as ant_fixtures
 from tests.unit.wire import test_chat as chat_fixtures
-from tests.unit.wire.grammar import assert_ant_grammar, assert_chat_grammar
+from tests.unit.wire.grammar import ant_events, assert_ant_grammar, assert_chat_grammar, chat_chunks
 from tests.unit.wire.split import run
 
 READ_FILE = ant_fixtures.READ_FILE_SCHEMA
@@ -529,3 +529,61 @@ def test_stream_conversion_is_independent_of_read_sizes() -> None:
     encoder = anthropic.StreamEncoder(model="client-model", response_id="r1")
     whole = b"".join(map(encoder.encode, run(whole_decoder, [data]))) + encoder.close()
     assert relay(chat.StreamDecoder, anthropic.StreamEncoder, data) == whole
+
+
+def test_official_sdk_accumulators_read_converted_streams() -> None:
+    """§7 cases 11/16 (SDK): the anthropic and openai stream accumulators judge our bytes."""
+    from anthropic.lib.streaming._messages import accumulate_event
+    from anthropic.types import RawMessageStreamEvent
+    from openai.lib.streaming.chat._completions import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+    from pydantic import TypeAdapter
+
+    data = chat_fixtures.sse(
+        chat_fixtures.delta({"role": "assistant", "reasoning_content": "Need the file."}),
+        chat_fixtures.delta({"content": "Reading."}),
+        chat_fixtures.call(0, id="call_A", name="read_file", args='{"path":'),
+        chat_fixtures.call(1, id="call_B", name="read_file", args='{"path":"b"}'),
+        chat_fixtures.call(0, args='"a"}'),
+        chat_fixtures.delta({}, "tool_calls"),
+        {"choices": [], "usage": chat_fixtures.USAGE},
+    )
+    adapter: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+    snapshot: Any = None
+    buffers: dict[int, bytes] = {}
+    for _, payload in ant_events(relay(chat.StreamDecoder, anthropic.StreamEncoder, data)):
+        snapshot = accumulate_event(
+            event=adapter.validate_python(payload), current_snapshot=snapshot, json_bufs=buffers
+        )
+    message = snapshot.model_dump(exclude_none=True)
+    assert [
+        (b["type"], b.get("input") or b.get("text") or b.get("thinking")) for b in message["content"]
+    ] == [
+        ("thinking", "Need the file."),
+        ("text", "Reading."),
+        ("tool_use", {"path": "a"}),
+        ("tool_use", {"path": "b"}),
+    ]
+    assert (
+        message["stop_reason"],
+        message["usage"]["input_tokens"],
+        message["usage"]["cache_read_input_tokens"],
+    ) == (
+        "tool_use",
+        132,
+        768,
+    )
+
+    state = ChatCompletionStreamState()
+    for chunk in chat_chunks(relay(anthropic.StreamDecoder, chat.StreamEncoder, ant_fixtures.STREAM))[:-1]:
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    choice = state.get_final_completion().choices[0]
+    assert (
+        choice.finish_reason,
+        choice.message.content,
+        [(c.id, c.function.arguments) for c in choice.message.tool_calls or ()],
+    ) == (
+        "tool_calls",
+        "Reading é🎉.",
+        [("toolu_01A", '{"file_path": "a.py"}')],
+    )
