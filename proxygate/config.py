@@ -77,6 +77,62 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenAIOAuthSettings:
+    """ChatGPT/Codex OAuth endpoints (peers.md §3.2); every URL overridable for local fakes."""
+
+    client_id: str = "app_EMoamEEZ73f0CkXaXp7hrann"
+    "The Codex CLI's public OAuth client id."
+    authorize_url: str = "https://auth.openai.com/oauth/authorize"
+    "Where the browser login starts."
+    token_url: str = "https://auth.openai.com/oauth/token"
+    "Code exchange and refresh."
+    device_code_url: str = "https://auth.openai.com/api/accounts/deviceauth/usercode"
+    "Device flow: ask for a user code."
+    device_token_url: str = "https://auth.openai.com/api/accounts/deviceauth/token"
+    "Device flow: poll for the authorization code."
+    device_verify_url: str = "https://auth.openai.com/codex/device"
+    "Device flow: the page the user opens to enter the code."
+    device_redirect_uri: str = "https://auth.openai.com/deviceauth/callback"
+    "redirect_uri of the device flow's code exchange."
+    callback_port: int = 1455
+    "Loopback port of the login callback; the only one the authorization server accepts."
+    scope: str = "openid profile email offline_access"
+    "Scopes asked for at login."
+    usage_url: str = "https://chatgpt.com/backend-api/wham/usage"
+    "Quota windows of one account (free to call)."
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeOAuthSettings:
+    """Claude Code OAuth endpoints (peers.md §3.1); every URL overridable for local fakes."""
+
+    client_id: str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+    "Claude Code's public OAuth client id."
+    authorize_url: str = "https://claude.ai/oauth/authorize"
+    "Where the browser login starts."
+    token_url: str = "https://platform.claude.com/v1/oauth/token"
+    "Code exchange and refresh."
+    redirect_uri: str = "https://platform.claude.com/oauth/code/callback"
+    "Copy-the-code page: shows code#state for pasting into the terminal."
+    scope: str = "user:profile user:inference user:sessions:claude_code"
+    "Scopes asked for at login."
+    usage_url: str = "https://api.anthropic.com/api/oauth/usage"
+    "Quota windows of one subscription (free to call)."
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthSettings:
+    refresh_margin_s: float = 300.0
+    "Refresh an access token this long before it expires."
+    usage_poll_s: float = 300.0
+    "How often to poll each subscription's usage endpoint (jittered; 0 turns polling off)."
+    lock_timeout_s: float = 60.0
+    "Longest wait for another proxygate process refreshing the same account."
+    openai: OpenAIOAuthSettings = OpenAIOAuthSettings()
+    claude: ClaudeOAuthSettings = ClaudeOAuthSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     addr: str = f"127.0.0.1:{DEFAULT_PORT}"
     "Listen address HOST:PORT. Anything but loopback needs proxy_token."
@@ -100,6 +156,7 @@ class Settings:
     "On SIGTERM, how long streams in flight may take to finish."
     timeouts: TimeoutSettings = TimeoutSettings()
     routing: RoutingSettings = RoutingSettings()
+    oauth: OAuthSettings = OAuthSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from proxygate.call import Op
 from proxygate.pool.records import Account
+from proxygate.providers.subscriptions import subscription_headers
 from proxygate.wire.ir import Format
 
 # Claude subscription tokens are refused without this beta (protocols.md §1.2, peers.md §3.1).
@@ -109,6 +110,7 @@ def build_request(
         if account.kind == "claude":
             headers["anthropic-beta"] = merge_beta(headers.get("anthropic-beta", ""), OAUTH_BETA)
     headers.update(auth_headers(account))
+    headers.update(subscription_headers(account, client_headers))
     url = endpoint(account, fmt, model, is_stream=is_stream, op=op)
     if query and same_format and fmt is not Format.gemini:
         url = f"{url}?{query}"

@@ -39,7 +39,11 @@ class _Block:
                 return ir.Reasoning(joined, self.state)
             case "tool_call":
                 return ir.ToolCall(
-                    self.start.tool_id, self.start.tool_name, joined or "{}", kind=self.start.tool_kind, state=self.state
+                    self.start.tool_id,
+                    self.start.tool_name,
+                    joined or "{}",
+                    kind=self.start.tool_kind,
+                    state=self.state,
                 )
             case "opaque":
                 if self.start.raw is None or self.start.fmt is None:
@@ -74,7 +78,9 @@ class ResponseBuilder:
             case ir.Finish():
                 self.finish = event
             case ir.Error(error_class=error_class, message=message, status=status):
-                raise UpstreamError(f"upstream stream failed: {message}", status=status, error_class=error_class)
+                raise UpstreamError(
+                    f"upstream stream failed: {message}", status=status, error_class=error_class
+                )
             case _:
                 pass
 

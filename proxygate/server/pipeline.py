@@ -26,9 +26,20 @@ from proxygate.call import Call
 from proxygate.config import Settings
 from proxygate.errors import AllAccountsBusy, ProxyError, UpstreamError
 from proxygate.features.usage import UsageRecorder
+from proxygate.pool.records import Account
+from proxygate.providers.oauth import TokenKeeper
+from proxygate.providers.subscriptions import adjust_body, explain_refusal
 from proxygate.providers.upstream import build_request, response_headers
 from proxygate.server import convert
-from proxygate.server.relay import Upstream, fail_stream, open_upstream, relay_bytes, retry_after_s, start_response
+from proxygate.server.collect import collected_response
+from proxygate.server.relay import (
+    Upstream,
+    fail_stream,
+    open_upstream,
+    relay_bytes,
+    retry_after_s,
+    start_response,
+)
 from proxygate.store.base import Store
 from proxygate.wire.errors import client_status, error_body
 from proxygate.wire.ir import Format
@@ -55,6 +66,8 @@ class Pipeline:
         self.settings = settings
         self.broker = broker
         self.session = session
+        self.keeper = TokenKeeper(settings.oauth, session)
+        "Fresh OAuth tokens: one refresh at a time per account, on disk before use (providers/oauth)."
         self.stages = default_stages(settings, store)
         self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
         self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
@@ -126,8 +139,20 @@ class Pipeline:
     async def _send(self, call: Call, lease: Lease) -> Upstream:
         same = lease.upstream_format is call.fmt
         body = self._fast_body(call, lease) if same else convert.request_body(call, lease)
+        # Subscriptions: a token valid past the refresh margin, and the body their backend demands.
+        account = await self.keeper.fresh(lease.account)
+        if account.is_oauth:
+            body = adjust_body(account, body, client_stream=call.is_stream, op=call.op)
+        upstream = await self._open(call, lease, account, body, same)
+        if upstream.status == 401 and account.is_oauth:  # revoked early: refresh once, send once more
+            upstream.close()
+            account = await self.keeper.refresh_after_401(account, account.access_token)
+            upstream = await self._open(call, lease, account, body, same)
+        return upstream
+
+    async def _open(self, call: Call, lease: Lease, account: Account, body: bytes, same: bool) -> Upstream:
         req = build_request(
-            lease.account,
+            account,
             lease.upstream_format,
             lease.model,
             call.headers,
@@ -162,6 +187,8 @@ class Pipeline:
             upstream.close()
         message = _error_message(raw) or f"HTTP {status}"
         outcome = classify_status(status, upstream.response.headers, message)
+        if refusal := explain_refusal(lease.account, message):  # the account, not the request: fail over
+            message, outcome = refusal, Outcome.error(refusal[:200])
         error = UpstreamError(f"{lease.account.id}: HTTP {status}: {message}", status=status)
         error.error_class = _error_class(status)
         lease.release(outcome)
@@ -192,6 +219,8 @@ class Pipeline:
         call.status = upstream.status
         same = lease.upstream_format is call.fmt
         is_stream = call.is_stream and "text/event-stream" in upstream.response.headers.get("content-type", "")
+        if not call.is_stream and "text/event-stream" in upstream.response.headers.get("content-type", ""):
+            return await collected_response(call, lease, upstream, headers, idle_s=idle_s)  # ChatGPT only streams
         if not same:
             return await convert.relay(request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream)
         sniffer = UsageSniffer(call.fmt, is_stream=is_stream)
@@ -270,6 +299,8 @@ def _error_message(raw: bytes) -> str:
 
 
 def _outcome_of(exc: UpstreamError) -> Outcome:
+    if exc.error_class == "authentication":  # a dead refresh token (providers/oauth.ReauthRequired)
+        return Outcome.auth_failed(exc.message)
     if exc.error_class == "overloaded":
         return Outcome.overloaded(reason=exc.message)
     if exc.error_class == "rate_limited":

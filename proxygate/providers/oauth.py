@@ -1,0 +1,221 @@
+"""Keeping subscription tokens fresh: one refresh at a time, on disk before use.
+
+The pipeline asks ``await keeper.fresh(account)`` before sending and gets the account with a
+token valid for at least ``refresh_margin_s``; after a 401 it asks ``refresh_after_401``. The
+idea to grasp first: a refresh token is single-use (peers.md §3.2), so two refreshes of one
+account — two requests in this process, or two proxygate processes on one pool — would log
+the account out. Hence, per account:
+
+    asyncio.Lock          one refresh per account in this process
+    fcntl.flock           one refresh per account file across processes (``.<name>.lock``)
+    re-read under lock    a token another process rotated a moment ago is reused, not refreshed
+    write, then use       the new tokens reach the file (0600, atomic) before any request uses them
+
+The record the broker holds may be stale (the watcher reloads a changed file a little later),
+so the keeper remembers what it refreshed; a record that changed on disk from outside (a new
+login, another process) wins over that memory. A refusal the token endpoint calls terminal
+raises ``ReauthRequired``: the pipeline releases the lease as "needs re-auth" and fails over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxygate.auth.tokens import OAuthKind, TokenEndpointError, TokenSet, jwt_expiry, refresh_grant
+from proxygate.config import OAuthSettings
+from proxygate.errors import UpstreamError
+from proxygate.pool.files import write_json_atomic
+from proxygate.pool.records import Account
+
+log = logging.getLogger("proxygate.oauth")
+
+Clock = Callable[[], float]
+
+# How often a waiter re-tries another process's file lock; refreshes take ~0.5 s.
+_LOCK_POLL_S = 0.05
+
+
+class ReauthRequired(UpstreamError):
+    """The account's refresh token is dead; only a new login helps. Never retried."""
+
+    error_class = "authentication"
+    status = 401
+
+
+class RefreshFailed(UpstreamError):
+    """A refresh failed for a reason that may pass (network, 5xx, a file we cannot read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    tokens: TokenSet
+    replaced: str
+    "The access token the refresh replaced: a record still holding it is merely stale."
+
+
+def record_tokens(account: Account) -> TokenSet:
+    """The tokens an account record holds; a JWT's ``exp`` stands in for a missing expiry."""
+    expires = account.expires_at.timestamp() if account.expires_at else jwt_expiry(account.access_token)
+    return TokenSet(
+        account.access_token, account.refresh_token, expires, str(account.raw.get("id_token") or "")
+    )
+
+
+def with_tokens(account: Account, tokens: TokenSet) -> Account:
+    if tokens.access_token == account.access_token and tokens.refresh_token == account.refresh_token:
+        return account
+    expires = datetime.fromtimestamp(tokens.expires_at, UTC) if tokens.expires_at is not None else None
+    return dataclasses.replace(
+        account, access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=expires
+    )
+
+
+def lock_path(account_path: Path) -> Path:
+    """``pool/claude/.you@x.com.lock``: dot-named, so the pool loader never reads it as an account."""
+    return account_path.parent / f".{account_path.stem}.lock"
+
+
+def read_file_tokens(path: Path) -> TokenSet:
+    """The tokens in an account file now; ``RefreshFailed`` naming the file if it is unreadable."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise RefreshFailed(f"{path}: cannot read: {exc.strerror}; not refreshed") from None
+    except orjson.JSONDecodeError:
+        raise RefreshFailed(f"{path}: malformed JSON; not refreshed (fix or re-add the account)") from None
+    if not isinstance(data, dict) or not data.get("access_token") or not data.get("refresh_token"):
+        raise RefreshFailed(f'{path}: missing "access_token" or "refresh_token"; not refreshed')
+    access, refresh = str(data["access_token"]), str(data["refresh_token"])
+    expires: float | None = None
+    raw_expiry = data.get("expires_at")
+    if isinstance(raw_expiry, int | float) and not isinstance(raw_expiry, bool):
+        expires = raw_expiry / 1000 if raw_expiry > 1e11 else float(raw_expiry)
+    elif isinstance(raw_expiry, str) and raw_expiry:
+        with contextlib.suppress(ValueError):
+            expires = datetime.fromisoformat(raw_expiry.replace("Z", "+00:00")).timestamp()
+    return TokenSet(access, refresh, expires if expires is not None else jwt_expiry(access))
+
+
+def write_file_tokens(path: Path, tokens: TokenSet, now: float) -> None:
+    """Merge new tokens into the account file (unknown keys kept), atomically, mode 0600."""
+    current: dict[str, Any] = orjson.loads(path.read_bytes())
+    write_json_atomic(path, {**current, **tokens.file_fields(now)})
+
+
+@contextlib.asynccontextmanager
+async def file_lock(path: Path, timeout_s: float) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path``, waited for without blocking the loop."""
+    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RefreshFailed(
+                        f"{path}: another process holds the refresh lock for {timeout_s:.0f}s"
+                    ) from None
+                await asyncio.sleep(_LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+class TokenKeeper:
+    """Fresh credentials for OAuth accounts; see the module docstring for the rules."""
+
+    def __init__(
+        self, settings: OAuthSettings, session: aiohttp.ClientSession, *, clock: Clock = time.time
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.clock = clock
+        self._remembered: dict[str, _Remembered] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.refreshes = 0
+        "Refresh grants spent by this keeper (for tests and status)."
+
+    def current(self, account: Account) -> TokenSet:
+        """The newest tokens known for ``account``: our last refresh, unless the file moved on."""
+        record = record_tokens(account)
+        seen = self._remembered.get(account.id)
+        if seen is not None and record.access_token in (seen.replaced, seen.tokens.access_token):
+            return seen.tokens
+        return record
+
+    async def fresh(self, account: Account) -> Account:
+        """``account`` with a token valid for at least the refresh margin (refreshing if needed)."""
+        if not account.is_oauth:
+            return account
+        tokens = self.current(account)
+        if not self._is_expiring(tokens):
+            return with_tokens(account, tokens)
+        async with self._lock(account.id):
+            tokens = self.current(account)
+            if self._is_expiring(tokens):
+                tokens = await self._refresh(account, tokens)
+        return with_tokens(account, tokens)
+
+    async def refresh_after_401(self, account: Account, used_token: str) -> Account:
+        """Once after a 401: refresh, unless someone already replaced ``used_token``."""
+        async with self._lock(account.id):
+            tokens = self.current(account)
+            if tokens.access_token == used_token:
+                tokens = await self._refresh(account, tokens, is_forced=True)
+        return with_tokens(account, tokens)
+
+    def _is_expiring(self, tokens: TokenSet) -> bool:
+        return tokens.expires_within(self.settings.refresh_margin_s, self.clock())
+
+    def _lock(self, account_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(account_id, asyncio.Lock())
+
+    async def _refresh(self, account: Account, stale: TokenSet, *, is_forced: bool = False) -> TokenSet:
+        if account.path is None:  # an account without a file (tests, API-built pools)
+            return self._remember(account, stale, await self._grant(account, stale.refresh_token))
+        async with file_lock(lock_path(account.path), self.settings.lock_timeout_s):
+            on_disk = await asyncio.to_thread(read_file_tokens, account.path)
+            rotated = on_disk.access_token != stale.access_token
+            if rotated and not (self._is_expiring(on_disk) and not is_forced):
+                # Another process refreshed a moment ago: its refresh token is the live one now.
+                log.info("%s: token was refreshed by another process; reusing it", account.id)
+                return self._remember(account, stale, on_disk)
+            fresh = await self._grant(account, on_disk.refresh_token)
+            # Disk before use: if we crashed after using the token but before writing, the
+            # spent refresh token would be all the file had (peers.md §3.2, single-use).
+            await asyncio.to_thread(write_file_tokens, account.path, fresh, self.clock())
+            return self._remember(account, stale, fresh)
+
+    async def _grant(self, account: Account, refresh_token: str) -> TokenSet:
+        kind: OAuthKind = "chatgpt" if account.kind == "chatgpt" else "claude"
+        self.refreshes += 1
+        try:
+            tokens = await refresh_grant(self.session, kind, self.settings, refresh_token)
+        except TokenEndpointError as exc:
+            if exc.is_terminal:
+                log.error("%s: refresh refused (%s); needs re-auth: log in again", account.id, exc.code)
+                raise ReauthRequired(f"{account.id}: needs re-auth: refresh refused ({exc.code})") from None
+            log.warning("%s: refresh failed: %s", account.id, exc.message)
+            raise RefreshFailed(f"{account.id}: token refresh failed: {exc.message}") from None
+        log.info("%s: access token refreshed", account.id)
+        return tokens
+
+    def _remember(self, account: Account, stale: TokenSet, tokens: TokenSet) -> TokenSet:
+        self._remembered[account.id] = _Remembered(tokens, stale.access_token)
+        return tokens
