@@ -180,6 +180,8 @@ def _enum(schema: dict[str, Any], out: dict[str, Any], kind: str | None) -> None
         return
     if all(isinstance(v, str) for v in values):
         out["enum"] = values
+        if "anyOf" not in out:
+            out.setdefault("type", "string")  # Gemini enums are typed STRING
     elif kind in (None, "string"):
         out["enum"] = [str(v) for v in values]
         out.setdefault("type", "string")
