@@ -16,7 +16,6 @@ from multidict import CIMultiDictProxy
 
 from proxygate.wire.ir import Format, Usage
 
-
 Op = Literal["generate", "count_tokens", "compact"]
 
 

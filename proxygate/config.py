@@ -226,7 +226,9 @@ def load_settings(
     )
     if "default" not in settings.routing.configs:  # always there, so `route use default` works
         configs = {"default": RoutingConfig(), **settings.routing.configs}
-        settings = dataclasses.replace(settings, routing=dataclasses.replace(settings.routing, configs=configs))
+        settings = dataclasses.replace(
+            settings, routing=dataclasses.replace(settings.routing, configs=configs)
+        )
     split_addr(settings.addr, "addr")
     if settings.max_body_mb <= 0:
         raise ConfigError(f"max_body_mb: must be positive, got {settings.max_body_mb}")
@@ -243,7 +245,9 @@ def _resolve(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _build(cls: type[Any], data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str) -> Any:
+def _build(
+    cls: type[Any], data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str
+) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} ({source}): expected a table")
     hints = typing.get_type_hints(cls)
@@ -282,9 +286,15 @@ def _coerce(hint: Any, value: Any, where: str, *, from_env: bool) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
     if origin in (types.UnionType, typing.Union):  # Path | None
-        return _coerce(next(a for a in get_args(hint) if a is not type(None)), value, where, from_env=from_env)
+        return _coerce(
+            next(a for a in get_args(hint) if a is not type(None)), value, where, from_env=from_env
+        )
     if hint is bool:
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         if isinstance(value, bool):
             return value
@@ -316,5 +326,7 @@ def _coerce(hint: Any, value: Any, where: str, *, from_env: bool) -> Any:
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         if dataclasses.is_dataclass(val_t):
             return {k: _build(val_t, v, where, {}, f"{where.split(' ')[0]}.{k}.") for k, v in value.items()}
-        return {str(k): _coerce(val_t, v, f"{where.split(' ')[0]}.{k}", from_env=False) for k, v in value.items()}
+        return {
+            str(k): _coerce(val_t, v, f"{where.split(' ')[0]}.{k}", from_env=False) for k, v in value.items()
+        }
     raise ConfigError(f"{where}: unsupported setting type {hint}")  # pragma: no cover

@@ -27,7 +27,9 @@ class Recorded:
     body: Any
 
 
-def anthropic_message(text: str = "pong", *, model: str = "claude-test", usage: dict[str, int] | None = None) -> dict[str, Any]:
+def anthropic_message(
+    text: str = "pong", *, model: str = "claude-test", usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     return {
         "id": "msg_up_1",
         "type": "message",
@@ -36,19 +38,56 @@ def anthropic_message(text: str = "pong", *, model: str = "claude-test", usage: 
         "content": [{"type": "text", "text": text}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": usage or {"input_tokens": 11, "output_tokens": 3, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2},
+        "usage": usage
+        or {
+            "input_tokens": 11,
+            "output_tokens": 3,
+            "cache_read_input_tokens": 5,
+            "cache_creation_input_tokens": 2,
+        },
     }
 
 
 def anthropic_sse(text: str = "pong", *, model: str = "claude-test", stop: bool = True) -> bytes:
     events = [
-        ("message_start", {"type": "message_start", "message": {**anthropic_message("", model=model), "content": [],
-                                                                   "stop_reason": None, "usage": {"input_tokens": 11, "output_tokens": 1, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    **anthropic_message("", model=model),
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {
+                        "input_tokens": 11,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 5,
+                        "cache_creation_input_tokens": 2,
+                    },
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         ("ping", {"type": "ping"}),
-        *[("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}}) for c in text],
+        *[
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}},
+            )
+            for c in text
+        ],
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 3}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 3},
+            },
+        ),
     ]
     if stop:
         events.append(("message_stop", {"type": "message_stop"}))
@@ -62,28 +101,79 @@ def chat_completion(text: str = "pong", *, model: str = "gpt-test") -> dict[str,
         "created": 1,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24, "prompt_tokens_details": {"cached_tokens": 8}},
+        "usage": {
+            "prompt_tokens": 20,
+            "completion_tokens": 4,
+            "total_tokens": 24,
+            "prompt_tokens_details": {"cached_tokens": 8},
+        },
     }
 
 
 def chat_sse(text: str = "pong", *, model: str = "gpt-test", usage: bool = True) -> bytes:
     base = {"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1, "model": model}
-    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
-    chunks += [{**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]} for c in text]
+    chunks = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    ]
+    chunks += [
+        {**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]} for c in text
+    ]
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if usage:
-        chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24, "prompt_tokens_details": {"cached_tokens": 8}}})
+        chunks.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 20,
+                    "completion_tokens": 4,
+                    "total_tokens": 24,
+                    "prompt_tokens_details": {"cached_tokens": 8},
+                },
+            }
+        )
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
 def responses_sse(text: str = "pong", *, model: str = "gpt-test") -> bytes:
-    resp = {"id": "resp_up1", "object": "response", "status": "completed", "model": model, "output": [
-        {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-        "usage": {"input_tokens": 30, "output_tokens": 5, "total_tokens": 35, "input_tokens_details": {"cached_tokens": 10}}}
+    resp = {
+        "id": "resp_up1",
+        "object": "response",
+        "status": "completed",
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": 30,
+            "output_tokens": 5,
+            "total_tokens": 35,
+            "input_tokens_details": {"cached_tokens": 10},
+        },
+    }
     events = [
-        {"type": "response.created", "sequence_number": 0, "response": {**resp, "status": "in_progress", "output": []}},
-        {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text},
+        {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": {**resp, "status": "in_progress", "output": []},
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 1,
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": text,
+        },
         {"type": "response.completed", "sequence_number": 2, "response": resp},
     ]
     return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
@@ -107,7 +197,9 @@ class ScriptedUpstream:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = raw
-        self.requests.append(Recorded(request.method, request.path, request.query_string, dict(request.headers), body))
+        self.requests.append(
+            Recorded(request.method, request.path, request.query_string, dict(request.headers), body)
+        )
         if self.scripts:
             return await self.scripts.pop(0)(request)
         return await default_answer(request, body)
@@ -125,9 +217,13 @@ async def default_answer(request: web.Request, body: Any) -> web.StreamResponse:
     return web.json_response({"error": "no route"}, status=404)
 
 
-def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Callable[[web.Request], web.Response]:
+def json_reply(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Callable[[web.Request], web.Response]:
     def reply(request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+        )
 
     return reply
 
@@ -141,7 +237,11 @@ def sse(payload: bytes) -> Callable[[web.Request], web.Response]:
 
 def status(code: int, body: Any = None, headers: dict[str, str] | None = None) -> Script:
     async def reply(request: web.Request) -> web.StreamResponse:
-        return json_reply(body if body is not None else {"error": {"type": "x", "message": f"scripted {code}"}}, code, headers)(request)
+        return json_reply(
+            body if body is not None else {"error": {"type": "x", "message": f"scripted {code}"}},
+            code,
+            headers,
+        )(request)
 
     return reply
 

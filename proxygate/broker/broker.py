@@ -136,7 +136,9 @@ class Broker:
         candidates = self.candidates(model)
         if not candidates:
             served = ", ".join(self.served_models()) or "nothing: the pool is empty"
-            raise NoAccountForModel(f"no account in the pool serves model {ask.model!r} (the pool serves: {served})")
+            raise NoAccountForModel(
+                f"no account in the pool serves model {ask.model!r} (the pool serves: {served})"
+            )
         now = self.clock()
         excluded = set(exclude)
         ready: list[Account] = []
@@ -153,7 +155,8 @@ class Broker:
         if not ready:
             if soonest == float("inf"):
                 raise AllAccountsBusy(
-                    f"every account serving {ask.model!r} failed or needs re-authentication", retry_after_s=60.0
+                    f"every account serving {ask.model!r} failed or needs re-authentication",
+                    retry_after_s=60.0,
                 )
             raise AllAccountsBusy(
                 f"every account serving {ask.model!r} is cooling down; the first is free in {soonest:.0f}s",
@@ -177,7 +180,13 @@ class Broker:
         return tied[next(self._rotation) % len(tied)]
 
     def observe(
-        self, account_id: str, headers: Mapping[str, str], *, status: int, body: bytes | None = None, model: str = ""
+        self,
+        account_id: str,
+        headers: Mapping[str, str],
+        *,
+        status: int,
+        body: bytes | None = None,
+        model: str = "",
     ) -> None:
         """Learn from a response's quota headers (and a 429's body); see broker/headroom.py."""
         now = self.clock()

@@ -31,7 +31,9 @@ class Outcome:
         return cls("ok")
 
     @classmethod
-    def rate_limited(cls, retry_after_s: float | None = None, *, model: str = "", reason: str = "") -> Outcome:
+    def rate_limited(
+        cls, retry_after_s: float | None = None, *, model: str = "", reason: str = ""
+    ) -> Outcome:
         return cls("rate_limited", retry_after_s, model, reason or "rate limited")
 
     @classmethod

@@ -51,7 +51,11 @@ def offline_status(settings: Settings) -> dict[str, Any]:
         "pool_dir": str(settings.pool_dir),
         "route": f"{settings.routing.active}/{broker.strategy_name}",
         "accounts": [
-            {**broker.describe(a, now), "today": usage.get(a.id, {"requests": 0, "tokens": 0, "errors": 0}), "inflight": 0}
+            {
+                **broker.describe(a, now),
+                "today": usage.get(a.id, {"requests": 0, "tokens": 0, "errors": 0}),
+                "inflight": 0,
+            }
             for a in snapshot.accounts
         ],
         "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
@@ -68,7 +72,9 @@ def admin_get(settings: Settings, path: str, *, method: str = "GET", timeout_s: 
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return orjson.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise PoolError(f"the server at {settings.addr} refused: HTTP {exc.code} {exc.read()[:200]!r}") from None
+        raise PoolError(
+            f"the server at {settings.addr} refused: HTTP {exc.code} {exc.read()[:200]!r}"
+        ) from None
     except (urllib.error.URLError, OSError):
         return None
 
@@ -96,8 +102,13 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> N
         if a["reason"]:
             state += f": {a['reason']}"
         table.add_row(
-            a["email"] or a["id"], a["kind"], a["provider"], "yes" if a["enabled"] else "no", state,
-            str(a["today"]["requests"]), str(a["today"]["tokens"]),
+            a["email"] or a["id"],
+            a["kind"],
+            a["provider"],
+            "yes" if a["enabled"] else "no",
+            state,
+            str(a["today"]["requests"]),
+            str(a["today"]["tokens"]),
         )
     console.print(table)
     if not data["accounts"]:
@@ -115,7 +126,9 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         console.print_json(orjson.dumps(data).decode())
         return
-    console.print(f"proxygate {'[green]running[/]' if data['running'] else '[dim]not running[/]'} on http://{settings.addr}")
+    console.print(
+        f"proxygate {'[green]running[/]' if data['running'] else '[dim]not running[/]'} on http://{settings.addr}"
+    )
     console.print(f"route: {data['route']}   pool: {data['pool_dir']}")
     counts: dict[tuple[str, str], int] = {}
     for a in data["accounts"]:
@@ -164,7 +177,9 @@ def reset(ref: RefArgument, config: ConfigOption = None) -> None:
 @app.command("add-key")
 def add_key(
     provider: Annotated[str, typer.Option(help=f"One of: {', '.join(API_KEY_PROVIDERS)}.")],
-    account_id: Annotated[str | None, typer.Option("--id", help="Account id (default: the provider name).")] = None,
+    account_id: Annotated[
+        str | None, typer.Option("--id", help="Account id (default: the provider name).")
+    ] = None,
     base_url: Annotated[str | None, typer.Option(help="Base URL as the provider's SDK takes it.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated model globs this key serves.")] = None,
     config: ConfigOption = None,
@@ -234,7 +249,9 @@ def import_keys(source: FromOption, config: ConfigOption = None) -> None:
 @app.command()
 def check(
     ref: RefArgument,
-    model: Annotated[str | None, typer.Option(help="Model to ask (default: a cheap one of the provider).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model to ask (default: a cheap one of the provider).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """One minimal live call through an account; prints latency and what the provider said."""

@@ -26,7 +26,11 @@ err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="config.toml to use (default: $PROXYGATE_CONFIG, ./config.toml, ~/.proxygate/config.toml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="config.toml to use (default: $PROXYGATE_CONFIG, ./config.toml, ~/.proxygate/config.toml).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

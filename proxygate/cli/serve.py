@@ -62,7 +62,10 @@ def serve(
         check_exposure(settings)
         setup_logging(settings.log_level)
         logging.getLogger("proxygate").info(
-            "config: %s; pool: %s; data: %s", settings.config_path or "defaults", settings.pool_dir, settings.data_dir
+            "config: %s; pool: %s; data: %s",
+            settings.config_path or "defaults",
+            settings.pool_dir,
+            settings.data_dir,
         )
         run(settings)
 

@@ -32,7 +32,9 @@ _A, _C, _R, _G = Format.anthropic, Format.chat, Format.responses, Format.gemini
 PROVIDERS: dict[str, ProviderSpec] = {
     spec.name: spec
     for spec in (
-        ProviderSpec("anthropic", "https://api.anthropic.com", "x-api-key", (_A,), ("claude-*",), "claude-haiku-4-5"),
+        ProviderSpec(
+            "anthropic", "https://api.anthropic.com", "x-api-key", (_A,), ("claude-*",), "claude-haiku-4-5"
+        ),
         ProviderSpec(
             "openai",
             "https://api.openai.com/v1",
@@ -41,18 +43,42 @@ PROVIDERS: dict[str, ProviderSpec] = {
             ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "codex-*"),
             "gpt-4o-mini",
         ),
-        ProviderSpec("codex", "https://api.openai.com/v1", "bearer", (_R,), ("gpt-*codex*", "codex-*"), "gpt-5-codex"),
-        ProviderSpec("openrouter", "https://openrouter.ai/api/v1", "bearer", (_C,), ("*/*",), "openai/gpt-4o-mini"),
         ProviderSpec(
-            "gemini", "https://generativelanguage.googleapis.com", "x-goog-api-key", (_G,), ("gemini-*",), "gemini-2.5-flash"
+            "codex", "https://api.openai.com/v1", "bearer", (_R,), ("gpt-*codex*", "codex-*"), "gpt-5-codex"
         ),
-        ProviderSpec("deepseek", "https://api.deepseek.com/v1", "bearer", (_C,), ("deepseek-*",), "deepseek-chat"),
-        ProviderSpec("glm", "https://open.bigmodel.cn/api/paas/v4", "bearer", (_C,), ("glm-*",), "glm-4.5-flash"),
-        ProviderSpec("cerebras", "https://api.cerebras.ai/v1", "bearer", (_C,), ("llama*", "qwen-*", "gpt-oss-*"), "llama3.1-8b"),
-        ProviderSpec("minimax", "https://api.minimax.io/v1", "bearer", (_C,), ("minimax-*", "MiniMax-*"), "MiniMax-M2"),
+        ProviderSpec(
+            "openrouter", "https://openrouter.ai/api/v1", "bearer", (_C,), ("*/*",), "openai/gpt-4o-mini"
+        ),
+        ProviderSpec(
+            "gemini",
+            "https://generativelanguage.googleapis.com",
+            "x-goog-api-key",
+            (_G,),
+            ("gemini-*",),
+            "gemini-2.5-flash",
+        ),
+        ProviderSpec(
+            "deepseek", "https://api.deepseek.com/v1", "bearer", (_C,), ("deepseek-*",), "deepseek-chat"
+        ),
+        ProviderSpec(
+            "glm", "https://open.bigmodel.cn/api/paas/v4", "bearer", (_C,), ("glm-*",), "glm-4.5-flash"
+        ),
+        ProviderSpec(
+            "cerebras",
+            "https://api.cerebras.ai/v1",
+            "bearer",
+            (_C,),
+            ("llama*", "qwen-*", "gpt-oss-*"),
+            "llama3.1-8b",
+        ),
+        ProviderSpec(
+            "minimax", "https://api.minimax.io/v1", "bearer", (_C,), ("minimax-*", "MiniMax-*"), "MiniMax-M2"
+        ),
         ProviderSpec("custom", "", "bearer", (_C,), ("*",)),
         # OAuth subscriptions (pool/claude, pool/chatgpt): Bearer tokens, refreshed by providers/.
-        ProviderSpec("claude", "https://api.anthropic.com", "bearer", (_A,), ("claude-*",), "claude-haiku-4-5"),
+        ProviderSpec(
+            "claude", "https://api.anthropic.com", "bearer", (_A,), ("claude-*",), "claude-haiku-4-5"
+        ),
         ProviderSpec(
             "chatgpt",
             "https://chatgpt.com/backend-api/codex",

@@ -52,7 +52,9 @@ class PoolSnapshot:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise PoolError(f"{ref!r} matches {len(matches)} accounts; use the id: {', '.join(a.id for a in matches)}")
+            raise PoolError(
+                f"{ref!r} matches {len(matches)} accounts; use the id: {', '.join(a.id for a in matches)}"
+            )
         raise PoolError(f"no account {ref!r} in the pool (see `proxygate list`)")
 
 
@@ -149,7 +151,9 @@ def new_account_path(pool_dir: Path, kind: Kind, name: str) -> Path:
     return kind_dir(pool_dir, kind) / f"{safe}.json"
 
 
-def add_account_file(pool_dir: Path, kind: Kind, name: str, data: Mapping[str, Any], *, replace: bool = False) -> Path:
+def add_account_file(
+    pool_dir: Path, kind: Kind, name: str, data: Mapping[str, Any], *, replace: bool = False
+) -> Path:
     """Validate ``data`` as a ``kind`` account and write it to the pool; returns the path."""
     path = new_account_path(pool_dir, kind, name)
     parse_account(dict(data), kind, default_id=path.stem, path=path)  # raises InvalidAccount

@@ -98,7 +98,7 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
     if kind == "apikey":
         provider = get.str("provider", required=True)
         if provider not in API_KEY_PROVIDERS:
-            raise InvalidAccount(f'unknown provider {provider!r} (one of: {", ".join(API_KEY_PROVIDERS)})')
+            raise InvalidAccount(f"unknown provider {provider!r} (one of: {', '.join(API_KEY_PROVIDERS)})")
         spec = PROVIDERS[provider]
         base_url = get.str("base_url") or spec.base_url
         if not base_url:
@@ -177,7 +177,9 @@ class _Getter:
         try:
             return tuple(Format(n) for n in names)
         except ValueError:
-            raise InvalidAccount(f'"{key}" entries must be among {", ".join(f.value for f in Format)}') from None
+            raise InvalidAccount(
+                f'"{key}" entries must be among {", ".join(f.value for f in Format)}'
+            ) from None
 
     def time(self, key: str) -> datetime | None:
         value = self.data.get(key)

@@ -33,5 +33,7 @@ async def watch_pool(pool_dir: Path, on_change: Callable[[PoolSnapshot], None], 
     async for _ in watchfiles.awatch(pool_dir, stop_event=stop, debounce=50, step=20, recursive=True):
         snapshot = await asyncio.to_thread(load_pool, pool_dir)
         log_invalid(snapshot)
-        log.info("pool reloaded: %d accounts, %d invalid files", len(snapshot.accounts), len(snapshot.invalid))
+        log.info(
+            "pool reloaded: %d accounts, %d invalid files", len(snapshot.accounts), len(snapshot.invalid)
+        )
         on_change(snapshot)

@@ -32,7 +32,10 @@ def minimal_body(fmt: Format, model: str) -> dict[str, Any]:
         case Format.responses:
             return {"model": model, "max_output_tokens": 16, "input": "Say ok."}
         case Format.gemini:
-            return {"contents": [{"role": "user", "parts": [{"text": "Say ok."}]}], "generationConfig": {"maxOutputTokens": 8}}
+            return {
+                "contents": [{"role": "user", "parts": [{"text": "Say ok."}]}],
+                "generationConfig": {"maxOutputTokens": 8},
+            }
 
 
 async def check_account(account: Account, model: str, timeouts: TimeoutSettings) -> CheckResult:
@@ -42,7 +45,9 @@ async def check_account(account: Account, model: str, timeouts: TimeoutSettings)
     started = time.monotonic()
     try:
         async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
-            async with session.post(req.url, data=orjson.dumps(minimal_body(fmt, model)), headers=req.headers) as resp:
+            async with session.post(
+                req.url, data=orjson.dumps(minimal_body(fmt, model)), headers=req.headers
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -30,7 +30,11 @@ def _guard(handler: Handler) -> Handler:
         token = request.app[SETTINGS].admin_token
         if token:
             auth = request.headers.get("authorization", "")
-            given = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-proxygate-admin-token", "")
+            given = (
+                auth[7:]
+                if auth[:7].lower() == "bearer "
+                else request.headers.get("x-proxygate-admin-token", "")
+            )
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return _json({"error": "missing or wrong admin token"}, 401)
         elif not _is_loopback(request.remote):

@@ -127,8 +127,16 @@ async def _client_format_errors(
         if exc.status not in (404, 405):
             raise
         path = request.path
-        fmt = Format.anthropic if "/messages" in path else Format.gemini if path.startswith("/v1beta") else Format.chat
-        error = ProxyError(f"no such endpoint: {request.method} {path}", status=404, error_class="unknown_endpoint")
+        fmt = (
+            Format.anthropic
+            if "/messages" in path
+            else Format.gemini
+            if path.startswith("/v1beta")
+            else Format.chat
+        )
+        error = ProxyError(
+            f"no such endpoint: {request.method} {path}", status=404, error_class="unknown_endpoint"
+        )
         return ingress.render_error(fmt, error, "")
 
 

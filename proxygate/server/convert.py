@@ -67,7 +67,9 @@ async def relay(
 
     decoder = source.StreamDecoder()
     include_usage = bool((call.body.get("stream_options") or {}).get("include_usage", True))
-    encoder = target.StreamEncoder(model=call.model, response_id=response_id(call.fmt), include_usage=include_usage)
+    encoder = target.StreamEncoder(
+        model=call.model, response_id=response_id(call.fmt), include_usage=include_usage
+    )
     out = await start_response(request, 200, headers, is_stream=True)
     try:
         async for chunk in upstream.chunks(idle_s):
@@ -80,7 +82,9 @@ async def relay(
     except TimeoutError:
         await fail_stream(out, call, UpstreamTimeout(f"upstream silent for {idle_s:.0f}s mid-stream"))
     except (aiohttp.ClientError, OSError) as exc:
-        await fail_stream(out, call, ConnectionLost(f"upstream connection lost mid-stream: {type(exc).__name__}"))
+        await fail_stream(
+            out, call, ConnectionLost(f"upstream connection lost mid-stream: {type(exc).__name__}")
+        )
     except ir.ProtocolError as exc:
         await fail_stream(out, call, exc)
     if decoder.finish is not None:

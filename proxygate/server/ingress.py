@@ -43,7 +43,9 @@ def check_token(settings: Settings, request: web.Request, fmt: Format) -> None:
     if settings.proxy_token and not hmac.compare_digest(
         presented_token(request, fmt).encode(), settings.proxy_token.encode()
     ):
-        raise Unauthorized("missing or wrong proxygate token (send it as Authorization: Bearer, X-ProxyGate-Token or x-api-key)")
+        raise Unauthorized(
+            "missing or wrong proxygate token (send it as Authorization: Bearer, X-ProxyGate-Token or x-api-key)"
+        )
 
 
 def render_error(fmt: Format, exc: ProxyError, request_id: str) -> web.Response:
@@ -55,8 +57,15 @@ def render_error(fmt: Format, exc: ProxyError, request_id: str) -> web.Response:
     return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
 
-async def _read_call(request: web.Request, fmt: Format, request_id: str, *, op: Op, path_model: str | None,
-                     gemini_stream: bool | None) -> Call:
+async def _read_call(
+    request: web.Request,
+    fmt: Format,
+    request_id: str,
+    *,
+    op: Op,
+    path_model: str | None,
+    gemini_stream: bool | None,
+) -> Call:
     settings = request.app[SETTINGS]
     check_token(settings, request, fmt)
     limit = settings.max_body_bytes
@@ -94,9 +103,13 @@ def _handler(fmt: Format, op: Op = "generate") -> web.Handler:
                 target = request.match_info["target"]
                 path_model, _, action = target.rpartition(":")
                 if action not in _GEMINI_ACTIONS or not path_model:
-                    raise ClientError(f"unsupported Gemini method {target!r} (generateContent, streamGenerateContent)")
+                    raise ClientError(
+                        f"unsupported Gemini method {target!r} (generateContent, streamGenerateContent)"
+                    )
                 gemini_stream = _GEMINI_ACTIONS[action]
-            call = await _read_call(request, fmt, request_id, op=op, path_model=path_model, gemini_stream=gemini_stream)
+            call = await _read_call(
+                request, fmt, request_id, op=op, path_model=path_model, gemini_stream=gemini_stream
+            )
         except ProxyError as exc:
             return render_error(fmt, exc, request_id)
         return await request.app[PIPELINE].handle(request, call)
@@ -113,22 +126,39 @@ async def list_models(request: web.Request) -> web.Response:
         return render_error(fmt, exc, request_id)
     models = await request.app[MODELS].list()
     if fmt is Format.gemini:
-        data = {"models": [{"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": [
-            "generateContent", "streamGenerateContent"]} for m in models]}
+        data = {
+            "models": [
+                {
+                    "name": f"models/{m}",
+                    "displayName": m,
+                    "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+                }
+                for m in models
+            ]
+        }
     else:
         # One body both SDKs read: OpenAI's list shape plus Anthropic's page fields.
         data = {
             "object": "list",
             "data": [
-                {"id": m, "object": "model", "type": "model", "display_name": m, "created": 0,
-                 "created_at": "1970-01-01T00:00:00Z", "owned_by": "proxygate"}
+                {
+                    "id": m,
+                    "object": "model",
+                    "type": "model",
+                    "display_name": m,
+                    "created": 0,
+                    "created_at": "1970-01-01T00:00:00Z",
+                    "owned_by": "proxygate",
+                }
                 for m in models
             ],
             "has_more": False,
             "first_id": models[0] if models else None,
             "last_id": models[-1] if models else None,
         }
-    return web.json_response(data, dumps=lambda d: orjson.dumps(d).decode(), headers={"x-proxygate-request-id": request_id})
+    return web.json_response(
+        data, dumps=lambda d: orjson.dumps(d).decode(), headers={"x-proxygate-request-id": request_id}
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -44,7 +44,9 @@ class ModelCatalog:
         accounts = [a for a in self.pool().accounts if not a.disabled]
         found = await asyncio.gather(*(self._account_models(a) for a in accounts))
         names = {m for models in found for m in models}
-        names.update(alias for alias, target in self.aliases.items() if any(a.serves(target) for a in accounts))
+        names.update(
+            alias for alias, target in self.aliases.items() if any(a.serves(target) for a in accounts)
+        )
         return sorted(names)
 
     async def _account_models(self, account: Account) -> tuple[str, ...]:

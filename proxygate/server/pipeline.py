@@ -62,7 +62,9 @@ def default_stages(settings: Settings, store: Store) -> list[Any]:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, broker: Broker, session: aiohttp.ClientSession, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, session: aiohttp.ClientSession, store: Store
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.session = session
@@ -86,7 +88,9 @@ class Pipeline:
             for hook in self._on_done:
                 hook(call)
 
-    def error_response(self, call: Call, exc: ProxyError, *, retry_after: float | None = None) -> web.Response:
+    def error_response(
+        self, call: Call, exc: ProxyError, *, retry_after: float | None = None
+    ) -> web.Response:
         status = client_status(call.fmt, exc.error_class, exc.status)
         call.status, call.error_class, call.error = status, call.error_class or exc.error_class, exc.message
         headers = {"x-proxygate-request-id": call.request_id}
@@ -199,11 +203,15 @@ class Pipeline:
             call.status, call.error_class, call.error = status, error.error_class, message
             headers = self._headers(call, lease, upstream.response.headers)
             return web.Response(status=status, body=raw, headers=headers), error
-        return self.error_response(call, ProxyError(f"upstream: {message}", status=status, error_class=error.error_class)), error
+        return self.error_response(
+            call, ProxyError(f"upstream: {message}", status=status, error_class=error.error_class)
+        ), error
 
     # -- success -----------------------------------------------------------------------------
 
-    async def _finish(self, request: web.Request, call: Call, lease: Lease, upstream: Upstream) -> web.StreamResponse:
+    async def _finish(
+        self, request: web.Request, call: Call, lease: Lease, upstream: Upstream
+    ) -> web.StreamResponse:
         outcome = Outcome.client_error()  # if the client goes away, the account was not at fault
         try:
             response = await self._relay(request, call, lease, upstream)
@@ -213,16 +221,24 @@ class Pipeline:
             upstream.close()
             lease.release(outcome)
 
-    async def _relay(self, request: web.Request, call: Call, lease: Lease, upstream: Upstream) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.Request, call: Call, lease: Lease, upstream: Upstream
+    ) -> web.StreamResponse:
         idle_s = self.settings.timeouts.idle_s
         headers = self._headers(call, lease, upstream.response.headers)
         call.status = upstream.status
         same = lease.upstream_format is call.fmt
-        is_stream = call.is_stream and "text/event-stream" in upstream.response.headers.get("content-type", "")
+        is_stream = call.is_stream and "text/event-stream" in upstream.response.headers.get(
+            "content-type", ""
+        )
         if not call.is_stream and "text/event-stream" in upstream.response.headers.get("content-type", ""):
-            return await collected_response(call, lease, upstream, headers, idle_s=idle_s)  # ChatGPT only streams
+            return await collected_response(
+                call, lease, upstream, headers, idle_s=idle_s
+            )  # ChatGPT only streams
         if not same:
-            return await convert.relay(request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream)
+            return await convert.relay(
+                request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream
+            )
         sniffer = UsageSniffer(call.fmt, is_stream=is_stream)
         if not is_stream:
             body = await upstream.read_all(idle_s)

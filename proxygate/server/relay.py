@@ -22,7 +22,6 @@ from proxygate.call import Call
 from proxygate.config import TimeoutSettings
 from proxygate.errors import ConnectionLost, UpstreamError, UpstreamTimeout
 from proxygate.wire.errors import stream_error_event
-from proxygate.wire.ir import Format
 from proxygate.wire.sse import encode_event
 from proxygate.wire.usage import UsageSniffer
 
@@ -108,7 +107,9 @@ def retry_after_s(headers: Mapping[str, str], now: Callable[[], float] = time.ti
     return max(when.timestamp() - now(), 0.0)
 
 
-async def start_response(request: web.Request, status: int, headers: dict[str, str], *, is_stream: bool) -> web.StreamResponse:
+async def start_response(
+    request: web.Request, status: int, headers: dict[str, str], *, is_stream: bool
+) -> web.StreamResponse:
     out = web.StreamResponse(status=status, headers=headers)
     if is_stream:
         out.headers.update(SSE_HEADERS)
@@ -178,4 +179,3 @@ async def fail_stream(out: web.StreamResponse, call: Call, error: UpstreamError)
         await out.write(event)
     except (ConnectionResetError, RuntimeError):
         pass  # the client is gone too
-

@@ -1,6 +1,15 @@
 """State and usage: the ``Store`` interface and its embedded LMDB implementation."""
 
-from proxygate.store.base import COOLDOWNS, HEADROOM, PINS, SETTINGS, Store, UsageRecord, UsageRow, UsageTotals
+from proxygate.store.base import (
+    COOLDOWNS,
+    HEADROOM,
+    PINS,
+    SETTINGS,
+    Store,
+    UsageRecord,
+    UsageRow,
+    UsageTotals,
+)
 from proxygate.store.lmdb_store import LMDBStore, today, utc_day
 
 __all__ = [

@@ -55,7 +55,14 @@ class UsageTotals:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
     def add(self, other: Mapping[str, Any]) -> None:
-        for name in ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        for name in (
+            "requests",
+            "errors",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+        ):
             setattr(self, name, getattr(self, name) + int(other.get(name, 0)))
 
     def as_dict(self) -> dict[str, int]:

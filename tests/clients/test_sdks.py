@@ -14,41 +14,65 @@ import orjson
 from tests.upstream import anthropic_sse, chat_sse, ok_json, ok_sse, responses_sse
 
 TOOL_USE = {
-    "id": "msg_t", "type": "message", "role": "assistant", "model": "claude-x",
+    "id": "msg_t",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-x",
     "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_marker", "input": {"q": "x"}}],
-    "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2},
+    "stop_reason": "tool_use",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 3, "output_tokens": 2},
 }
 
 
 async def pool(start_proxy, upstream):
-    return await start_proxy({
-        "ant": {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url},
-        "oai": {"provider": "openai", "api_key": "sk-upstream-0000", "base_url": upstream.url + "/v1"},
-    })
+    return await start_proxy(
+        {
+            "ant": {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url},
+            "oai": {"provider": "openai", "api_key": "sk-upstream-0000", "base_url": upstream.url + "/v1"},
+        }
+    )
 
 
 async def test_anthropic_sdk_plain_stream_and_tool_round_trip(upstream, start_proxy) -> None:
     proxy = await pool(start_proxy, upstream)
     client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=0)
-    message = await client.messages.create(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    message = await client.messages.create(
+        model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
     assert (message.content[0].text, message.usage.cache_read_input_tokens) == ("pong", 5)
 
     upstream.push(ok_sse(anthropic_sse("streamed")))
-    async with client.messages.stream(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as stream:
+    async with client.messages.stream(
+        model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
         text = "".join([t async for t in stream.text_stream])
         final = await stream.get_final_message()
     assert (text, final.stop_reason, final.usage.output_tokens) == ("streamed", "end_turn", 3)
 
     upstream.push(ok_json(TOOL_USE))
-    tools = [{"name": "get_marker", "description": "d", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
-    first = await client.messages.create(model="claude-x", max_tokens=10, tools=tools, messages=[{"role": "user", "content": "go"}])
+    tools = [
+        {
+            "name": "get_marker",
+            "description": "d",
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
+    first = await client.messages.create(
+        model="claude-x", max_tokens=10, tools=tools, messages=[{"role": "user", "content": "go"}]
+    )
     assert first.content[0].type == "tool_use"
     second = await client.messages.create(
-        model="claude-x", max_tokens=10, tools=tools,
+        model="claude-x",
+        max_tokens=10,
+        tools=tools,
         messages=[
             {"role": "user", "content": "go"},
             {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "acceptance-42"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "acceptance-42"}],
+            },
         ],
     )
     assert second.content[0].text == "pong"
@@ -64,24 +88,70 @@ async def test_openai_sdk_chat_plain_stream_with_usage_and_tool_calls(upstream, 
 
     upstream.push(ok_sse(chat_sse("abc")))
     stream = await client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "abc"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
 
-    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_marker", "arguments": ""}}
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_marker", "arguments": ""},
+    }
     base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
     pieces = [
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"q":'}}]}, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}, "finish_reason": None}
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"q":'}}]},
+                    "finish_reason": None,
+                }
+            ],
+        },
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]},
+                    "finish_reason": None,
+                }
+            ],
+        },
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
     ]
-    upstream.push(ok_sse(b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in pieces) + b"data: [DONE]\n\n"))
-    tools = [{"type": "function", "function": {"name": "get_marker", "parameters": {"type": "object", "properties": {}}}}]
-    stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "go"}], tools=tools, stream=True)
-    args = "".join([c.choices[0].delta.tool_calls[0].function.arguments or "" async for c in stream if c.choices and c.choices[0].delta.tool_calls])
+    upstream.push(
+        ok_sse(b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in pieces) + b"data: [DONE]\n\n")
+    )
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "get_marker", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    stream = await client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "go"}], tools=tools, stream=True
+    )
+    args = "".join(
+        [
+            c.choices[0].delta.tool_calls[0].function.arguments or ""
+            async for c in stream
+            if c.choices and c.choices[0].delta.tool_calls
+        ]
+    )
     assert orjson.loads(args) == {"q": "x"}
     await client.close()
 
@@ -102,7 +172,9 @@ async def test_sdk_retries_are_told_not_to_retry_a_4xx(upstream, start_proxy) ->
     proxy = await pool(start_proxy, upstream)
     client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=2)
     try:
-        await client.messages.create(model="nope-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        await client.messages.create(
+            model="nope-model", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
     except anthropic.NotFoundError as exc:
         assert exc.body["error"]["message"].startswith("no account in the pool serves model 'nope-model'")
     else:  # pragma: no cover

@@ -30,7 +30,9 @@ def two_keys(url: str) -> dict[str, dict[str, object]]:
     }
 
 
-async def post(url: str, body: dict[str, object] = ASK, path: str = "/v1/messages") -> tuple[int, CIMultiDict[str], bytes]:
+async def post(
+    url: str, body: dict[str, object] = ASK, path: str = "/v1/messages"
+) -> tuple[int, CIMultiDict[str], bytes]:
     async with aiohttp.ClientSession() as client, client.post(url + path, json=body) as resp:
         return resp.status, resp.headers.copy(), await resp.read()
 
@@ -78,7 +80,9 @@ async def test_500_cooldown_doubles_per_consecutive_failure_up_to_300s(upstream,
     assert proxy.app[BROKER].state("a").failures == 0
 
 
-async def test_all_cooling_gives_429_in_client_format_with_soonest_retry_after(upstream, start_proxy, clock) -> None:
+async def test_all_cooling_gives_429_in_client_format_with_soonest_retry_after(
+    upstream, start_proxy, clock
+) -> None:
     upstream.push(status(429, headers={"retry-after": "40"}), status(429, headers={"retry-after": "20"}))
     proxy = await start_proxy(two_keys(upstream.url), clock=clock)
     code, headers, body = await post(proxy.url)
@@ -126,7 +130,11 @@ async def test_400_is_the_clients_problem_passed_through_without_failover(upstre
 
 
 async def test_401_marks_needs_reauth_and_fails_over(upstream, start_proxy) -> None:
-    upstream.push(status(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}))
+    upstream.push(
+        status(
+            401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+        )
+    )
     proxy = await start_proxy(two_keys(upstream.url))
     assert (await post(proxy.url))[0] == 200
     assert proxy.app[BROKER].state("a").needs_reauth == "401: invalid x-api-key"
@@ -151,11 +159,17 @@ async def test_cut_stream_after_first_byte_ends_with_an_anthropic_error_event(up
 
 async def test_stream_without_its_final_event_is_reported_not_ended_silently(upstream, start_proxy) -> None:
     upstream.push(lambda r: _sse_reply(chat_sse("x").replace(b"data: [DONE]\n\n", b"")))
-    proxy = await start_proxy({"o": {"provider": "openai", "api_key": "sk-0000-1111", "base_url": upstream.url + "/v1"}})
-    code, _, body = await post(proxy.url, {"model": "gpt-4o", "stream": True, "messages": []}, "/v1/chat/completions")
+    proxy = await start_proxy(
+        {"o": {"provider": "openai", "api_key": "sk-0000-1111", "base_url": upstream.url + "/v1"}}
+    )
+    code, _, body = await post(
+        proxy.url, {"model": "gpt-4o", "stream": True, "messages": []}, "/v1/chat/completions"
+    )
     last = body.decode().strip().split("\n\n")[-1]
     assert code == 200
-    assert orjson.loads(last[6:])["error"]["message"].startswith("proxygate: upstream stream ended before its final event")
+    assert orjson.loads(last[6:])["error"]["message"].startswith(
+        "proxygate: upstream stream ended before its final event"
+    )
 
 
 async def _sse_reply(payload: bytes):

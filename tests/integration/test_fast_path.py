@@ -5,25 +5,29 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
-from proxygate.store import today
 from proxygate.server.keys import STORE
+from proxygate.store import today
 from tests.upstream import anthropic_message, anthropic_sse, chat_sse, ok_json, ok_sse
 
 
 async def test_anthropic_json_is_relayed_verbatim_with_request_id(upstream, start_proxy) -> None:
     body = anthropic_message("hello")
     upstream.push(ok_json(body))
-    proxy = await start_proxy({"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}})
-    async with aiohttp.ClientSession() as client:
-        async with client.post(
+    proxy = await start_proxy(
+        {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
+    )
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
             f"{proxy.url}/v1/messages?beta=true",
             json={"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
             headers={"x-api-key": "client-key", "anthropic-version": "2023-06-01", "anthropic-beta": "b1"},
-        ) as resp:
-            assert resp.status == 200
-            assert orjson.loads(await resp.read()) == body
-            assert resp.headers["x-proxygate-request-id"].startswith("pg_")
-            assert resp.headers["x-proxygate-account"] == "ant"
+        ) as resp,
+    ):
+        assert resp.status == 200
+        assert orjson.loads(await resp.read()) == body
+        assert resp.headers["x-proxygate-request-id"].startswith("pg_")
+        assert resp.headers["x-proxygate-account"] == "ant"
     sent = upstream.requests[0]
     assert (sent.path, sent.query) == ("/v1/messages", "beta=true")
     assert sent.headers["x-api-key"] == "sk-ant-secret-000111"
@@ -35,11 +39,18 @@ async def test_anthropic_json_is_relayed_verbatim_with_request_id(upstream, star
 async def test_anthropic_stream_bytes_unchanged_and_usage_recorded(upstream, start_proxy) -> None:
     payload = anthropic_sse("hey")
     upstream.push(ok_sse(payload))
-    proxy = await start_proxy({"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}})
+    proxy = await start_proxy(
+        {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
+    )
     async with aiohttp.ClientSession() as client:
         async with client.post(
             f"{proxy.url}/v1/messages",
-            json={"model": "claude-x", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            json={
+                "model": "claude-x",
+                "max_tokens": 10,
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
         ) as resp:
             assert resp.status == 200
             assert resp.headers["content-type"].startswith("text/event-stream")
@@ -50,20 +61,31 @@ async def test_anthropic_stream_bytes_unchanged_and_usage_recorded(upstream, sta
     [row] = store.usage(today())
     assert (row.account_id, row.model) == ("ant", "claude-x")
     assert row.totals.as_dict() == {
-        "requests": 1, "errors": 0, "input_tokens": 11, "output_tokens": 3, "cache_read_tokens": 5, "cache_write_tokens": 2,
+        "requests": 1,
+        "errors": 0,
+        "input_tokens": 11,
+        "output_tokens": 3,
+        "cache_read_tokens": 5,
+        "cache_write_tokens": 2,
     }
     assert store.recent_requests(1)[0]["request_id"] == request_id
 
 
-async def test_chat_stream_without_include_usage_gets_it_upstream_but_not_the_chunk(upstream, start_proxy) -> None:
+async def test_chat_stream_without_include_usage_gets_it_upstream_but_not_the_chunk(
+    upstream, start_proxy
+) -> None:
     upstream.push(ok_sse(chat_sse("ok")))
-    proxy = await start_proxy({"oai": {"provider": "openai", "api_key": "sk-secret-000111222", "base_url": upstream.url + "/v1"}})
-    async with aiohttp.ClientSession() as client:
-        async with client.post(
+    proxy = await start_proxy(
+        {"oai": {"provider": "openai", "api_key": "sk-secret-000111222", "base_url": upstream.url + "/v1"}}
+    )
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
             f"{proxy.url}/v1/chat/completions",
             json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        ) as resp:
-            text = (await resp.read()).decode()
+        ) as resp,
+    ):
+        text = (await resp.read()).decode()
     assert upstream.requests[0].body["stream_options"] == {"include_usage": True}
     events = [line[6:] for line in text.split("\n") if line.startswith("data: ")]
     assert events[-1] == "[DONE]"

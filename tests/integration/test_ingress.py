@@ -14,7 +14,14 @@ def ant_key(url: str) -> dict[str, object]:
     return {"provider": "anthropic", "api_key": "sk-ant-real-key-9999", "base_url": url}
 
 
-async def call(url: str, path: str, *, data: bytes | None = None, json: object = None, headers: dict[str, str] | None = None):
+async def call(
+    url: str,
+    path: str,
+    *,
+    data: bytes | None = None,
+    json: object = None,
+    headers: dict[str, str] | None = None,
+):
     async with aiohttp.ClientSession() as client:
         async with client.post(url + path, data=data, json=json, headers=headers) as resp:
             return resp.status, resp.headers.copy(), orjson.loads(await resp.read())
@@ -26,9 +33,15 @@ async def test_proxy_token_is_required_and_accepted_in_every_header(upstream, st
     status, headers, error = await call(proxy.url, "/v1/messages", json=body)
     assert (status, error["error"]["type"]) == (401, "authentication_error")
     assert error["request_id"] == headers["x-proxygate-request-id"]
-    status, _, error = await call(proxy.url, "/v1/chat/completions", json={"model": "gpt-x"}, headers={"authorization": "Bearer nope"})
+    status, _, error = await call(
+        proxy.url, "/v1/chat/completions", json={"model": "gpt-x"}, headers={"authorization": "Bearer nope"}
+    )
     assert (status, error["error"]["code"]) == (401, "invalid_api_key")
-    for header in ({"authorization": "Bearer s3cret"}, {"x-proxygate-token": "s3cret"}, {"x-api-key": "s3cret"}):
+    for header in (
+        {"authorization": "Bearer s3cret"},
+        {"x-proxygate-token": "s3cret"},
+        {"x-api-key": "s3cret"},
+    ):
         status, _, _ = await call(proxy.url, "/v1/messages", json=body, headers=header)
         assert status == 200
     # The client's token for us never reaches the provider.
@@ -38,16 +51,22 @@ async def test_proxy_token_is_required_and_accepted_in_every_header(upstream, st
 async def test_body_over_the_limit_is_413_in_the_clients_format(upstream, start_proxy) -> None:
     proxy = await start_proxy({"a": ant_key(upstream.url)}, env={"PROXYGATE_MAX_BODY_MB": "0.001"})
     big = orjson.dumps({"model": "claude-x", "messages": [{"role": "user", "content": "x" * 5000}]})
-    status, _, error = await call(proxy.url, "/v1/messages", data=big, headers={"content-type": "application/json"})
+    status, _, error = await call(
+        proxy.url, "/v1/messages", data=big, headers={"content-type": "application/json"}
+    )
     assert (status, error["error"]["type"]) == (413, "request_too_large")
-    status, _, error = await call(proxy.url, "/v1/chat/completions", data=big, headers={"content-type": "application/json"})
+    status, _, error = await call(
+        proxy.url, "/v1/chat/completions", data=big, headers={"content-type": "application/json"}
+    )
     assert status == 413 and error["error"]["type"] == "invalid_request_error"
     assert upstream.requests == []
 
 
 async def test_bad_json_and_missing_model(upstream, start_proxy) -> None:
     proxy = await start_proxy({"a": ant_key(upstream.url)})
-    status, _, error = await call(proxy.url, "/v1/messages", data=b"{nope", headers={"content-type": "application/json"})
+    status, _, error = await call(
+        proxy.url, "/v1/messages", data=b"{nope", headers={"content-type": "application/json"}
+    )
     assert (status, error["error"]["type"]) == (400, "invalid_request_error")
     assert error["error"]["message"].startswith("request body is not valid JSON")
     status, _, error = await call(proxy.url, "/v1/responses", json={"input": "hi"})
@@ -58,16 +77,28 @@ async def test_unknown_model_names_what_the_pool_serves(upstream, start_proxy) -
     proxy = await start_proxy({"a": ant_key(upstream.url)})
     status, _, error = await call(proxy.url, "/v1/chat/completions", json={"model": "gpt-9", "messages": []})
     assert status == 404
-    assert error == {"error": {"message": "no account in the pool serves model 'gpt-9' (the pool serves: claude-*)",
-                               "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+    assert error == {
+        "error": {
+            "message": "no account in the pool serves model 'gpt-9' (the pool serves: claude-*)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+    }
 
 
 async def test_unknown_path_is_a_404_in_format(start_proxy) -> None:
     proxy = await start_proxy()
     async with aiohttp.ClientSession() as client, client.get(proxy.url + "/v1/responses") as resp:
         assert resp.status == 404
-        assert await resp.json() == {"error": {"message": "no such endpoint: GET /v1/responses",
-                                               "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
+        assert await resp.json() == {
+            "error": {
+                "message": "no such endpoint: GET /v1/responses",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unknown_url",
+            }
+        }
 
 
 async def test_models_lists_what_the_pool_serves(upstream, start_proxy) -> None:

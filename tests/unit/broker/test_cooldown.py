@@ -31,7 +31,11 @@ def test_overload_is_short_and_does_not_grow_the_streak() -> None:
 def test_model_scoped_cooldown_leaves_other_models() -> None:
     state = AccountState()
     apply_outcome(state, Outcome.rate_limited(60.0, model="claude-opus"), 0.0, **LIMITS)
-    assert (state.cooling(1.0, "claude-opus"), state.cooling(1.0, "claude-haiku"), state.cooling(1.0)) == (59.0, 0.0, 0.0)
+    assert (state.cooling(1.0, "claude-opus"), state.cooling(1.0, "claude-haiku"), state.cooling(1.0)) == (
+        59.0,
+        0.0,
+        0.0,
+    )
 
 
 def test_auth_failure_needs_reauth_and_client_errors_change_nothing() -> None:

@@ -16,7 +16,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_without_any_file(tmp_path: Path) -> None:
     s = load_settings(None, {}, cwd=tmp_path)
-    assert (s.addr, s.host, s.port, s.log_level, s.max_body_mb) == ("127.0.0.1:19527", "127.0.0.1", 19527, "info", 32.0)
+    assert (s.addr, s.host, s.port, s.log_level, s.max_body_mb) == (
+        "127.0.0.1:19527",
+        "127.0.0.1",
+        19527,
+        "info",
+        32.0,
+    )
     assert (s.timeouts.connect_s, s.timeouts.first_byte_s, s.timeouts.idle_s) == (10.0, 120.0, 300.0)
     assert s.routing.priority == "account-first"
     assert s.pool_dir == Path("~/.proxygate/pool").expanduser()
@@ -25,8 +31,15 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     path = write(tmp_path, 'addr = "127.0.0.1:1000"\nlog_level = "debug"\n[timeouts]\nconnect_s = 3\n')
-    s = load_settings(path, {"PROXYGATE_LOG_LEVEL": "warn", "PROXYGATE_TIMEOUTS_IDLE_S": "9"}, {"addr": "127.0.0.1:2000"})
-    assert (s.addr, s.log_level, s.timeouts.connect_s, s.timeouts.idle_s) == ("127.0.0.1:2000", "warn", 3.0, 9.0)
+    s = load_settings(
+        path, {"PROXYGATE_LOG_LEVEL": "warn", "PROXYGATE_TIMEOUTS_IDLE_S": "9"}, {"addr": "127.0.0.1:2000"}
+    )
+    assert (s.addr, s.log_level, s.timeouts.connect_s, s.timeouts.idle_s) == (
+        "127.0.0.1:2000",
+        "warn",
+        3.0,
+        9.0,
+    )
 
 
 def test_relative_paths_resolve_against_the_config_files_directory(tmp_path: Path) -> None:
@@ -43,12 +56,24 @@ def test_search_order_finds_cwd_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
-        ("max_body_mb = \"big\"\n", {}, r"^max_body_mb \(.*config.toml\): expected a number, got 'big'$"),
-        ("", {"PROXYGATE_LOG_LEVEL": "loud"}, r"^log_level \(env PROXYGATE_LOG_LEVEL\): 'loud' is not one of debug, info, warn, error$"),
-        ("[routing]\npriority = \"random\"\n", {}, r"^routing.priority \(.*\): 'random' is not one of account-first, apikey-first$"),
+        ('max_body_mb = "big"\n', {}, r"^max_body_mb \(.*config.toml\): expected a number, got 'big'$"),
+        (
+            "",
+            {"PROXYGATE_LOG_LEVEL": "loud"},
+            r"^log_level \(env PROXYGATE_LOG_LEVEL\): 'loud' is not one of debug, info, warn, error$",
+        ),
+        (
+            '[routing]\npriority = "random"\n',
+            {},
+            r"^routing.priority \(.*\): 'random' is not one of account-first, apikey-first$",
+        ),
         ("nonsense = 1\n", {}, r"^nonsense \(.*config.toml\): unknown setting$"),
         ('addr = "localhost"\n', {}, r"^addr: 'localhost' is not HOST:PORT$"),
-        ("[routing]\nactive = \"nope\"\n", {}, r"^routing.active: 'nope' is not one of the routing configs \(default\)$"),
+        (
+            '[routing]\nactive = "nope"\n',
+            {},
+            r"^routing.active: 'nope' is not one of the routing configs \(default\)$",
+        ),
         ("addr = [\n", {}, r"config.toml: "),
     ],
 )

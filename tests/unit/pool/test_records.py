@@ -16,14 +16,22 @@ from proxygate.wire.ir import Format
 def test_api_key_defaults_come_from_the_provider() -> None:
     a = parse_account({"provider": "deepseek", "api_key": "sk-deep-0000"}, "apikey", default_id="ds")
     assert (a.id, a.base_url, a.models, a.formats, a.weight, a.priority, a.disabled) == (
-        "ds", "https://api.deepseek.com/v1", ("deepseek-*",), (Format.chat,), 1.0, 0, False,
+        "ds",
+        "https://api.deepseek.com/v1",
+        ("deepseek-*",),
+        (Format.chat,),
+        1.0,
+        0,
+        False,
     )
     assert a.serves("deepseek-chat") and not a.serves("gpt-4o")
     assert "sk-deep" not in repr(a)
 
 
 def test_formats_order_and_custom_needs_base_url() -> None:
-    a = parse_account({"provider": "openai", "api_key": "k", "formats": ["chat", "responses"]}, "apikey", default_id="o")
+    a = parse_account(
+        {"provider": "openai", "api_key": "k", "formats": ["chat", "responses"]}, "apikey", default_id="o"
+    )
     assert a.formats == (Format.chat, Format.responses)
     with pytest.raises(InvalidAccount, match=r'^provider "custom" needs "base_url"$'):
         parse_account({"provider": "custom", "api_key": "k"}, "apikey", default_id="c")
@@ -49,20 +57,39 @@ def test_invalid_api_key_files(data: object, message: str) -> None:
 
 def test_oauth_files() -> None:
     claude = parse_account(
-        {"email": "me@x.com", "access_token": "sk-ant-oat-1", "refresh_token": "r", "expires_at": "2026-01-01T00:00:00Z",
-         "subscription_type": "max"}, "claude", default_id="me@x.com",
+        {
+            "email": "me@x.com",
+            "access_token": "sk-ant-oat-1",
+            "refresh_token": "r",
+            "expires_at": "2026-01-01T00:00:00Z",
+            "subscription_type": "max",
+        },
+        "claude",
+        default_id="me@x.com",
     )
     assert (claude.provider, claude.plan, claude.expires_at, claude.is_oauth) == (
-        "claude", "max", datetime(2026, 1, 1, tzinfo=UTC), True,
+        "claude",
+        "max",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        True,
     )
     with pytest.raises(InvalidAccount, match='^missing "account_id"$'):
         parse_account({"email": "e", "access_token": "a", "refresh_token": "r"}, "chatgpt", default_id="e")
     with pytest.raises(InvalidAccount, match="needs a time zone"):
-        parse_account({"email": "e", "access_token": "a", "refresh_token": "r", "expires_at": "2026-01-01T00:00:00"}, "claude", default_id="e")
+        parse_account(
+            {"email": "e", "access_token": "a", "refresh_token": "r", "expires_at": "2026-01-01T00:00:00"},
+            "claude",
+            default_id="e",
+        )
 
 
 def test_mask_never_shows_enough_to_use() -> None:
-    assert [mask("sk-abcdefghijklmnf3a9"), mask("AIzaSyabcdefghijkl"), mask("short"), mask("")] == ["sk-…f3a9", "…ijkl", "…", "-"]
+    assert [mask("sk-abcdefghijklmnf3a9"), mask("AIzaSyabcdefghijkl"), mask("short"), mask("")] == [
+        "sk-…f3a9",
+        "…ijkl",
+        "…",
+        "-",
+    ]
 
 
 def test_load_pool_skips_bad_files_and_duplicates_but_keeps_the_rest(tmp_path: Path) -> None:
@@ -87,7 +114,12 @@ def test_atomic_write_is_0600_and_enable_preserves_unknown_keys(tmp_path: Path) 
     path = add_account_file(tmp_path, "apikey", "k1", {"provider": "openai", "api_key": "k", "note": "mine"})
     assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
     set_enabled(tmp_path, "k1", enabled=False)
-    assert orjson.loads(path.read_bytes()) == {"provider": "openai", "api_key": "k", "note": "mine", "disabled": True}
+    assert orjson.loads(path.read_bytes()) == {
+        "provider": "openai",
+        "api_key": "k",
+        "note": "mine",
+        "disabled": True,
+    }
     assert load_pool(tmp_path).accounts[0].disabled
     assert [p.name for p in path.parent.iterdir()] == ["k1.json"]  # no temp files left behind
     with pytest.raises(PoolError, match=r"^no account 'nope' in the pool \(see `proxygate list`\)$"):
@@ -110,6 +142,12 @@ def test_import_reports_duplicates_and_invalid_entries(tmp_path: Path) -> None:
         "junk",
     ]
     report = import_entries(tmp_path, entries)
-    assert [p.relative_to(tmp_path).as_posix() for p in report.written] == ["apikeys/k1.json", "claude/me@x.com.json"]
+    assert [p.relative_to(tmp_path).as_posix() for p in report.written] == [
+        "apikeys/k1.json",
+        "claude/me@x.com.json",
+    ]
     assert report.duplicates == ["entry 2: k1 is already in the pool; skipped"]
-    assert report.invalid == ['entry 3: needs "id" (API keys) or "email" (subscriptions)', "entry 5: expected a JSON object"]
+    assert report.invalid == [
+        'entry 3: needs "id" (API keys) or "email" (subscriptions)',
+        "entry 5: expected a JSON object",
+    ]

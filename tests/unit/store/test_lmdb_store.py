@@ -6,7 +6,9 @@ from pathlib import Path
 from proxygate.store import COOLDOWNS, LMDBStore, UsageRecord, utc_day
 
 
-def rec(n: int, account: str = "a", model: str = "m", status: int = 200, ts: float = 1_800_000_000.0) -> UsageRecord:
+def rec(
+    n: int, account: str = "a", model: str = "m", status: int = 200, ts: float = 1_800_000_000.0
+) -> UsageRecord:
     return UsageRecord(f"pg_{n}", ts + n, account, model, "anthropic", "anthropic", status, 10, 5, 2, 1)
 
 
@@ -21,8 +23,22 @@ def test_usage_is_summed_per_day_account_model_and_survives_reopen(tmp_path: Pat
     store = LMDBStore(tmp_path / "data")
     rows = {(r.account_id, r.model): r.totals.as_dict() for r in store.usage(utc_day(1_800_000_000.0))}
     assert rows == {
-        ("a", "m"): {"requests": 4, "errors": 1, "input_tokens": 40, "output_tokens": 20, "cache_read_tokens": 8, "cache_write_tokens": 4},
-        ("b", "m"): {"requests": 1, "errors": 0, "input_tokens": 10, "output_tokens": 5, "cache_read_tokens": 2, "cache_write_tokens": 1},
+        ("a", "m"): {
+            "requests": 4,
+            "errors": 1,
+            "input_tokens": 40,
+            "output_tokens": 20,
+            "cache_read_tokens": 8,
+            "cache_write_tokens": 4,
+        },
+        ("b", "m"): {
+            "requests": 1,
+            "errors": 0,
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cache_read_tokens": 2,
+            "cache_write_tokens": 1,
+        },
     }
     assert [e["request_id"] for e in store.recent_requests(2)] == ["pg_4", "pg_3"]
     store.close()

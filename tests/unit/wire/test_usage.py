@@ -20,10 +20,19 @@ def sniff(fmt: Format, pieces: list[bytes], *, is_stream: bool = True) -> tuple[
 
 def gemini_sse() -> bytes:
     chunks = [
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "po"}]}}],
-         "usageMetadata": {"promptTokenCount": 40, "cachedContentTokenCount": 30}},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "ng"}]}, "finishReason": "STOP"}],
-         "usageMetadata": {"promptTokenCount": 40, "cachedContentTokenCount": 30, "candidatesTokenCount": 2, "thoughtsTokenCount": 7}},
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "po"}]}}],
+            "usageMetadata": {"promptTokenCount": 40, "cachedContentTokenCount": 30},
+        },
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "ng"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {
+                "promptTokenCount": 40,
+                "cachedContentTokenCount": 30,
+                "candidatesTokenCount": 2,
+                "thoughtsTokenCount": 7,
+            },
+        },
     ]
     return b"".join(b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks)
 
@@ -50,11 +59,17 @@ def test_a_stream_cut_before_its_terminator_is_incomplete() -> None:
 
 
 def test_in_stream_errors_are_noticed() -> None:
-    error = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    error = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
     assert sniff(Format.anthropic, [error]) == (Usage(), False, "Overloaded")
 
 
 def test_json_bodies() -> None:
-    assert sniff(Format.anthropic, [orjson.dumps(anthropic_message())], is_stream=False) == (Usage(11, 3, 5, 2), True, "")
+    assert sniff(Format.anthropic, [orjson.dumps(anthropic_message())], is_stream=False) == (
+        Usage(11, 3, 5, 2),
+        True,
+        "",
+    )
     body = orjson.dumps(chat_completion())
     assert sniff(Format.chat, [body[:10], body[10:]], is_stream=False) == (Usage(12, 4, 8), True, "")
