@@ -22,7 +22,7 @@ from proxygate.config import Settings
 from proxygate.errors import ProxyError
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
-from proxygate.server import admin, ingress
+from proxygate.server import admin, ingress, pooled_usage
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app.cleanup_ctx.append(_upstream)
     ingress.add_routes(app)
     admin.add_routes(app)
+    pooled_usage.add_routes(app)  # GET /backend-api/wham/usage + subscription quota polling
     return app
 
 
