@@ -27,6 +27,7 @@ from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STOR
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
 from proxygate.store import COOLDOWNS, LMDBStore
+from proxygate.wire.codecs import CODECS
 from proxygate.wire.ir import Format
 
 log = logging.getLogger("proxygate")
@@ -114,6 +115,8 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM] = session
         app[PIPELINE] = Pipeline(settings, app[BROKER], session, app[STORE])
         app[MODELS] = ModelCatalog(session, lambda: app[POOL][0], dict(settings.routing.aliases))
+        for _ in CODECS.values():  # import every codec now, not on the first converted request
+            pass
         yield
 
 

@@ -9,6 +9,7 @@ stays the upstream's. The codecs are sans-I/O (``wire/``); this module is their 
 from __future__ import annotations
 
 import os
+import time
 
 import aiohttp
 import orjson
@@ -19,12 +20,12 @@ from proxygate.call import Call
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
 from proxygate.server.relay import Upstream, fail_stream, start_response
 from proxygate.wire import ir
+from proxygate.wire.codecs import CODECS
+from proxygate.wire.tokens import estimate_input_tokens
 
 
 def request_body(call: Call, lease: Lease) -> bytes:
     """The client's request re-encoded for the leased account's format and model."""
-    from proxygate.wire.codecs import CODECS
-
     source, target = CODECS[call.fmt], CODECS[lease.upstream_format]
     try:
         request = source.decode_request(call.body, path_model=call.model)
@@ -34,6 +35,12 @@ def request_body(call: Call, lease: Lease) -> bytes:
         raise ClientError(f"cannot read the {call.fmt.value} request: {exc}") from None
     request = request.with_model(lease.model, stream=call.is_stream)
     return orjson.dumps(target.encode_request(request))
+
+
+def estimate_tokens(call: Call) -> web.Response:
+    """``count_tokens`` for a non-Anthropic account: an honest local estimate (wire/tokens.py)."""
+    request = CODECS[call.fmt].decode_request(call.body, path_model=call.model)
+    return web.json_response({"input_tokens": estimate_input_tokens(request)}, headers={"x-proxygate-estimate": "true"})
 
 
 def response_id(fmt: ir.Format) -> str:
@@ -51,9 +58,9 @@ async def relay(
     idle_s: float,
     is_stream: bool,
 ) -> web.StreamResponse:
-    from proxygate.wire.codecs import CODECS
-
     source, target = CODECS[lease.upstream_format], CODECS[call.fmt]
+    # Only Chat objects carry a creation time; the codecs have no clock, so it comes from here.
+    stamp = {"created": int(time.time())} if call.fmt is ir.Format.chat else {}
     headers.pop("content-type", None)
     if not is_stream:
         raw = await upstream.read_all(idle_s)
@@ -62,7 +69,7 @@ async def relay(
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise UpstreamError(f"unreadable {lease.upstream_format.value} answer: {exc}") from None
         call.usage = response.usage
-        body = orjson.dumps(target.encode_response(response.with_model(call.model)))
+        body = orjson.dumps(target.encode_response(response.with_model(call.model), **stamp))
         return web.Response(status=200, body=body, headers=headers, content_type="application/json")
 
     decoder = source.StreamDecoder()

@@ -24,7 +24,7 @@ from aiohttp import web
 from proxygate.broker import Ask, Broker, Lease, Outcome
 from proxygate.call import Call
 from proxygate.config import Settings
-from proxygate.errors import AllAccountsBusy, ProxyError, UpstreamError
+from proxygate.errors import AllAccountsBusy, ClientError, ProxyError, UpstreamError
 from proxygate.features.usage import UsageRecorder
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
@@ -119,6 +119,8 @@ class Pipeline:
             call.attempts += 1
             call.account_id, call.upstream_model = lease.account.id, lease.model
             call.upstream_format = lease.upstream_format
+            if call.op != "generate" and lease.upstream_format is not call.fmt:
+                return self._answer_locally(call, lease)
             try:
                 upstream = await self._send(call, lease)
             except UpstreamError as exc:
@@ -139,6 +141,19 @@ class Pipeline:
                 last_error = failed_over
                 continue
             return await self._finish(request, call, lease, upstream)
+
+    def _answer_locally(self, call: Call, lease: Lease) -> web.Response:
+        """count_tokens / compact for an account of another format: no upstream has the endpoint."""
+        lease.release(Outcome.client_error())
+        if call.op == "count_tokens":
+            call.status = 200
+            response = convert.estimate_tokens(call)
+            response.headers["x-proxygate-request-id"] = call.request_id
+            return response
+        raise ClientError(
+            f"{call.op} needs an account that speaks {call.fmt.value}; {lease.account.id} speaks "
+            f"{lease.upstream_format.value}"
+        )
 
     async def _send(self, call: Call, lease: Lease) -> Upstream:
         same = lease.upstream_format is call.fmt

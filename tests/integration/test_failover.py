@@ -43,7 +43,8 @@ def keys_used(upstream) -> list[str]:
 
 async def test_429_with_retry_after_fails_over_and_cools_for_that_long(upstream, start_proxy, clock) -> None:
     upstream.push(status(429, headers={"retry-after": "30"}), ok_json(anthropic_message("from b")))
-    proxy = await start_proxy(two_keys(upstream.url), clock=clock)
+    priority = '[routing.configs.default]\nstrategy = "priority"\n'
+    proxy = await start_proxy(two_keys(upstream.url), clock=clock, config=priority)
     code, headers, body = await post(proxy.url)
     assert code == 200
     assert orjson.loads(body)["content"][0]["text"] == "from b"

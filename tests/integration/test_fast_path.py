@@ -95,3 +95,20 @@ async def test_chat_stream_without_include_usage_gets_it_upstream_but_not_the_ch
     store.flush()
     [row] = store.usage(today())
     assert (row.totals.input_tokens, row.totals.output_tokens, row.totals.cache_read_tokens) == (12, 4, 8)
+
+
+async def test_count_tokens_is_forwarded_to_anthropic_and_estimated_for_others(upstream, start_proxy) -> None:
+    upstream.push(ok_json({"input_tokens": 1234}))
+    proxy = await start_proxy({
+        "ant": {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url, "models": ["claude-*"]},
+        "ds": {"provider": "deepseek", "api_key": "sk-0000-2222", "base_url": upstream.url + "/v1", "models": ["deepseek-*"]},
+    })
+    body = {"model": "claude-x", "system": "You are terse.", "messages": [{"role": "user", "content": "hello " * 100}]}
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"{proxy.url}/v1/messages/count_tokens?beta=true", json=body) as resp:
+            assert (resp.status, await resp.json()) == (200, {"input_tokens": 1234})
+        async with client.post(f"{proxy.url}/v1/messages/count_tokens", json={**body, "model": "deepseek-chat"}) as resp:
+            estimate = await resp.json()
+            assert (resp.status, resp.headers["x-proxygate-estimate"]) == (200, "true")
+    assert upstream.paths() == ["/v1/messages/count_tokens"]
+    assert 150 < estimate["input_tokens"] < 400  # 600 characters of prose, a system prompt, overhead
