@@ -77,6 +77,14 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    daily_tokens: int = 0
+    "Tokens (input + output + cache) an account may use per UTC day; 0: no limit."
+    monthly_tokens: int = 0
+    "Tokens an account may use per UTC calendar month; 0: no limit."
+
+
+@dataclass(frozen=True, slots=True)
 class OpenAIOAuthSettings:
     """ChatGPT/Codex OAuth endpoints (peers.md §3.2); every URL overridable for local fakes."""
 
@@ -156,6 +164,8 @@ class Settings:
     "On SIGTERM, how long streams in flight may take to finish."
     timeouts: TimeoutSettings = TimeoutSettings()
     routing: RoutingSettings = RoutingSettings()
+    budgets: Mapping[str, BudgetSettings] = field(default_factory=dict)
+    "Account id → token budget; an account over its budget is skipped by every strategy."
     oauth: OAuthSettings = OAuthSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."

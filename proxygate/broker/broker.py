@@ -1,28 +1,58 @@
 """The broker: which account serves a request, and what the request's outcome teaches it.
 
-``Broker.acquire(ask)`` returns a ``Lease`` on the best eligible account; the caller must
-``release`` it exactly once with an ``Outcome``. Eligible = enabled, serves the model, not
-needing re-auth, not cooling down for this model. Among those: the ``[routing] priority``
-group first (OAuth accounts or API keys), then higher ``priority``, then fewer requests in
-flight, then round-robin. Pure: no I/O, time from the injected clock.
+``Broker.acquire(ask)`` returns a ``Lease`` on an account; the caller must ``release`` it
+exactly once with an ``Outcome``. The way of one choice (DESIGN.md, "broker"):
+
+    1. route       the active routing config's precomputed candidates for the model
+                   (aliases, tier, remap, fallback; broker/routing.py)
+    2. eligible    enabled, not needing re-auth, not cooling down (account-wide or for the
+                   model), not over budget, not already tried by this request
+    3. pin         the conversation's pinned account, while it is eligible and not near a
+                   limit (broker/pins.py); otherwise
+    4. strategy    the active config's strategy over the primary candidates, then the
+                   fallback ones (drain-aware by default; broker/score.py); the conversation
+                   is (re-)pinned to the choice
+
+Every response teaches it quota windows (``observe`` → broker/headroom.py); a 429 turns the
+windows it rejected into the cooldown's length and scope (account-wide, or one model family
+when only a model-scoped window was refused). Pure: no I/O, time from the injected clock;
+persistence goes out through the ``on_*`` callbacks.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxygate.broker.headroom import Headroom, merge, parse_body, parse_headers
+from proxygate.broker.pins import Pin, PinTable
+from proxygate.broker.routing import (
+    STRATEGIES,
+    Budgets,
+    Candidate,
+    Route,
+    StrategyContext,
+    build_route,
+    day_and_month,
+)
+from proxygate.broker.score import pressure
 from proxygate.broker.state import AccountState, Outcome, apply_outcome
-from proxygate.config import RoutingSettings
-from proxygate.errors import AllAccountsBusy, NoAccountForModel
+from proxygate.config import BudgetSettings, RoutingSettings
+from proxygate.errors import AllAccountsBusy, ConfigError, NoAccountForModel
 from proxygate.pool.files import PoolSnapshot
 from proxygate.pool.records import Account
 from proxygate.wire.ir import Format
 
 Clock = Callable[[], float]
 StateSink = Callable[[str, AccountState], None]
+HeadroomSink = Callable[[str, list[Headroom]], None]
+PinSink = Callable[[str, Pin | None], None]
+
+FRESH_S = 5.0
+"A window observed this recently belongs to the response being released (429 scoping)."
+HEADROOM_PERSIST_S = 60.0
+"Unchanged-looking windows are re-persisted at most this often (observe runs per response)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +62,8 @@ class Ask:
     model: str
     fmt: Format
     "The client's wire format: accounts speaking it need no conversion."
+    pin_key: str = ""
+    "The conversation key (broker/pins.py); empty: no pinning."
 
 
 @dataclass(slots=True)
@@ -44,6 +76,8 @@ class Lease:
     upstream_format: Format
     broker: Broker = field(repr=False)
     released: bool = False
+    is_fallback: bool = False
+    "Chosen from the tier's fallback accounts."
 
     def release(self, outcome: Outcome) -> None:
         if self.released:
@@ -60,124 +94,189 @@ class Broker:
         *,
         clock: Clock,
         on_state: StateSink | None = None,
+        on_headroom: HeadroomSink | None = None,
+        on_pin: PinSink | None = None,
+        budgets: Mapping[str, BudgetSettings] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self._on_state = on_state
+        self._on_headroom = on_headroom
+        self._on_pin = on_pin
         self._states: dict[str, AccountState] = {}
-        self._rotation = itertools.count()
-        self._candidates: dict[str, tuple[Account, ...]] = {}
+        self._routes: dict[str, Route] = {}
+        self._headroom_persisted: dict[str, float] = {}
+        self.pins = PinTable(settings.pin_ttl_s)
+        self.budgets = Budgets(budgets or {})
+        self._ctx = StrategyContext(self.budgets)
+        self.route_name = settings.active
+        self._choose = STRATEGIES[settings.configs[self.route_name].strategy]
         self.snapshot = snapshot
         self.update_pool(snapshot)
 
-    # -- pool ----------------------------------------------------------------------------
+    # -- pool and routes ---------------------------------------------------------------------
 
     def update_pool(self, snapshot: PoolSnapshot) -> None:
         """Swap in a new pool; state of accounts that stay is kept, in-flight leases finish."""
         self.snapshot = snapshot
-        self._candidates.clear()  # candidates per model are recomputed lazily, once per pool
+        self._routes.clear()  # candidates per model are recomputed lazily, once per pool
         for account in snapshot.accounts:
             self._states.setdefault(account.id, AccountState())
 
     def restore(self, states: dict[str, AccountState]) -> None:
         """Load persisted health (cooldowns, re-auth) after a restart."""
-        for account_id, state in states.items():
-            self._states[account_id] = state
+        for account_id, restored in states.items():
+            state = self.state(account_id)
+            state.cooldown_until, state.cooldown_reason = restored.cooldown_until, restored.cooldown_reason
+            state.failures, state.model_cooldowns = restored.failures, restored.model_cooldowns
+            state.needs_reauth, state.last_error_at = restored.needs_reauth, restored.last_error_at
+            state.cooldown_window = restored.cooldown_window
+
+    def restore_headroom(self, windows: Mapping[str, Iterable[Headroom]]) -> None:
+        """Load persisted quota windows after a restart: a spent window stays spent."""
+        for account_id, known in windows.items():
+            state = self.state(account_id)
+            state.windows = merge(state.windows, known)
+
+    def restore_pins(self, pins: Mapping[str, Mapping[str, Any]]) -> None:
+        self.pins.restore(pins, self.clock())
 
     def state(self, account_id: str) -> AccountState:
-        return self._states.setdefault(account_id, AccountState())
-
-    def candidates(self, model: str) -> tuple[Account, ...]:
-        """Enabled accounts serving ``model``, in the static preference order."""
-        found = self._candidates.get(model)
+        found = self._states.get(account_id)
         if found is None:
-            apikey_first = self.settings.priority == "apikey-first"
-            found = tuple(
-                sorted(
-                    (a for a in self.snapshot.accounts if not a.disabled and a.serves(model)),
-                    key=lambda a: (a.is_oauth == apikey_first, -a.priority),
-                )
-            )
-            self._candidates[model] = found
+            found = self._states[account_id] = AccountState()
         return found
+
+    def route(self, model: str) -> Route:
+        """The active config's candidates for ``model``, computed once per pool and config."""
+        found = self._routes.get(model)
+        if found is None:
+            found = self._routes[model] = build_route(
+                model,
+                self.snapshot.accounts,
+                self.state,
+                self.settings.configs[self.route_name],
+                aliases=self.settings.aliases,
+                apikey_first=self.settings.priority == "apikey-first",
+            )
+        return found
+
+    def use_route(self, name: str) -> None:
+        """Switch the active routing config (``proxygate route use NAME``); takes effect at once."""
+        if name not in self.settings.configs:
+            raise ConfigError(
+                f"no routing config {name!r} (configs: {', '.join(sorted(self.settings.configs))})"
+            )
+        self.route_name = name
+        self._choose = STRATEGIES[self.settings.configs[name].strategy]
+        self._routes.clear()
 
     @property
     def strategy_name(self) -> str:
-        return self.settings.configs[self.settings.active].strategy
+        return self.settings.configs[self.route_name].strategy
 
-    def describe(self, account: Account, now: float) -> dict[str, object]:
-        """An account's id, kind and health for status displays; never a secret."""
-        state = self.state(account.id)
-        cooling = state.cooling(now)
-        return {
-            "id": account.id,
-            "email": account.email,
-            "kind": account.kind,
-            "provider": account.provider,
-            "enabled": not account.disabled,
-            "state": "disabled"
-            if account.disabled
-            else "needs re-auth"
-            if state.needs_reauth
-            else "cooling down"
-            if cooling > 0
-            else "ready",
-            "cooldown_s": round(cooling, 1),
-            "reason": state.needs_reauth or (state.cooldown_reason if cooling > 0 else ""),
-        }
+    def route_label(self, *, failover: bool = False) -> str:
+        """``<config>/<strategy>`` (+``+failover``) for the ``x-proxygate-route`` header."""
+        return f"{self.route_name}/{self.strategy_name}" + ("+failover" if failover else "")
+
+    def routes(self) -> list[dict[str, Any]]:
+        """Every routing config, for ``proxygate route list``."""
+        return [
+            {
+                "name": name,
+                "strategy": config.strategy,
+                "active": name == self.route_name,
+                "tiers": {
+                    tier: {"accounts": list(t.accounts), "model": t.model, "fallback": list(t.fallback)}
+                    for tier, t in config.tiers.items()
+                },
+            }
+            for name, config in sorted(self.settings.configs.items())
+        ]
 
     def served_models(self) -> list[str]:
         return sorted({m for a in self.snapshot.accounts if not a.disabled for m in a.models})
 
-    # -- choosing --------------------------------------------------------------------------
+    # -- choosing ----------------------------------------------------------------------------
 
     def acquire(self, ask: Ask, *, exclude: Iterable[str] = ()) -> Lease:
-        model = self.settings.aliases.get(ask.model, ask.model)
-        candidates = self.candidates(model)
-        if not candidates:
+        route = self._routes.get(ask.model) or self.route(ask.model)
+        if not route.primary and not route.fallback:
             served = ", ".join(self.served_models()) or "nothing: the pool is empty"
             raise NoAccountForModel(
                 f"no account in the pool serves model {ask.model!r} (the pool serves: {served})"
             )
         now = self.clock()
-        excluded = set(exclude)
-        ready: list[Account] = []
-        soonest = float("inf")
-        for account in candidates:
-            state = self.state(account.id)
-            if state.needs_reauth:
-                continue
-            left = state.cooling(now, model)
-            if left > 0:
-                soonest = min(soonest, left)
-            elif account.id not in excluded:
-                ready.append(account)
+        excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
+        if ask.pin_key and (pin := self.pins.get(ask.pin_key, now)) is not None:
+            pinned = route.by_id.get(pin.account_id)
+            if pinned is not None and pinned.account.id not in excluded and self._is_healthy(pinned, now):
+                return self._lease(pinned, ask, now)
+        ready = [c for c in route.primary if c.account.id not in excluded and self._is_ready(c, now)]
         if not ready:
-            if soonest == float("inf"):
-                raise AllAccountsBusy(
-                    f"every account serving {ask.model!r} failed or needs re-authentication",
-                    retry_after_s=60.0,
-                )
-            raise AllAccountsBusy(
-                f"every account serving {ask.model!r} is cooling down; the first is free in {soonest:.0f}s",
-                retry_after_s=soonest,
-            )
-        account = self._choose(ready, ask)
-        state = self.state(account.id)
+            ready = [c for c in route.fallback if c.account.id not in excluded and self._is_ready(c, now)]
+        if not ready:
+            raise self._busy(ask.model, route, now)
+        return self._lease(self._choose(ready, ask.fmt, now, self._ctx), ask, now)
+
+    def _is_ready(self, c: Candidate, now: float) -> bool:
+        state = c.state
+        if state.needs_reauth or state.cooldown_until > now:
+            return False
+        if state.model_cooldowns and (
+            state.model_cooldowns.get(c.model, 0.0) > now or state.model_cooldowns.get(c.family, 0.0) > now
+        ):
+            return False
+        return not (self.budgets.budgets and self.budgets.is_over(c.account.id, now))
+
+    def _is_healthy(self, c: Candidate, now: float) -> bool:
+        """Ready and not near a limit: a pinned conversation stays only on a healthy account."""
+        if not self._is_ready(c, now):
+            return False
+        return not c.state.windows or not pressure(c.state.windows.values(), c.model, c.family, now)[1]
+
+    def _lease(self, c: Candidate, ask: Ask, now: float) -> Lease:
+        state = c.state
         state.inflight += 1
         state.requests += 1
+        account = c.account
+        if ask.pin_key:
+            previous = self.pins.get(ask.pin_key, now)
+            moved = previous is None or previous.account_id != account.id
+            pin = self.pins.put(ask.pin_key, account.id, now)
+            if self._on_pin is not None and self.pins.needs_persist(pin, moved=moved):
+                pin.persisted_expires_at = pin.expires_at
+                self._on_pin(ask.pin_key, pin)
         fmt = ask.fmt if account.speaks(ask.fmt) else account.formats[0]
-        return Lease(account, model, fmt, self)
+        return Lease(account, c.model, fmt, self, is_fallback=c.is_fallback)
 
-    def _choose(self, ready: list[Account], ask: Ask) -> Account:
-        # Prefer the client's own format (no conversion), then the static order's first group,
-        # then the fewest requests in flight; rotate among ties so load spreads.
-        best_format = [a for a in ready if a.speaks(ask.fmt)] or ready
-        top = best_format[0]
-        group = [a for a in best_format if (a.is_oauth, a.priority) == (top.is_oauth, top.priority)]
-        least = min(self.state(a.id).inflight for a in group)
-        tied = [a for a in group if self.state(a.id).inflight == least]
-        return tied[next(self._rotation) % len(tied)]
+    def _busy(self, model: str, route: Route, now: float) -> AllAccountsBusy:
+        soonest = min(
+            (
+                left
+                for c in (*route.primary, *route.fallback)
+                if not c.state.needs_reauth
+                and (left := max(c.state.cooling(now, c.model), c.state.cooling(now, c.family))) > 0
+            ),
+            default=None,
+        )
+        if soonest is None:
+            return AllAccountsBusy(
+                f"every account serving {model!r} failed, is over budget or needs re-authentication",
+                retry_after_s=60.0,
+            )
+        return AllAccountsBusy(
+            f"every account serving {model!r} is cooling down; the first is free in {soonest:.0f}s",
+            retry_after_s=soonest,
+        )
+
+    def eligible(self, model: str) -> list[str]:
+        """Ids of the accounts that could serve ``model`` now, primary then fallback (for tests, status)."""
+        route = self.route(model)
+        now = self.clock()
+        return [c.account.id for c in (*route.primary, *route.fallback) if self._is_ready(c, now)]
+
+    # -- learning ----------------------------------------------------------------------------
 
     def observe(
         self,
@@ -197,39 +296,155 @@ class Broker:
     def update_headroom(self, account_id: str, windows: list[Headroom]) -> None:
         """Replace known windows of the same name; clear a quota cooldown whose window has reset."""
         state = self.state(account_id)
-        state.windows = merge(state.windows, windows)
+        before = state.windows
+        state.windows = merge(before, windows)
         now = self.clock()
-        if state.cooldown_window and state.cooling(now) > 0:
+        if state.cooldown_window and state.cooldown_until > now:
             window = state.windows.get(state.cooldown_window)
             if window is not None and not window.is_blocking(now) and (window.left(now) or 0.0) > 0.0:
-                state.cooldown_until = 0.0
-                state.cooldown_reason = ""
-                state.cooldown_window = ""
+                state.cooldown_until, state.cooldown_reason, state.cooldown_window = 0.0, "", ""
                 state.failures = 0
                 if self._on_state is not None:
                     self._on_state(account_id, state)
+        if self._on_headroom is not None and (
+            now - self._headroom_persisted.get(account_id, 0.0) >= HEADROOM_PERSIST_S
+            or any(_differs(before.get(w.key), w) for w in windows)
+        ):
+            self._headroom_persisted[account_id] = now
+            self._on_headroom(account_id, list(state.windows.values()))
+
+    def record_usage(self, account_id: str, tokens: int) -> None:
+        """Count a finished request's tokens against the account's budget."""
+        if tokens:
+            self.budgets.record(account_id, tokens, self.clock())
+
+    def restore_usage(self, account_id: str, *, day_tokens: int, month_tokens: int) -> None:
+        """Seed today's and this month's token totals from the usage store."""
+        day, _ = day_and_month(self.clock())
+        self.budgets.restore(account_id, day=day, day_tokens=day_tokens, month_tokens=month_tokens)
 
     # -- outcomes ----------------------------------------------------------------------------
 
     def _release(self, lease: Lease, outcome: Outcome) -> None:
         state = self.state(lease.account.id)
         state.inflight = max(state.inflight - 1, 0)
+        now = self.clock()
+        window_key = ""
+        if outcome.kind == "rate_limited" and not outcome.model:
+            outcome, window_key = _scope_rate_limit(outcome, state, lease.model, now)
         s = self.settings
         changed = apply_outcome(
             state,
             outcome,
-            self.clock(),
+            now,
             min_s=s.cooldown_min_s,
             max_s=s.cooldown_max_s,
             overload_s=s.overload_cooldown_s,
         )
+        if outcome.kind == "rate_limited" and not outcome.model:
+            state.cooldown_window = window_key
+        elif outcome.kind == "ok":
+            state.cooldown_window = ""
         if changed and self._on_state is not None:
             self._on_state(lease.account.id, state)
 
     def reset(self, account_id: str) -> None:
-        """Clear cooldown and error state (``proxygate reset``)."""
+        """Clear cooldown and error state (``proxygate reset``); quota windows stay (they are facts)."""
         state = self.state(account_id)
-        inflight = state.inflight
-        self._states[account_id] = AccountState(inflight=inflight)
+        state.cooldown_until, state.cooldown_reason, state.cooldown_window = 0.0, "", ""
+        state.failures, state.model_cooldowns, state.needs_reauth, state.last_error_at = 0, {}, "", 0.0
         if self._on_state is not None:
-            self._on_state(account_id, self._states[account_id])
+            self._on_state(account_id, state)
+
+    # -- display -----------------------------------------------------------------------------
+
+    def describe(self, account: Account, now: float) -> dict[str, Any]:
+        """An account's id, kind, health, windows, leases and pins for status displays; never a secret."""
+        state = self.state(account.id)
+        cooling = state.cooling(now)
+        models = {m: round(until - now, 1) for m, until in state.model_cooldowns.items() if until > now}
+        return {
+            "id": account.id,
+            "email": account.email,
+            "kind": account.kind,
+            "provider": account.provider,
+            "enabled": not account.disabled,
+            "state": "disabled"
+            if account.disabled
+            else "needs re-auth"
+            if state.needs_reauth
+            else "cooling down"
+            if cooling > 0
+            else "ready",
+            "cooldown_s": round(cooling, 1),
+            "cooldown_until": state.cooldown_until if cooling > 0 else None,
+            "reason": state.needs_reauth or (state.cooldown_reason if cooling > 0 or models else ""),
+            "model_cooldowns": models,
+            "inflight": state.inflight,
+            "pins": self.pins.count_by_account(now).get(account.id, 0),
+            "windows": [_window_view(w, now) for w in sorted(state.windows.values(), key=lambda w: w.key)],
+            "budget_left": round(self.budgets.left_fraction(account.id, now), 4)
+            if account.id in self.budgets.budgets
+            else None,
+        }
+
+
+def _scope_rate_limit(outcome: Outcome, state: AccountState, model: str, now: float) -> tuple[Outcome, str]:
+    """A 429's scope and length from the windows its response rejected (peers.md §4, §6 item 3).
+
+    Account-wide when an account-wide window was refused (cooldown until its reset, or the
+    Retry-After when later); one model family when only model-scoped windows were; unchanged
+    when the response named no window (a burst 429: the usual backoff).
+    """
+    rejected = [w for w in state.windows.values() if w.observed_at >= now - FRESH_S and w.is_blocking(now)]
+    rejected = [w for w in rejected if w.window != "overage"]
+    if not rejected:
+        return outcome, ""
+    wide = [w for w in rejected if not w.model]
+    binding = wide or rejected
+    resets = [w for w in binding if w.resets_at is not None]
+    latest = max(resets, key=lambda w: w.resets_at or 0.0) if resets else binding[0]
+    wait = outcome.retry_after_s
+    if latest.resets_at is not None:
+        wait = max(wait or 0.0, latest.resets_at - now)
+    names = ", ".join(sorted(w.key for w in binding))
+    if wide:
+        return Outcome.rate_limited(wait, reason=f"{outcome.reason} (window {names})"[:240]), latest.key
+    scope = latest.model or model
+    return Outcome.rate_limited(
+        wait, model=scope, reason=f"{outcome.reason} (window {names}, {scope} only)"[:240]
+    ), ""
+
+
+def _differs(old: Headroom | None, new: Headroom) -> bool:
+    """Whether a window changed enough to be worth writing again."""
+    if old is None or old.is_rejected != new.is_rejected:
+        return True
+    if (old.fraction_left is None) != (new.fraction_left is None):
+        return True
+    if (
+        old.fraction_left is not None
+        and new.fraction_left is not None
+        and abs(old.fraction_left - new.fraction_left) >= 0.01
+    ):
+        return True
+    if (old.resets_at is None) != (new.resets_at is None):
+        return True
+    return (
+        old.resets_at is not None and new.resets_at is not None and abs(old.resets_at - new.resets_at) > 60.0
+    )
+
+
+def _window_view(w: Headroom, now: float) -> dict[str, Any]:
+    left = w.left(now)
+    return {
+        "window": w.window,
+        "model": w.model,
+        "kind": w.kind,
+        "left_pct": None if left is None else round(left * 100, 1),
+        "resets_at": w.resets_at,
+        "resets_in_s": None if w.resets_at is None else round(max(w.resets_at - now, 0.0), 0),
+        "rejected": w.is_blocking(now),
+        "source": w.source,
+        "age_s": round(w.age_s(now), 0),
+    }

@@ -1,0 +1,194 @@
+"""Conversation pinning: a conversation keeps its account while that account is healthy.
+
+Providers cache prompt prefixes per account (Anthropic's prompt cache, OpenAI's
+``prompt_cache_key``); moving a conversation to another account pays the whole prefix again.
+So each request carries a conversation key, and the ``PinTable`` remembers which account
+served that key, for ``pin_ttl_s`` after the last turn (a sliding TTL). The key is the first
+of (peers.md §3.1, §3.2, §6 item 6):
+
+    1. ``x-claude-code-session-id`` header (Claude Code)
+    2. the session in Anthropic ``metadata.user_id``: a JSON string with ``session_id``
+       (Claude Code ≥ 2.1.78) or the older ``user_<hex>_account_<uuid>_session_<uuid>``
+    3. Codex ``session_id`` / ``session-id`` header, then the body's ``prompt_cache_key``
+    4. Responses ``conversation`` (an id or ``{"id": …}``), then ``previous_response_id``
+    5. a hash of the system prompt + the first user message (any format)
+
+Pure: ``conversation_key`` reads only its arguments; the table takes ``now`` as an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxygate.wire.ir import Format
+
+_OLD_USER_ID_SESSION = re.compile(r"session_([0-9a-fA-F-]{36})")  # sub2api's pattern
+MAX_KEY_CHARS = 200
+"Longer client-chosen keys are hashed: the store's keys stay small (LMDB allows 511 bytes)."
+SWEEP_EVERY = 1024
+"Expired pins are dropped every this many new pins, so the table stays bounded by traffic."
+
+
+def conversation_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    """The key that identifies the request's conversation, or ``""`` when nothing does."""
+    if session := _header(headers, "x-claude-code-session-id"):
+        return _key("cc", session)
+    if fmt is Format.anthropic and (session := _user_id_session(body.get("metadata"))):
+        return _key("cc", session)
+    if session := _header(headers, "session_id") or _header(headers, "session-id"):
+        return _key("codex", session)
+    if isinstance(cache_key := body.get("prompt_cache_key"), str) and cache_key:
+        return _key("cache", cache_key)
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str) and conversation:
+        return _key("conv", conversation)
+    if isinstance(previous := body.get("previous_response_id"), str) and previous:
+        return _key("resp", previous)
+    return _prefix_hash(fmt, body)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _key(kind: str, value: str) -> str:
+    if len(value) > MAX_KEY_CHARS:
+        value = hashlib.blake2b(value.encode(), digest_size=16).hexdigest()
+    return f"{kind}:{value}"
+
+
+def _user_id_session(metadata: Any) -> str:
+    if not isinstance(metadata, dict):
+        return ""
+    user_id = metadata.get("user_id")
+    if not isinstance(user_id, str) or not user_id:
+        return ""
+    if user_id.startswith("{"):
+        try:
+            data = orjson.loads(user_id)
+        except orjson.JSONDecodeError:
+            return ""
+        session = data.get("session_id") if isinstance(data, dict) else None
+        return session if isinstance(session, str) else ""
+    match = _OLD_USER_ID_SESSION.search(user_id)
+    return match.group(1) if match else ""
+
+
+def _prefix_hash(fmt: Format, body: Mapping[str, Any]) -> str:
+    """Hash of (system prompt, first user message): the same conversation's stable prefix."""
+    match fmt:
+        case Format.anthropic:
+            system, turns = body.get("system"), body.get("messages")
+        case Format.chat:
+            messages = body.get("messages")
+            turns = messages if isinstance(messages, list) else []
+            system = [m for m in turns if isinstance(m, dict) and m.get("role") in ("system", "developer")][
+                :1
+            ]
+        case Format.responses:
+            system, turns = body.get("instructions"), body.get("input")
+            if isinstance(turns, str):
+                turns = [{"role": "user", "content": turns}]
+        case Format.gemini:
+            system = body.get("systemInstruction") or body.get("system_instruction")
+            turns = [
+                {"role": c.get("role", "user"), **c}
+                for c in body.get("contents") or []
+                if isinstance(c, dict)
+            ]
+    first_user = next(
+        (t for t in turns or [] if isinstance(t, dict) and t.get("role", "user") == "user"),
+        None,
+    )
+    if first_user is None:
+        return ""
+    digest = hashlib.blake2b(orjson.dumps([system, first_user], option=orjson.OPT_SORT_KEYS), digest_size=16)
+    return "h:" + digest.hexdigest()
+
+
+@dataclass(slots=True)
+class Pin:
+    """A conversation's account, until ``expires_at`` (moved forward by every turn)."""
+
+    account_id: str
+    expires_at: float
+    persisted_expires_at: float = 0.0
+    "The expiry last written to the store: a turn rewrites the pin only when this is stale."
+
+    def to_json(self) -> dict[str, Any]:
+        return {"account_id": self.account_id, "expires_at": self.expires_at}
+
+
+class PinTable:
+    """Conversation key → ``Pin`` with a sliding TTL."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._pins: dict[str, Pin] = {}
+        self._added = 0
+
+    def __len__(self) -> int:
+        return len(self._pins)
+
+    def get(self, key: str, now: float) -> Pin | None:
+        pin = self._pins.get(key)
+        if pin is not None and pin.expires_at <= now:
+            del self._pins[key]
+            return None
+        return pin
+
+    def put(self, key: str, account_id: str, now: float) -> Pin:
+        """Pin (or re-pin) ``key`` to ``account_id`` for ``ttl_s`` from ``now``."""
+        pin = self._pins.get(key)
+        if pin is None:
+            self._added += 1
+            if self._added % SWEEP_EVERY == 0:
+                self.sweep(now)
+            pin = self._pins[key] = Pin(account_id, now + self.ttl_s)
+        else:
+            pin.account_id = account_id
+            pin.expires_at = now + self.ttl_s
+        return pin
+
+    def needs_persist(self, pin: Pin, *, moved: bool) -> bool:
+        """Write a new or moved pin at once; a touched one when a quarter TTL has slid by."""
+        return moved or pin.expires_at - pin.persisted_expires_at >= self.ttl_s / 4
+
+    def sweep(self, now: float) -> list[str]:
+        """Drop expired pins; returns their keys."""
+        gone = [k for k, p in self._pins.items() if p.expires_at <= now]
+        for key in gone:
+            del self._pins[key]
+        return gone
+
+    def restore(self, pins: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        for key, data in pins.items():
+            expires_at = float(data.get("expires_at", 0.0))
+            if expires_at > now and isinstance(account_id := data.get("account_id"), str):
+                self._pins[key] = Pin(account_id, expires_at, expires_at)
+
+    def drop_account(self, account_id: str) -> list[str]:
+        """Forget every pin to ``account_id`` (the account left the pool)."""
+        gone = [k for k, p in self._pins.items() if p.account_id == account_id]
+        for key in gone:
+            del self._pins[key]
+        return gone
+
+    def count_by_account(self, now: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pin in self._pins.values():
+            if pin.expires_at > now:
+                counts[pin.account_id] = counts.get(pin.account_id, 0) + 1
+        return counts
+
+    def __iter__(self) -> Iterator[tuple[str, Pin]]:
+        return iter(self._pins.items())

@@ -1,0 +1,96 @@
+"""The drain-aware score: which eligible account should serve the next request, and why.
+
+Subscription quota is prepaid and lost at each window's reset, so the account whose headroom
+expires soonest should be used first ("use it or lose it"); API-key rate windows refill every
+minute and only say how close an account is to a 429. The score of account *a* for a request
+at time *now* (a pure function of the accounts' state and *now*):
+
+    W          = a's windows that apply to the model (account-wide, or scoped to its family)
+    usable(a)  = min over W of fraction_left        (windows past their reset count as 1.0;
+                                                     unknown amounts are skipped: unknown ≠ 0)
+    near(a)    = usable(a) < NEAR_LIMIT_FRACTION, or some window in W is rejected and not
+                 yet reset (the overage window excepted, and none at all while overage serves)
+    urgency(a) = max over quota windows w in W of  min(left_w, usable(a)) / hours_to_reset_w
+                 hours_to_reset_w = max(resets_at − now, MIN_HORIZON_S) in hours; for a window
+                 past its reset or without a reset time: its length (default one week)
+                 no quota window with a known amount: UNKNOWN_URGENCY (a fresh weekly window)
+    score(a)   = urgency(a) × weight(a) × INFLIGHT_DECAY^inflight(a) × error_factor(a)
+    error_factor(a) = 1 / (1 + ERROR_PENALTY × max(0, 1 − (now − last_error_at) / ERROR_MEMORY_S))
+
+Order: accounts not near a limit first (one near a limit is skipped before it answers 429,
+and used only when nothing else is left), then the highest score, then ``priority``.
+
+Why these shapes:
+- ``left / hours`` is the rate at which a window must be spent not to waste it: 40 % left
+  resetting in 20 min scores 1.2/h, a fresh weekly window 0.006/h, so the 5-hour window
+  drains first (better-ccflare's ``drain-soonest`` and codex-lb's ``prefer_earlier_reset``,
+  peers.md §4, rank by one of these factors; the quotient ranks by both).
+- Capping ``left_w`` by ``usable(a)``: spending a window also spends the account's scarcer
+  windows; 80 % of a 5-hour window behind a weekly window with 4 % left is worth 4 %.
+- ``MIN_HORIZON_S`` keeps a window a minute from reset from outranking everything forever.
+- Each request in flight halves the attraction: equal accounts take turns, and a burst of new
+  conversations spreads instead of piling onto the best one, yet a window about to expire
+  still takes several concurrent streams (1.2/h vs 0.006/h survives ~7 halvings).
+- A recent error quarters the score and is forgotten linearly over five minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from proxygate.broker.headroom import Headroom
+
+NEAR_LIMIT_FRACTION = 0.03
+"Below 3 % left (97 % used) the next long request would likely be refused: skip pre-emptively."
+MIN_HORIZON_S = 15 * 60.0
+"A window resetting sooner than this counts as resetting in 15 min (bounds the quotient)."
+DEFAULT_WINDOW_S = 7 * 86400.0
+"Length assumed for a window of unknown length (the longest subscription window, one week)."
+UNKNOWN_URGENCY = 1.0 / (DEFAULT_WINDOW_S / 3600.0)
+"Urgency of an account with no known quota: that of a fresh weekly window, neither 0 nor urgent."
+INFLIGHT_DECAY = 0.5
+ERROR_PENALTY = 3.0
+ERROR_MEMORY_S = 300.0
+
+
+def pressure(windows: Iterable[Headroom], model: str, family: str, now: float) -> tuple[float, bool]:
+    """``(urgency, is_near_limit)`` of one account's windows for ``model`` (of ``family``) at ``now``."""
+    usable = 1.0
+    is_near = False
+    overage_serves = False
+    quota: list[tuple[float, float]] = []  # (left, hours to reset)
+    for w in windows:
+        if w.model and w.model != model and w.model != family:
+            continue
+        if w.window == "overage":
+            overage_serves = not w.is_blocking(now)
+            continue
+        if w.is_blocking(now):
+            is_near = True
+        left = w.left(now)
+        if left is None:
+            continue
+        usable = min(usable, left)
+        if w.kind == "quota":
+            if w.resets_at is None or w.resets_at <= now:
+                horizon_s = w.window_s or DEFAULT_WINDOW_S
+            else:
+                horizon_s = max(w.resets_at - now, MIN_HORIZON_S)
+            quota.append((left, horizon_s / 3600.0))
+    if overage_serves:
+        is_near = False  # the plan's window is spent but extra usage is billed and allowed
+    elif usable < NEAR_LIMIT_FRACTION:
+        is_near = True
+    if not quota:
+        return UNKNOWN_URGENCY, is_near
+    return max(min(left, usable) / hours for left, hours in quota), is_near
+
+
+def score(urgency: float, *, weight: float, inflight: int, last_error_at: float, now: float) -> float:
+    """The drain-aware score (higher is better); see the module docstring."""
+    value = urgency * weight * INFLIGHT_DECAY**inflight
+    if last_error_at:
+        recent = 1.0 - (now - last_error_at) / ERROR_MEMORY_S
+        if recent > 0.0:
+            value /= 1.0 + ERROR_PENALTY * recent
+    return value
