@@ -14,8 +14,10 @@ import orjson
 import typer
 from rich.table import Table
 
+from proxygate.auth.credentials import codex_entry, is_codex_auth, read_json
 from proxygate.broker import AccountState, Broker
 from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
+from proxygate.cli.oauth import subscription_columns
 from proxygate.config import Settings
 from proxygate.errors import PoolError
 from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
@@ -90,13 +92,16 @@ def live_or_offline_status(settings: Settings) -> dict[str, Any]:
 def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Show every account: kind, provider, state and cooldown, today's requests and tokens."""
     with reported():
-        data = live_or_offline_status(settings_from(config))
+        settings = settings_from(config)
+        data = live_or_offline_status(settings)
     if as_json:
         console.print_json(orjson.dumps(data["accounts"]).decode())
         return
     table = Table(title=f"pool: {data['pool_dir']}")
-    for column in ("id", "kind", "provider", "enabled", "state", "requests today", "tokens today"):
+    columns = ("id", "kind", "provider", "enabled", "state", "requests today", "tokens today")
+    for column in (*columns, "plan", "token expires", "last refresh", "quota left"):
         table.add_column(column)
+    records = load_pool(settings.pool_dir).by_id
     for a in data["accounts"]:
         state = a["state"] + (f" ({a['cooldown_s']:.0f}s)" if a["cooldown_s"] else "")
         if a["reason"]:
@@ -109,6 +114,7 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> N
             state,
             str(a["today"]["requests"]),
             str(a["today"]["tokens"]),
+            *subscription_columns(records.get(a["id"]), a),
         )
     console.print(table)
     if not data["accounts"]:
@@ -233,7 +239,9 @@ def import_accounts(source: FromOption, config: ConfigOption = None) -> None:
     """Import accounts (subscriptions or keys) from a JSON array, one pool file each."""
     with reported():
         settings = settings_from(config)
-        report = import_entries(settings.pool_dir, read_entries(source))
+        raw = read_json(source)  # the Codex CLI's auth.json is one login, not a list
+        entries = [codex_entry(raw, source=source)] if is_codex_auth(raw) else read_entries(source)
+        report = import_entries(settings.pool_dir, entries)
     _print_report(report)
 
 
