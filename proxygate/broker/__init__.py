@@ -2,7 +2,7 @@
 
 from proxygate.broker.broker import Ask, Broker, Clock, Lease
 from proxygate.broker.headroom import Headroom, parse_body, parse_headers
-from proxygate.broker.pins import Pin, PinTable, conversation_key
+from proxygate.broker.pins import Pin, PinTable, conversation, conversation_key
 from proxygate.broker.routing import STRATEGIES, tier_of
 from proxygate.broker.state import AccountState, Outcome, backoff_s
 
@@ -18,6 +18,7 @@ __all__ = [
     "Pin",
     "PinTable",
     "backoff_s",
+    "conversation",
     "conversation_key",
     "parse_body",
     "parse_headers",

@@ -21,7 +21,7 @@ persistence goes out through the ``on_*`` callbacks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,6 @@ from proxygate.broker.routing import (
     build_route,
     day_and_month,
 )
-from proxygate.broker.score import pressure
 from proxygate.broker.state import AccountState, Outcome, apply_outcome
 from proxygate.config import BudgetSettings, RoutingSettings
 from proxygate.errors import AllAccountsBusy, ConfigError, NoAccountForModel
@@ -64,6 +63,8 @@ class Ask:
     "The client's wire format: accounts speaking it need no conversion."
     pin_key: str = ""
     "The conversation key (broker/pins.py); empty: no pinning."
+    follows_pin: bool = True
+    "False for a conversation's first request: pin the choice, but do not follow an old pin."
 
 
 @dataclass(slots=True)
@@ -137,6 +138,7 @@ class Broker:
         for account_id, known in windows.items():
             state = self.state(account_id)
             state.windows = merge(state.windows, known)
+            state.version += 1
 
     def restore_pins(self, pins: Mapping[str, Mapping[str, Any]]) -> None:
         self.pins.restore(pins, self.clock())
@@ -207,17 +209,35 @@ class Broker:
                 f"no account in the pool serves model {ask.model!r} (the pool serves: {served})"
             )
         now = self.clock()
-        excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        if ask.pin_key and (pin := self.pins.get(ask.pin_key, now)) is not None:
+        excluded = exclude if isinstance(exclude, list | tuple | set | frozenset) else set(exclude)
+        if ask.pin_key and ask.follows_pin and (pin := self.pins.get(ask.pin_key, now)) is not None:
             pinned = route.by_id.get(pin.account_id)
             if pinned is not None and pinned.account.id not in excluded and self._is_healthy(pinned, now):
                 return self._lease(pinned, ask, now)
-        ready = [c for c in route.primary if c.account.id not in excluded and self._is_ready(c, now)]
-        if not ready:
-            ready = [c for c in route.fallback if c.account.id not in excluded and self._is_ready(c, now)]
+        ready = self._ready(route.primary, excluded, now) or self._ready(route.fallback, excluded, now)
         if not ready:
             raise self._busy(ask.model, route, now)
         return self._lease(self._choose(ready, ask.fmt, now, self._ctx), ask, now)
+
+    def _ready(self, layer: tuple[Candidate, ...], excluded: Collection[str], now: float) -> list[Candidate]:
+        """The layer's eligible candidates, their memoised pressure fresh (the hot loop: inlined)."""
+        ready = []
+        over_budget = self.budgets.is_over if self.budgets.budgets else None
+        for c in layer:
+            state = c.state
+            if state.cooldown_until > now or state.needs_reauth:
+                continue
+            cooling = state.model_cooldowns
+            if cooling and (cooling.get(c.model, 0.0) > now or cooling.get(c.family, 0.0) > now):
+                continue
+            if excluded and c.account.id in excluded:
+                continue
+            if over_budget is not None and over_budget(c.account.id, now):
+                continue
+            if c.memo_version != state.version or c.memo_until <= now:
+                c.refresh(now)
+            ready.append(c)
+        return ready
 
     def _is_ready(self, c: Candidate, now: float) -> bool:
         state = c.state
@@ -233,7 +253,9 @@ class Broker:
         """Ready and not near a limit: a pinned conversation stays only on a healthy account."""
         if not self._is_ready(c, now):
             return False
-        return not c.state.windows or not pressure(c.state.windows.values(), c.model, c.family, now)[1]
+        if c.memo_version != c.state.version or c.memo_until <= now:
+            c.refresh(now)
+        return not c.is_near
 
     def _lease(self, c: Candidate, ask: Ask, now: float) -> Lease:
         state = c.state
@@ -298,6 +320,7 @@ class Broker:
         state = self.state(account_id)
         before = state.windows
         state.windows = merge(before, windows)
+        state.version += 1
         now = self.clock()
         if state.cooldown_window and state.cooldown_until > now:
             window = state.windows.get(state.cooldown_window)

@@ -13,6 +13,10 @@ of (peers.md §3.1, §3.2, §6 item 6):
     4. Responses ``conversation`` (an id or ``{"id": …}``), then ``previous_response_id``
     5. a hash of the system prompt + the first user message (any format)
 
+A prefix-hash key of a request with a single turn names a *new* conversation: it pins, but
+does not follow an existing pin (identical one-shot prompts are not one conversation, and a
+burst of new conversations should spread); its second turn hashes the same and follows.
+
 Pure: ``conversation_key`` reads only its arguments; the table takes ``now`` as an argument.
 """
 
@@ -37,6 +41,18 @@ SWEEP_EVERY = 1024
 
 def conversation_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
     """The key that identifies the request's conversation, or ``""`` when nothing does."""
+    return conversation(fmt, headers, body)[0]
+
+
+def conversation(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any]) -> tuple[str, bool]:
+    """``(key, follows_pin)``: the conversation key, and whether an existing pin should be followed."""
+    key = _explicit_key(fmt, headers, body)
+    if key:
+        return key, True
+    return _prefix_hash(fmt, body), _turns(fmt, body) > 1
+
+
+def _explicit_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
     if session := _header(headers, "x-claude-code-session-id"):
         return _key("cc", session)
     if fmt is Format.anthropic and (session := _user_id_session(body.get("metadata"))):
@@ -52,7 +68,15 @@ def conversation_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str,
         return _key("conv", conversation)
     if isinstance(previous := body.get("previous_response_id"), str) and previous:
         return _key("resp", previous)
-    return _prefix_hash(fmt, body)
+    return ""
+
+
+def _turns(fmt: Format, body: Mapping[str, Any]) -> int:
+    """How many non-system items the conversation has so far (1: its first request)."""
+    items = body.get({Format.responses: "input", Format.gemini: "contents"}.get(fmt, "messages"))
+    if not isinstance(items, list):
+        return 1
+    return sum(1 for m in items if not (isinstance(m, dict) and m.get("role") in ("system", "developer")))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -51,6 +51,11 @@ UNKNOWN_URGENCY = 1.0 / (DEFAULT_WINDOW_S / 3600.0)
 INFLIGHT_DECAY = 0.5
 ERROR_PENALTY = 3.0
 ERROR_MEMORY_S = 300.0
+INFLIGHT_FACTORS = tuple(INFLIGHT_DECAY**n for n in range(64))
+"``INFLIGHT_DECAY ** n`` precomputed: the hot loop indexes instead of calling pow."
+# The broker memoises ``pressure`` per candidate this long (or until its windows change):
+# urgency drifts with time-to-reset, and a second's drift reorders nothing that matters.
+PRESSURE_MEMO_S = 1.0
 
 
 def pressure(windows: Iterable[Headroom], model: str, family: str, now: float) -> tuple[float, bool]:
@@ -88,9 +93,11 @@ def pressure(windows: Iterable[Headroom], model: str, family: str, now: float) -
 
 def score(urgency: float, *, weight: float, inflight: int, last_error_at: float, now: float) -> float:
     """The drain-aware score (higher is better); see the module docstring."""
-    value = urgency * weight * INFLIGHT_DECAY**inflight
-    if last_error_at:
-        recent = 1.0 - (now - last_error_at) / ERROR_MEMORY_S
-        if recent > 0.0:
-            value /= 1.0 + ERROR_PENALTY * recent
-    return value
+    value = urgency * weight * (INFLIGHT_FACTORS[inflight] if inflight < len(INFLIGHT_FACTORS) else 0.0)
+    return value * error_factor(last_error_at, now) if last_error_at else value
+
+
+def error_factor(last_error_at: float, now: float) -> float:
+    """1.0 with no error in ``ERROR_MEMORY_S``; 1/4 right after one, back to 1.0 linearly."""
+    recent = 1.0 - (now - last_error_at) / ERROR_MEMORY_S
+    return 1.0 / (1.0 + ERROR_PENALTY * recent) if recent > 0.0 else 1.0

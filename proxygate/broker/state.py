@@ -70,6 +70,8 @@ class AccountState:
     requests: int = 0
     windows: dict[str, Headroom] = field(default_factory=dict)
     "Latest quota windows by ``Headroom.key`` (persisted separately, store namespace HEADROOM)."
+    version: int = 0
+    "Bumped whenever ``windows`` change, so memoised pressure knows it is stale."
     cooldown_window: str = ""
     "The quota window (``Headroom.key``) whose rejection caused the cooldown; cleared when it resets."
 

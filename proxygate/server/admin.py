@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxygate.errors import PoolError
+from proxygate.errors import PoolError, ProxyError
+from proxygate.server.broker_state import save_active_route
 from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
 from proxygate.store import today
 
@@ -74,7 +75,7 @@ def status_data(request: web.Request) -> dict[str, Any]:
     return {
         "addr": settings.addr,
         "pool_dir": str(settings.pool_dir),
-        "route": f"{settings.routing.active}/{broker.strategy_name}",
+        "route": broker.route_label(),
         "accounts": accounts,
         "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
     }
@@ -94,6 +95,34 @@ async def reset(request: web.Request) -> web.Response:
     return _json({"reset": account.id})
 
 
+async def routes(request: web.Request) -> web.Response:
+    """Every routing config with its strategy and tiers; ``active`` marks the one in use."""
+    return _json({"routes": request.app[BROKER].routes()})
+
+
+async def use_route(request: web.Request) -> web.Response:
+    """Switch the active routing config at once, and remember it across restarts.
+
+    The name comes as JSON ``{"name": …}`` or as ``?name=`` (what the CLI sends).
+    """
+    name = request.query.get("name", "")
+    if request.can_read_body:
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _json({"error": "expected a JSON body {\"name\": …}"}, 400)
+        name = str(data.get("name", "")) if isinstance(data, dict) else ""
+    broker = request.app[BROKER]
+    try:
+        save_active_route(request.app[STORE], request.app[SETTINGS], name)
+        broker.use_route(name)
+    except ProxyError as exc:
+        return _json({"error": exc.message}, 404)
+    return _json({"route": broker.route_label()})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/api/status", _guard(status))
+    app.router.add_get("/admin/api/routes", _guard(routes))
+    app.router.add_post("/admin/api/route", _guard(use_route))
     app.router.add_post("/admin/api/accounts/{ref}/reset", _guard(reset))

@@ -17,16 +17,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from proxygate.broker import AccountState, Broker
+from proxygate.broker import AccountState, Broker, Headroom, Pin
 from proxygate.config import Settings
 from proxygate.errors import ProxyError
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
 from proxygate.server import admin, ingress, pooled_usage
+from proxygate.server.broker_state import restore_broker
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
-from proxygate.store import COOLDOWNS, LMDBStore
+from proxygate.store import COOLDOWNS, HEADROOM, PINS, LMDBStore
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.ir import Format
 
@@ -72,8 +73,22 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
         def persist(account_id: str, state: AccountState) -> None:
             store.put_state(COOLDOWNS, account_id, state.to_json())
 
-        broker = Broker(snapshot, settings.routing, clock=clock, on_state=persist)
-        broker.restore({k: AccountState.from_json(v) for k, v in store.get_states(COOLDOWNS).items()})
+        def persist_headroom(account_id: str, windows: list[Headroom]) -> None:
+            store.put_state(HEADROOM, account_id, {"windows": [w.to_json() for w in windows]})
+
+        def persist_pin(key: str, pin: Pin | None) -> None:
+            store.put_state(PINS, key, None if pin is None else pin.to_json())
+
+        broker = Broker(
+            snapshot,
+            settings.routing,
+            clock=clock,
+            on_state=persist,
+            on_headroom=persist_headroom,
+            on_pin=persist_pin,
+            budgets=settings.budgets,
+        )
+        restore_broker(broker, store, settings)
         app[BROKER] = broker
         if not snapshot.accounts:
             log.warning(

@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from proxygate.broker import Ask, Broker, Lease, Outcome
+from proxygate.broker import Ask, Broker, Lease, Outcome, conversation
 from proxygate.call import Call
 from proxygate.config import Settings
 from proxygate.errors import AllAccountsBusy, ClientError, ProxyError, UpstreamError
@@ -105,7 +105,7 @@ class Pipeline:
     # -- failover loop ---------------------------------------------------------------------
 
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
-        ask = Ask(call.model, call.fmt)
+        ask = Ask(call.model, call.fmt, *conversation(call.fmt, call.headers, call.body))
         tried: list[str] = []
         last_error: UpstreamError | None = None
         while True:
@@ -132,8 +132,9 @@ class Pipeline:
             except BaseException:
                 lease.release(Outcome.client_error())
                 raise
-            self.broker.observe(lease.account.id, upstream.response.headers, status=upstream.status)
-            if upstream.status >= 400:
+            if upstream.status < 400:  # error responses are observed with their body (_upstream_error)
+                self.broker.observe(lease.account.id, upstream.response.headers, status=upstream.status, model=lease.model)
+            else:
                 response, failed_over = await self._upstream_error(call, lease, upstream)
                 if response is not None:
                     return response
@@ -204,6 +205,8 @@ class Pipeline:
             raw = b""
         finally:
             upstream.close()
+        # Quota windows from the headers and a 429's body scope the cooldown (broker/headroom.py).
+        self.broker.observe(lease.account.id, upstream.response.headers, status=status, body=raw, model=lease.model)
         message = _error_message(raw) or f"HTTP {status}"
         outcome = classify_status(status, upstream.response.headers, message)
         if refusal := explain_refusal(lease.account, message):  # the account, not the request: fail over
@@ -235,6 +238,10 @@ class Pipeline:
         finally:
             upstream.close()
             lease.release(outcome)
+            u = call.usage  # counted against the account's [budgets]
+            self.broker.record_usage(
+                lease.account.id, u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+            )
 
     async def _relay(
         self, request: web.Request, call: Call, lease: Lease, upstream: Upstream
@@ -272,8 +279,7 @@ class Pipeline:
         headers["x-proxygate-request-id"] = call.request_id
         if self.settings.expose_account_header:
             headers["x-proxygate-account"] = lease.account.id
-        route = f"{self.settings.routing.active}/{self.broker.strategy_name}"
-        headers["x-proxygate-route"] = route + ("+failover" if call.attempts > 1 else "")
+        headers["x-proxygate-route"] = self.broker.route_label(failover=call.attempts > 1)
         return headers
 
 

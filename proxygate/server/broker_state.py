@@ -1,0 +1,77 @@
+"""The broker's memory across restarts: cooldowns, quota windows, pins, budgets' usage, active route.
+
+The broker is pure and only announces changes through its ``on_*`` callbacks, which app.py
+turns into queued store writes; ``restore_broker`` reads them back at startup, so a restart
+forgets neither a spent quota window nor a conversation's account (issue #4).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from proxygate.broker import AccountState, Broker, Headroom
+from proxygate.config import Settings
+from proxygate.errors import ProxyError
+from proxygate.store.base import COOLDOWNS, HEADROOM, PINS, SETTINGS, Store
+
+ACTIVE_ROUTE_KEY = "active_route"
+"SETTINGS key of the routing config chosen with `proxygate route use` (survives a restart)."
+
+
+def restore_broker(broker: Broker, store: Store, settings: Settings) -> None:
+    """Load everything the broker persisted, and today's / this month's usage for budgets."""
+    broker.restore({k: AccountState.from_json(v) for k, v in store.get_states(COOLDOWNS).items()})
+    windows: dict[str, list[Headroom]] = {}
+    for account_id, data in store.get_states(HEADROOM).items():
+        windows[account_id] = [Headroom.from_json(w) for w in data.get("windows", []) if isinstance(w, dict)]
+    broker.restore_headroom(windows)
+    broker.restore_pins(store.get_states(PINS))
+    chosen = active_route(store, settings)
+    if chosen is not None:
+        broker.use_route(chosen)
+    if settings.budgets:
+        _restore_usage(broker, store, settings)
+
+
+def active_route(store: Store, settings: Settings) -> str | None:
+    """The routing config chosen at runtime, if it still applies.
+
+    Ignored once config.toml's own ``[routing] active`` changed since the choice: an edit of
+    the file is the newer decision.
+    """
+    saved = store.get_states(SETTINGS).get(ACTIVE_ROUTE_KEY)
+    if not saved:
+        return None
+    name = saved.get("name")
+    if saved.get("configured") != settings.routing.active or name not in settings.routing.configs:
+        return None
+    return str(name)
+
+
+def save_active_route(store: Store, settings: Settings, name: str) -> None:
+    if name not in settings.routing.configs:
+        configs = ", ".join(sorted(settings.routing.configs))
+        raise ProxyError(
+            f"no routing config {name!r} (configs: {configs})", status=404, error_class="not_found"
+        )
+    value: dict[str, Any] = {"name": name, "configured": settings.routing.active}
+    store.put_state(SETTINGS, ACTIVE_ROUTE_KEY, value)
+
+
+def _restore_usage(broker: Broker, store: Store, settings: Settings) -> None:
+    now = datetime.fromtimestamp(broker.clock(), UTC)
+    today = now.strftime("%Y-%m-%d")
+    day_tokens: dict[str, int] = {}
+    month_tokens: dict[str, int] = {}
+    for offset in range(now.day):  # every day of this month so far, today last
+        day = (now - timedelta(days=now.day - 1 - offset)).strftime("%Y-%m-%d")
+        for row in store.usage(day):
+            if row.account_id in settings.budgets:
+                month_tokens[row.account_id] = month_tokens.get(row.account_id, 0) + row.totals.tokens
+                if day == today:
+                    day_tokens[row.account_id] = day_tokens.get(row.account_id, 0) + row.totals.tokens
+    for account_id in settings.budgets:
+        broker.restore_usage(
+            account_id, day_tokens=day_tokens.get(account_id, 0), month_tokens=month_tokens.get(account_id, 0)
+        )
