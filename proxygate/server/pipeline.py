@@ -261,7 +261,9 @@ class Pipeline:
             return await convert.relay(
                 request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream
             )
-        sniffer = UsageSniffer(call.fmt, is_stream=is_stream)
+        strip_usage_chunk = _wants_usage_injected(call)
+        # Only the Chat usage-chunk filter needs every event; otherwise usage is read sparsely.
+        sniffer = UsageSniffer(call.fmt, is_stream=is_stream, needs_events=strip_usage_chunk)
         if not is_stream:
             body = await upstream.read_all(idle_s)
             sniffer.feed(body)
@@ -269,7 +271,7 @@ class Pipeline:
             call.usage = sniffer.usage
             return web.Response(status=upstream.status, body=body, headers=headers)
         out = await start_response(request, upstream.status, headers, is_stream=True)
-        await relay_bytes(upstream, out, call, sniffer, idle_s, strip_usage_chunk=_wants_usage_injected(call))
+        await relay_bytes(upstream, out, call, sniffer, idle_s, strip_usage_chunk=strip_usage_chunk)
         call.usage = sniffer.usage
         await out.write_eof()
         return out

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from proxygate.wire.ir import Format, Usage
-from proxygate.wire.sse import SSEEvent, SSEParser
+from proxygate.wire.sse import MAX_EVENT_BYTES, SSEError, SSEEvent, SSEParser
 
 
 def _int(d: Any, key: str) -> int:
@@ -88,13 +88,25 @@ def usage_of_body(fmt: Format, body: Any) -> Usage:
 
 _RESP_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
+# Every event ``_event`` acts on holds one of these in its raw bytes (event name or data), so
+# with ``needs_events=False`` the others (the text deltas: nearly all of a stream) go unparsed.
+# A false hit (a delta whose text says "error") only costs parsing that one event.
+_MARKERS: dict[Format, tuple[bytes, ...]] = {
+    Format.anthropic: (b"message_", b"error"),
+    Format.chat: (b"[DONE]", b'"usage"', b'{"error"'),
+    Format.responses: (*(t.encode() for t in _RESP_TERMINAL), b"error"),
+    Format.gemini: (b"usageMetadata", b'{"error"'),
+}
+
 
 class UsageSniffer:
     """Feed a response's bytes as they pass; read ``usage``, ``is_complete`` and ``error`` after."""
 
-    __slots__ = ("_body", "_parser", "error", "fmt", "is_complete", "is_stream", "usage")
+    __slots__ = ("_body", "_markers", "_parser", "_tail", "error", "fmt", "is_complete", "is_stream", "usage")
 
-    def __init__(self, fmt: Format, *, is_stream: bool) -> None:
+    def __init__(self, fmt: Format, *, is_stream: bool, needs_events: bool = True) -> None:
+        """``needs_events=False``: the caller ignores ``feed``'s events, so events that cannot
+        carry usage or end the stream are skipped unparsed (the fast path's byte relay)."""
         self.fmt = fmt
         self.is_stream = is_stream
         self.usage = Usage()
@@ -102,11 +114,17 @@ class UsageSniffer:
         self.error = ""
         self._parser = SSEParser() if is_stream else None
         self._body: list[bytes] = []
+        self._markers = _MARKERS[fmt] if is_stream and not needs_events else None
+        self._tail = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Returns the complete SSE events seen in ``chunk`` (empty for JSON bodies)."""
+        """Returns the complete SSE events seen in ``chunk`` (empty for JSON bodies and when
+        constructed with ``needs_events=False``)."""
         if self._parser is None:
             self._body.append(chunk)
+            return []
+        if self._markers is not None:
+            self._feed_sparse(chunk)
             return []
         events = self._parser.feed(chunk)
         for event in events:
@@ -122,12 +140,47 @@ class UsageSniffer:
             self.usage = usage_of_body(self.fmt, body)
             self.is_complete = True
             return []
-        events = self._parser.close()
+        events = self._parser.feed(self._tail) + self._parser.close() if self._tail else self._parser.close()
+        self._tail = b""
         for event in events:
             self._event(event)
         if self.fmt is Format.gemini and not self.error:
             self.is_complete = True  # GEM streams end at EOF (protocols.md §5.14.1 rule 5)
         return events
+
+    def _feed_sparse(self, chunk: bytes) -> None:
+        """Parse only the events holding a marker; ``_tail`` keeps the unfinished last event.
+
+        Events end at a blank line; while the stream uses bare ``\\n`` line ends that is
+        ``\\n\\n``, found in C. At the first ``\\r`` the full parser takes over for good,
+        starting clean at the event boundary kept in ``_tail``.
+        """
+        assert self._parser is not None and self._markers is not None
+        buf = self._tail + chunk if self._tail else chunk
+        if b"\r" in chunk:
+            self._markers, self._tail = None, b""
+            for event in self._parser.feed(buf):
+                self._event(event)
+            return
+        end = buf.rfind(b"\n\n") + 2
+        if end < 2:
+            if len(buf) > MAX_EVENT_BYTES:
+                raise SSEError(f"SSE event larger than {MAX_EVENT_BYTES} bytes")
+            self._tail = buf
+            return
+        self._tail = buf[end:]
+        spans: set[tuple[int, int]] = set()
+        for marker in self._markers:
+            pos = buf.find(marker, 0, end)
+            while pos >= 0:
+                prev = buf.rfind(b"\n\n", 0, pos)
+                start = prev + 2 if prev >= 0 else 0
+                stop = buf.find(b"\n\n", pos, end) + 2
+                spans.add((start, stop))
+                pos = buf.find(marker, stop, end)
+        for start, stop in sorted(spans):
+            for event in SSEParser().feed(buf[start:stop]):
+                self._event(event)
 
     def _event(self, event: SSEEvent) -> None:
         data = event.data

@@ -10,8 +10,10 @@ from proxygate.wire.usage import UsageSniffer
 from tests.upstream import anthropic_message, anthropic_sse, chat_completion, chat_sse, responses_sse
 
 
-def sniff(fmt: Format, pieces: list[bytes], *, is_stream: bool = True) -> tuple[Usage, bool, str]:
-    sniffer = UsageSniffer(fmt, is_stream=is_stream)
+def sniff(
+    fmt: Format, pieces: list[bytes], *, is_stream: bool = True, needs_events: bool = True
+) -> tuple[Usage, bool, str]:
+    sniffer = UsageSniffer(fmt, is_stream=is_stream, needs_events=needs_events)
     for piece in pieces:
         sniffer.feed(piece)
     sniffer.close()
@@ -45,24 +47,42 @@ CASES = [
 ]
 
 
+# needs_events=False is the byte relay's sparse mode: only marked events are parsed.
+EVENTS = pytest.mark.parametrize("needs_events", [True, False], ids=["all-events", "sparse"])
+
+
+@EVENTS
 @pytest.mark.parametrize(("fmt", "payload", "usage"), CASES, ids=[c[0].value for c in CASES])
-def test_usage_is_the_same_at_every_split(fmt: Format, payload: bytes, usage: Usage) -> None:
-    assert sniff(fmt, [payload]) == (usage, True, "")
+def test_usage_is_the_same_at_every_split(
+    fmt: Format, payload: bytes, usage: Usage, needs_events: bool
+) -> None:
+    assert sniff(fmt, [payload], needs_events=needs_events) == (usage, True, "")
     for i in range(1, len(payload)):
-        assert sniff(fmt, [payload[:i], payload[i:]]) == (usage, True, ""), f"split at {i}"
-    assert sniff(fmt, [payload[i : i + 1] for i in range(len(payload))]) == (usage, True, "")
+        pieces = [payload[:i], payload[i:]]
+        assert sniff(fmt, pieces, needs_events=needs_events) == (usage, True, ""), f"split at {i}"
+    pieces = [payload[i : i + 1] for i in range(len(payload))]
+    assert sniff(fmt, pieces, needs_events=needs_events) == (usage, True, "")
 
 
-def test_a_stream_cut_before_its_terminator_is_incomplete() -> None:
-    assert sniff(Format.anthropic, [anthropic_sse("x", stop=False)]) == (Usage(11, 3, 5, 2), False, "")
-    assert sniff(Format.chat, [chat_sse("x").replace(b"data: [DONE]\n\n", b"")])[1] is False
+@EVENTS
+def test_a_stream_cut_before_its_terminator_is_incomplete(needs_events: bool) -> None:
+    cut = [anthropic_sse("x", stop=False)]
+    assert sniff(Format.anthropic, cut, needs_events=needs_events) == (Usage(11, 3, 5, 2), False, "")
+    cut = [chat_sse("x").replace(b"data: [DONE]\n\n", b"")]
+    assert sniff(Format.chat, cut, needs_events=needs_events)[1] is False
 
 
-def test_in_stream_errors_are_noticed() -> None:
+@EVENTS
+def test_in_stream_errors_are_noticed(needs_events: bool) -> None:
     error = (
         b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
     )
-    assert sniff(Format.anthropic, [error]) == (Usage(), False, "Overloaded")
+    assert sniff(Format.anthropic, [error], needs_events=needs_events) == (Usage(), False, "Overloaded")
+
+
+def test_sparse_mode_ignores_markers_inside_text_deltas() -> None:
+    payload = anthropic_sse("error [DONE] message_stop")
+    assert sniff(Format.anthropic, [payload], needs_events=False) == sniff(Format.anthropic, [payload])
 
 
 def test_json_bodies() -> None:
