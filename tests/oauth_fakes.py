@@ -77,10 +77,15 @@ class FakeAuthServer:
             **oauth,
         )
 
-    def config_toml(self) -> str:
-        """The same endpoints as a config.toml fragment."""
+    def config_toml(self, *, usage_poll_s: float = 0, callback_port: int = 1455) -> str:
+        """The same endpoints as a config.toml fragment (polling off unless asked for)."""
         s = self.settings()
-        lines = ["[oauth.openai]"]
+        lines = [
+            "[oauth]",
+            f"usage_poll_s = {usage_poll_s}",
+            "[oauth.openai]",
+            f"callback_port = {callback_port}",
+        ]
         lines += [f'{k} = "{getattr(s.openai, k)}"' for k in ("authorize_url", "token_url", "usage_url")]
         lines += [f'{k} = "{getattr(s.openai, k)}"' for k in ("device_code_url", "device_token_url")]
         lines += ["[oauth.claude]"]
@@ -119,7 +124,11 @@ class FakeAuthServer:
             status, body = self.device_polls.pop(0)
             return web.json_response(body, status=status)
         return web.json_response(
-            {"authorization_code": "dev-code", "code_verifier": "dev-verifier", "code_challenge": "dev-challenge"}
+            {
+                "authorization_code": "dev-code",
+                "code_verifier": "dev-verifier",
+                "code_challenge": "dev-challenge",
+            }
         )
 
     async def usage(self, request: web.Request) -> web.Response:
@@ -146,7 +155,9 @@ async def auth_server() -> AsyncIterator[FakeAuthServer]:
     await runner.cleanup()
 
 
-def oauth_account(kind: str, *, email: str = "dev@example.com", expires_in_s: float = 3600, **extra: Any) -> dict[str, Any]:
+def oauth_account(
+    kind: str, *, email: str = "dev@example.com", expires_in_s: float = 3600, **extra: Any
+) -> dict[str, Any]:
     """A pool file body for a subscription account whose token expires in ``expires_in_s``."""
     data: dict[str, Any] = {
         "email": email,

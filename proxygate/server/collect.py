@@ -114,5 +114,5 @@ async def collected_response(
     response = builder.response().with_model(call.model)
     call.usage = response.usage
     body = orjson.dumps(CODECS[call.fmt].encode_response(response))
-    headers.pop("content-type", None)
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}  # was the stream's
     return web.Response(status=200, body=body, headers=headers, content_type="application/json")

@@ -13,8 +13,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from proxygate.cli import app
+from tests import oauth_fakes
 from tests.conftest import free_port
-from tests.oauth_fakes import FakeAuthServer, auth_server, chatgpt_id_token, make_jwt  # noqa: F401
+from tests.oauth_fakes import FakeAuthServer, chatgpt_id_token, make_jwt
+
+auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
 
 def make_env(tmp_path: Path, extra: str = "") -> dict[str, str]:
@@ -119,10 +122,10 @@ def test_import_accepts_the_codex_cli_auth_file(tmp_path: Path) -> None:
 async def _callback_when_ready(port: int, pending: Path, code: str) -> None:
     """Play the browser: wait for the login to start, then hit the loopback callback."""
     for _ in range(200):
-        if pending.exists():
+        if await asyncio.to_thread(pending.exists):
             break
         await asyncio.sleep(0.02)
-    state = orjson.loads(pending.read_bytes())["state"]
+    state = orjson.loads(await asyncio.to_thread(pending.read_bytes))["state"]
     async with aiohttp.ClientSession() as client:
         for _ in range(200):
             try:

@@ -17,9 +17,13 @@ import pytest
 from proxygate.pool.files import load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import ReauthRequired, RefreshFailed, TokenKeeper, lock_path
-from tests.oauth_fakes import FakeAuthServer, auth_server, oauth_account  # noqa: F401
+from tests import oauth_fakes
+from tests.oauth_fakes import FakeAuthServer, oauth_account
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
 
 def account_file(tmp_path: Path, kind: str, **kw: object) -> Account:
@@ -79,10 +83,16 @@ async def test_a_valid_token_is_not_refreshed(tmp_path: Path, auth_server: FakeA
     assert auth_server.grants == []
 
 
-async def test_a_token_another_process_just_rotated_is_reused(tmp_path: Path, auth_server: FakeAuthServer) -> None:
+async def test_a_token_another_process_just_rotated_is_reused(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
     account = account_file(tmp_path, "chatgpt", expires_in_s=10)
     assert account.path is not None
-    rotated = {**orjson.loads(account.path.read_bytes()), "access_token": "at-other", "refresh_token": "rt-other"}
+    rotated = {
+        **orjson.loads(account.path.read_bytes()),
+        "access_token": "at-other",
+        "refresh_token": "rt-other",
+    }
     rotated["expires_at"] = time.time() + 3600
     account.path.write_bytes(orjson.dumps(rotated))  # the record we hold is now stale
     async with aiohttp.ClientSession() as session:
@@ -120,7 +130,9 @@ async def test_terminal_refresh_errors_require_reauth(
     account = account_file(tmp_path, "chatgpt", expires_in_s=10)
     auth_server.push_token(400, body)
     async with aiohttp.ClientSession() as session:
-        with pytest.raises(ReauthRequired, match=r"^dev@example.com: needs re-auth: refresh refused \(\w+\)$"):
+        with pytest.raises(
+            ReauthRequired, match=r"^dev@example.com: needs re-auth: refresh refused \(\w+\)$"
+        ):
             await TokenKeeper(auth_server.settings(), session).fresh(account)
     assert account.path is not None
     assert orjson.loads(account.path.read_bytes())["refresh_token"] == "rt-0"  # nothing overwritten
@@ -147,7 +159,9 @@ async def test_a_corrupted_credential_file_is_a_clear_error_and_left_alone(
     assert auth_server.grants == []
 
 
-async def test_after_a_401_one_refresh_even_when_many_saw_it(tmp_path: Path, auth_server: FakeAuthServer) -> None:
+async def test_after_a_401_one_refresh_even_when_many_saw_it(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
     account = account_file(tmp_path, "claude", expires_in_s=3600)
     async with aiohttp.ClientSession() as session:
         keeper = TokenKeeper(auth_server.settings(), session)
@@ -184,8 +198,14 @@ async def test_two_processes_sharing_one_account_file_refresh_once(
     auth_server.delay_s = 0.3  # the first holds the file lock while the second arrives
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD, auth_server.url, str(account.path),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
+            sys.executable,
+            "-c",
+            CHILD,
+            auth_server.url,
+            str(account.path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
         )
         for _ in range(2)
     ]
