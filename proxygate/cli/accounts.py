@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from proxygate.auth.credentials import codex_entry, is_codex_auth, read_json
-from proxygate.broker import AccountState, Broker
+from proxygate.broker import Broker
 from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
 from proxygate.cli.oauth import subscription_columns
 from proxygate.config import Settings
@@ -24,6 +24,7 @@ from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
 from proxygate.pool.files import add_account_file, load_pool, set_enabled
 from proxygate.pool.importing import ImportReport, import_entries, read_entries
 from proxygate.pool.records import InvalidAccount, mask
+from proxygate.server.broker_state import restore_broker
 from proxygate.store import COOLDOWNS, LMDBStore, today
 
 RefArgument = Annotated[str, typer.Argument(help="Account id or email (see `proxygate list`).")]
@@ -32,14 +33,13 @@ RefArgument = Annotated[str, typer.Argument(help="Account id or email (see `prox
 def offline_status(settings: Settings) -> dict[str, Any]:
     """What `status` shows without a running server: files, persisted health, today's usage."""
     snapshot = load_pool(settings.pool_dir)
+    broker = Broker(snapshot, settings.routing, clock=time.time, budgets=settings.budgets)
     store = LMDBStore(settings.data_dir)
     try:
-        states = {k: AccountState.from_json(v) for k, v in store.get_states(COOLDOWNS).items()}
+        restore_broker(broker, store, settings)  # cooldowns, quota windows, pins, active route
         rows = store.usage(today())
     finally:
         store.close()
-    broker = Broker(snapshot, settings.routing, clock=time.time)
-    broker.restore(states)
     usage: dict[str, dict[str, int]] = {}
     for row in rows:
         entry = usage.setdefault(row.account_id, {"requests": 0, "tokens": 0, "errors": 0})
@@ -51,7 +51,7 @@ def offline_status(settings: Settings) -> dict[str, Any]:
         "addr": settings.addr,
         "running": False,
         "pool_dir": str(settings.pool_dir),
-        "route": f"{settings.routing.active}/{broker.strategy_name}",
+        "route": broker.route_label(),
         "accounts": [
             {
                 **broker.describe(a, now),
@@ -143,10 +143,52 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     for (kind, state), n in sorted(counts.items()):
         table.add_row(kind, state, str(n))
     console.print(table)
+    if data["accounts"]:
+        console.print(account_table(data["accounts"]))
     if data["invalid_files"]:
         console.print(f"[yellow]{len(data['invalid_files'])} invalid file(s):[/]")
         for bad in data["invalid_files"]:
             console.print(f"  {bad['path']}: {bad['reason']}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def windows_text(windows: list[dict[str, Any]]) -> str:
+    """``5h 62% ↻1h05m`` per quota window, one a line; rejected windows say so."""
+    lines = []
+    for w in windows:
+        if w["window"] == "overage":
+            continue
+        name = w["window"] + (f"@{w['model']}" if w["model"] else "")
+        left = "?" if w["left_pct"] is None else f"{w['left_pct']:.0f}%"
+        reset = "" if w["resets_in_s"] is None else f" ↻{_duration(w['resets_in_s'])}"
+        lines.append(f"{name} {left}{reset}" + (" [red]rejected[/]" if w["rejected"] else ""))
+    return "\n".join(lines) or "-"
+
+
+def account_table(accounts: list[dict[str, Any]]) -> Table:
+    """Per account: health (cooldown reason and end), quota windows, leases in flight, pins."""
+    table = Table("account", "state", "windows (left, reset in)", "in flight", "pins")
+    for a in accounts:
+        state = a["state"]
+        if a.get("cooldown_s"):
+            state += f" {_duration(a['cooldown_s'])}"
+        for model, left_s in (a.get("model_cooldowns") or {}).items():
+            state += f"\n{model} cooling {_duration(left_s)}"
+        if a.get("reason"):
+            state += f"\n[dim]{a['reason']}[/]"
+        table.add_row(
+            a["email"] or a["id"], state, windows_text(a.get("windows") or []), str(a.get("inflight", 0)),
+            str(a.get("pins", 0)),
+        )  # fmt: skip
+    return table
 
 
 @app.command()
