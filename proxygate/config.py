@@ -223,7 +223,7 @@ def load_settings(
             data = tomllib.loads(config_path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{config_path}: {exc}") from None
-    settings = _build(Settings, data, str(config_path or "defaults"), environ, "")
+    settings: Settings = _build(Settings, data, str(config_path or "defaults"), environ, "")
     for key, value in (overrides or {}).items():
         if value is not None:
             settings = _override(settings, key.split("."), value, f"--{key.replace('_', '-')}")
@@ -256,7 +256,7 @@ def _resolve(path: Path, base: Path) -> Path:
 
 
 def _build(
-    cls: type[Any], data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str
+    cls: Any, data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str
 ) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} ({source}): expected a table")
@@ -331,7 +331,7 @@ def _coerce(hint: Any, value: Any, where: str, *, from_env: bool) -> Any:
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(value)
     if origin in (Mapping, dict) or hint is Mapping:
-        key_t, val_t = get_args(hint)
+        _, val_t = get_args(hint)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         if dataclasses.is_dataclass(val_t):

@@ -83,7 +83,7 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
     if not isinstance(data, dict):
         raise InvalidAccount("expected a JSON object")
     get = _Getter(data)
-    account_id = get.str("id") or default_id
+    account_id = get.text("id") or default_id
     if not account_id or "/" in account_id:
         raise InvalidAccount(f"invalid id {account_id!r}")
     common: dict[str, Any] = {
@@ -92,21 +92,21 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
         "path": path,
         "weight": get.number("weight", 1.0),
         "priority": int(get.number("priority", 0)),
-        "disabled": get.bool("disabled"),
+        "disabled": get.flag("disabled"),
         "raw": data,
     }
     if kind == "apikey":
-        provider = get.str("provider", required=True)
+        provider = get.text("provider", required=True)
         if provider not in API_KEY_PROVIDERS:
             raise InvalidAccount(f"unknown provider {provider!r} (one of: {', '.join(API_KEY_PROVIDERS)})")
         spec = PROVIDERS[provider]
-        base_url = get.str("base_url") or spec.base_url
+        base_url = get.text("base_url") or spec.base_url
         if not base_url:
             raise InvalidAccount(f'provider "{provider}" needs "base_url"')
         return Account(
             provider=provider,
             base_url=_check_url(base_url),
-            api_key=get.str("api_key", required=True),
+            api_key=get.text("api_key", required=True),
             models=get.globs("models") or spec.models,
             formats=get.formats("formats", spec.formats),
             **common,
@@ -115,12 +115,12 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
     spec = PROVIDERS[provider]
     return Account(
         provider=provider,
-        base_url=_check_url(get.str("base_url") or spec.base_url),
-        email=get.str("email", required=True),
-        account_id=get.str("account_id", required=kind == "chatgpt"),
-        plan=get.str("plan") or get.str("subscription_type"),
-        access_token=get.str("access_token", required=True),
-        refresh_token=get.str("refresh_token", required=True),
+        base_url=_check_url(get.text("base_url") or spec.base_url),
+        email=get.text("email", required=True),
+        account_id=get.text("account_id", required=kind == "chatgpt"),
+        plan=get.text("plan") or get.text("subscription_type"),
+        access_token=get.text("access_token", required=True),
+        refresh_token=get.text("refresh_token", required=True),
         expires_at=get.time("expires_at"),
         models=get.globs("models") or spec.models,
         formats=spec.formats,
@@ -140,7 +140,7 @@ class _Getter:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
 
-    def str(self, key: str, *, required: bool = False) -> str:
+    def text(self, key: str, *, required: bool = False) -> str:
         value = self.data.get(key)
         if value is None or value == "":
             if required:
@@ -156,7 +156,7 @@ class _Getter:
             raise InvalidAccount(f'"{key}" must be a number')
         return float(value)
 
-    def bool(self, key: str) -> bool:
+    def flag(self, key: str) -> bool:
         value = self.data.get(key, False)
         if not isinstance(value, bool):
             raise InvalidAccount(f'"{key}" must be true or false')

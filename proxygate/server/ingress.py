@@ -12,6 +12,8 @@ Paths without the ``/v1`` prefix are accepted too: users often paste a base URL 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -93,7 +95,7 @@ async def _read_call(
     return Call(request_id, fmt, request.headers, body, raw, model, is_stream, query=query, op=op)
 
 
-def _handler(fmt: Format, op: Op = "generate") -> web.Handler:
+def _handler(fmt: Format, op: Op = "generate") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         request_id = new_request_id()
         path_model: str | None = None
@@ -124,7 +126,8 @@ async def list_models(request: web.Request) -> web.Response:
         check_token(request.app[SETTINGS], request, fmt)
     except ProxyError as exc:
         return render_error(fmt, exc, request_id)
-    models = await request.app[MODELS].list()
+    models = await request.app[MODELS].names()
+    data: dict[str, Any]
     if fmt is Format.gemini:
         data = {
             "models": [

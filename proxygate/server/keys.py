@@ -13,7 +13,7 @@ from proxygate.server.pipeline import Pipeline
 from proxygate.store.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)  # type: ignore[type-abstract]
+STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 PIPELINE = web.AppKey("pipeline", Pipeline)

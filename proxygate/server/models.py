@@ -40,7 +40,7 @@ class ModelCatalog:
         self.aliases = aliases
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
 
-    async def list(self) -> list[str]:
+    async def names(self) -> list[str]:
         accounts = [a for a in self.pool().accounts if not a.disabled]
         found = await asyncio.gather(*(self._account_models(a) for a in accounts))
         names = {m for models in found for m in models}
