@@ -272,9 +272,12 @@ def quota_text(windows: Any) -> str:
     parts = []
     for w in items:
         if isinstance(w, dict) and w.get("kind", "quota") == "quota":
-            left = w.get("fraction_left")
+            # broker.describe's view gives left_pct; a raw Headroom JSON gives fraction_left.
+            left = w.get("left_pct")
+            if left is None and w.get("fraction_left") is not None:
+                left = w["fraction_left"] * 100
             name = w.get("window", "?") + (f"@{w['model']}" if w.get("model") else "")
-            parts.append(f"{name} {'?' if left is None else f'{left * 100:.0f}%'}")
+            parts.append(f"{name} {'?' if left is None else f'{left:.0f}%'}")
     return " · ".join(parts) or "-"
 
 
