@@ -156,7 +156,8 @@ def representative_claim(headers: Mapping[str, str]) -> str:
 
 
 _UNIFIED = "anthropic-ratelimit-unified-"
-_UNIFIED_FIELD = re.compile(r"^anthropic-ratelimit-unified-([a-z0-9_]+)-(status|reset|utilization)$")
+# Model-scoped weekly windows come as ``7d_oi-…`` and as ``7d-sonnet-…``: both become ``7d_…``.
+_UNIFIED_FIELD = re.compile(r"^anthropic-ratelimit-unified-([a-z0-9_-]+?)-(status|reset|utilization)$")
 
 
 def _anthropic_unified(h: dict[str, str], now: float, model: str) -> list[Headroom]:
@@ -166,7 +167,7 @@ def _anthropic_unified(h: dict[str, str], now: float, model: str) -> list[Headro
             continue
         m = _UNIFIED_FIELD.match(name)
         if m is not None:
-            windows.setdefault(m.group(1), {})[m.group(2)] = value
+            windows.setdefault(m.group(1).replace("-", "_"), {})[m.group(2)] = value
     found: list[Headroom] = []
     for window, fields in windows.items():
         if window == "overage":
