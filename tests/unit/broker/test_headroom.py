@@ -5,7 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxygate.broker.headroom import Headroom, parse_body, parse_duration_s, parse_headers, representative_claim
+from proxygate.broker.headroom import (
+    Headroom,
+    parse_body,
+    parse_duration_s,
+    parse_headers,
+    representative_claim,
+)
 
 NOW = 1_790_800_000.0
 
@@ -51,7 +57,15 @@ def test_anthropic_unified_max_plan_with_model_window_and_overage() -> None:
     assert parse_headers(headers, NOW, model="claude-opus-4-1") == [
         Headroom("5h", pytest.approx(0.95), 1790814600.0, "anthropic-unified", NOW, window_s=18000.0),
         Headroom("7d", pytest.approx(0.6), 1791300000.0, "anthropic-unified", NOW, window_s=604800.0),
-        Headroom("7d_oi", pytest.approx(0.1), 1791300000.0, "anthropic-unified", NOW, model="opus", window_s=604800.0),
+        Headroom(
+            "7d_oi",
+            pytest.approx(0.1),
+            1791300000.0,
+            "anthropic-unified",
+            NOW,
+            model="opus",
+            window_s=604800.0,
+        ),
         Headroom("overage", None, None, "anthropic-unified", NOW, is_rejected=True),
     ]
 
@@ -64,7 +78,15 @@ def test_anthropic_unified_named_model_window() -> None:
         "anthropic-ratelimit-unified-7d-sonnet-status": "allowed",
     }
     assert parse_headers(headers, NOW, model="claude-opus-4") == [
-        Headroom("7d_sonnet", pytest.approx(0.98), 1791000000.0, "anthropic-unified", NOW, model="sonnet", window_s=604800.0)
+        Headroom(
+            "7d_sonnet",
+            pytest.approx(0.98),
+            1791000000.0,
+            "anthropic-unified",
+            NOW,
+            model="sonnet",
+            window_s=604800.0,
+        )
     ]
 
 
@@ -127,7 +149,14 @@ def test_no_signal_is_unknown_not_zero() -> None:
 
 
 def test_codex_429_body() -> None:
-    body = {"error": {"type": "usage_limit_reached", "message": "limit", "plan_type": "plus", "resets_in_seconds": 900}}
+    body = {
+        "error": {
+            "type": "usage_limit_reached",
+            "message": "limit",
+            "plan_type": "plus",
+            "resets_in_seconds": 900,
+        }
+    }
     assert parse_body(429, orjson.dumps(body), NOW) == [
         Headroom("usage_limit", 0.0, NOW + 900, "codex", NOW, is_rejected=True)
     ]
@@ -137,17 +166,33 @@ def test_codex_429_body() -> None:
 
 
 def test_openai_insufficient_quota_and_other_bodies() -> None:
-    body = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+    body = {
+        "error": {
+            "message": "You exceeded your current quota",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        }
+    }
     assert parse_body(429, orjson.dumps(body), NOW) == [
         Headroom("credits", 0.0, None, "openai-api", NOW, is_rejected=True)
     ]
-    assert parse_body(429, b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}', NOW) == []
+    assert (
+        parse_body(429, b'{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}', NOW) == []
+    )
     assert parse_body(429, b"not json", NOW) == []
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("6m0s", 360.0), ("1s", 1.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("2.5", 2.5), ("", None), ("soon", None)],
+    [
+        ("6m0s", 360.0),
+        ("1s", 1.0),
+        ("20ms", 0.02),
+        ("1h2m3.5s", 3723.5),
+        ("2.5", 2.5),
+        ("", None),
+        ("soon", None),
+    ],
 )
 def test_durations(text: str, seconds: float | None) -> None:
     assert parse_duration_s(text) == seconds

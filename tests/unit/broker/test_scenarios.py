@@ -18,7 +18,9 @@ from tests.conftest import FakeClock
 SONNET = Ask("claude-sonnet-4-5", Format.anthropic)
 
 
-def account(account_id: str, *, kind: str = "claude", models: tuple[str, ...] = ("claude-*",), **kw: Any) -> Account:
+def account(
+    account_id: str, *, kind: str = "claude", models: tuple[str, ...] = ("claude-*",), **kw: Any
+) -> Account:
     fmt = (Format.anthropic,) if kind == "claude" or kw.pop("anthropic", False) else (Format.chat,)
     provider = {"claude": "claude", "chatgpt": "chatgpt"}.get(kind, "anthropic")
     return Account(account_id, kind, provider, "http://x", models, fmt, **kw)  # type: ignore[arg-type]
@@ -105,8 +107,20 @@ def test_first_turns_with_the_same_prompt_are_not_one_conversation(clock: FakeCl
     key, follows = conversation(Format.anthropic, {}, body)
     assert follows is False
     b = broker([account("a"), account("b")], clock)
-    assert sorted(served(b, Ask("claude-sonnet-4-5", Format.anthropic, key, follows), 4)) == ["a", "a", "b", "b"]
-    second = {**body, "messages": [*body["messages"], {"role": "assistant", "content": "yo"}, {"role": "user", "content": "?"}]}
+    assert sorted(served(b, Ask("claude-sonnet-4-5", Format.anthropic, key, follows), 4)) == [
+        "a",
+        "a",
+        "b",
+        "b",
+    ]
+    second = {
+        **body,
+        "messages": [
+            *body["messages"],
+            {"role": "assistant", "content": "yo"},
+            {"role": "user", "content": "?"},
+        ],
+    }
     assert conversation(Format.anthropic, {}, second) == (key, True)
 
 
@@ -131,17 +145,25 @@ def test_model_scoped_cooldown_leaves_other_models_usable(clock: FakeClock) -> N
     assert (state.cooldown_until, state.model_cooldowns) == (0.0, {"opus": clock() + 86400})
     assert b.eligible("claude-sonnet-4-5") == ["max"]
     assert b.eligible("claude-opus-4-1") == []
-    with pytest.raises(AllAccountsBusy, match=r"^every account serving 'claude-opus-4-1' is cooling down; the first is free in 86400s$"):
+    with pytest.raises(
+        AllAccountsBusy,
+        match=r"^every account serving 'claude-opus-4-1' is cooling down; the first is free in 86400s$",
+    ):
         b.acquire(opus)
 
 
-def test_account_wide_window_rejection_cools_until_its_reset_and_the_poller_clears_it(clock: FakeClock) -> None:
+def test_account_wide_window_rejection_cools_until_its_reset_and_the_poller_clears_it(
+    clock: FakeClock,
+) -> None:
     b = broker([account("max")], clock)
     lease = b.acquire(SONNET)
     reset = clock() + 7835
     b.observe(
         "max",
-        {"anthropic-ratelimit-unified-5h-status": "rejected", "anthropic-ratelimit-unified-5h-reset": str(int(reset))},
+        {
+            "anthropic-ratelimit-unified-5h-status": "rejected",
+            "anthropic-ratelimit-unified-5h-reset": str(int(reset)),
+        },
         status=429,
     )
     lease.release(Outcome.rate_limited(60, reason="429: limit"))
@@ -150,7 +172,11 @@ def test_account_wide_window_rejection_cools_until_its_reset_and_the_poller_clea
     assert state.cooldown_reason == "429: limit (window 5h)"
     clock.advance(3600)  # the poller learns the window was in fact reset early
     b.update_headroom("max", [window("5h", 1.0, 5 * 3600, clock)])
-    assert (state.cooldown_until, state.cooldown_window, b.eligible("claude-sonnet-4-5")) == (0.0, "", ["max"])
+    assert (state.cooldown_until, state.cooldown_window, b.eligible("claude-sonnet-4-5")) == (
+        0.0,
+        "",
+        ["max"],
+    )
 
 
 def test_529_and_429_cooldowns_differ(clock: FakeClock) -> None:
@@ -198,7 +224,12 @@ def test_tiers_and_remaps_pick_the_right_account_and_model(clock: FakeClock) -> 
         account("deepseek-1", kind="apikey", models=("deepseek-*",)),
         account("openrouter-1", kind="apikey", models=("*",)),
     ]
-    b = broker(accounts, clock, configs={"default": RoutingConfig(), "cheap": cheap}, aliases={"gpt-5-codex": "claude-sonnet-4-5"})
+    b = broker(
+        accounts,
+        clock,
+        configs={"default": RoutingConfig(), "cheap": cheap},
+        aliases={"gpt-5-codex": "claude-sonnet-4-5"},
+    )
     b.use_route("cheap")
     picks = []
     for model in ("claude-opus-4-1", "claude-3-5-haiku-latest", "claude-sonnet-4-5", "gpt-5-codex"):
