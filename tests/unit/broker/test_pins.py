@@ -1,0 +1,94 @@
+"""Conversation keys, first found, per client (peers.md §3.1, §3.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from proxygate.broker import PinTable, conversation
+from proxygate.wire.ir import Format
+
+SESSION = "0b5a4b6e-3c1f-4f7e-9a51-2d1c6f0e8b77"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "headers", "body", "expected"),
+    [
+        (
+            Format.anthropic,
+            {"x-claude-code-session-id": SESSION},
+            {"messages": MESSAGES},
+            (f"cc:{SESSION}", True),
+        ),
+        (
+            Format.anthropic,
+            {},
+            {
+                "metadata": {
+                    "user_id": orjson.dumps(
+                        {"device_id": "ab" * 32, "account_uuid": "", "session_id": SESSION}
+                    ).decode()
+                },
+                "messages": MESSAGES,
+            },
+            (f"cc:{SESSION}", True),
+        ),
+        (
+            Format.anthropic,
+            {},
+            {
+                "metadata": {"user_id": f"user_{'ab' * 32}_account_{SESSION}_session_{SESSION}"},
+                "messages": MESSAGES,
+            },
+            (f"cc:{SESSION}", True),
+        ),
+        (Format.responses, {"session_id": SESSION}, {"input": "hi"}, (f"codex:{SESSION}", True)),
+        (Format.responses, {}, {"input": "hi", "prompt_cache_key": "pck-1"}, ("cache:pck-1", True)),
+        (Format.responses, {}, {"input": "hi", "conversation": {"id": "conv_1"}}, ("conv:conv_1", True)),
+        (Format.responses, {}, {"input": "hi", "previous_response_id": "resp_9"}, ("resp:resp_9", True)),
+    ],
+)
+def test_explicit_keys(
+    fmt: Format, headers: dict[str, str], body: dict[str, Any], expected: tuple[str, bool]
+) -> None:
+    assert conversation(fmt, headers, body) == expected
+
+
+def test_prefix_hash_is_stable_across_turns_and_formats_differ_by_system() -> None:
+    chat = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}
+    key, follows = conversation(Format.chat, {}, chat)
+    assert (key.startswith("h:"), len(key), follows) == (True, 34, False)
+    later = {
+        "messages": [
+            *chat["messages"],
+            {"role": "assistant", "content": "yo"},
+            {"role": "user", "content": "more"},
+        ]
+    }
+    assert conversation(Format.chat, {}, later) == (key, True)
+    other = {"messages": [{"role": "system", "content": "t"}, {"role": "user", "content": "hi"}]}
+    assert conversation(Format.chat, {}, other)[0] != key
+    assert conversation(Format.chat, {}, {"messages": []}) == ("", False)
+
+
+def test_long_client_keys_are_hashed() -> None:
+    key, _ = conversation(Format.responses, {}, {"input": "x", "prompt_cache_key": "k" * 500})
+    assert (key.startswith("cache:"), len(key)) == (True, 6 + 32)
+
+
+def test_pin_table_persists_new_and_moved_pins_and_a_quarter_ttl_of_sliding() -> None:
+    table = PinTable(ttl_s=100)
+    pin = table.put("k", "a", 0.0)
+    assert table.needs_persist(pin, moved=True)
+    pin.persisted_expires_at = pin.expires_at
+    pin = table.put("k", "a", 10.0)
+    assert not table.needs_persist(pin, moved=False)
+    pin = table.put("k", "a", 25.0)
+    assert table.needs_persist(pin, moved=False)
+    table.restore(
+        {"old": {"account_id": "b", "expires_at": 50.0}, "gone": {"account_id": "b", "expires_at": 1.0}}, 2.0
+    )
+    assert (table.count_by_account(2.0), table.sweep(200.0)) == ({"a": 1, "b": 1}, ["k", "old"])
