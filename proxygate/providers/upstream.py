@@ -119,4 +119,5 @@ def build_request(
 
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     """Provider headers passed back to the client (request ids, rate limits), minus hop-by-hop."""
-    return {k: v for k, v in upstream.items() if k.lower() not in _DROP_RESPONSE}
+    # Lower-cased keys: callers may set or drop headers without caring how the provider spelt them.
+    return {k.lower(): v for k, v in upstream.items() if k.lower() not in _DROP_RESPONSE}

@@ -75,7 +75,7 @@ async def relay(
     decoder = source.StreamDecoder()
     include_usage = bool((call.body.get("stream_options") or {}).get("include_usage", True))
     encoder = target.StreamEncoder(
-        model=call.model, response_id=response_id(call.fmt), include_usage=include_usage
+        model=call.model, response_id=response_id(call.fmt), include_usage=include_usage, **stamp
     )
     out = await start_response(request, 200, headers, is_stream=True)
     try:
