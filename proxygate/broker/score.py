@@ -13,7 +13,7 @@ at time *now* (a pure function of the accounts' state and *now*):
     urgency(a) = max over quota windows w in W of  min(left_w, usable(a)) / hours_to_reset_w
                  hours_to_reset_w = max(resets_at − now, MIN_HORIZON_S) in hours; for a window
                  past its reset or without a reset time: its length (default one week)
-                 no quota window with a known amount: UNKNOWN_URGENCY (a fresh weekly window)
+                 no quota window with a known amount: UNKNOWN_URGENCY (a fresh 5-hour window)
     score(a)   = urgency(a) × weight(a) × INFLIGHT_DECAY^inflight(a) × error_factor(a)
     error_factor(a) = 1 / (1 + ERROR_PENALTY × max(0, 1 − (now − last_error_at) / ERROR_MEMORY_S))
 
@@ -32,6 +32,9 @@ Why these shapes:
   conversations spreads instead of piling onto the best one, yet a window about to expire
   still takes several concurrent streams (1.2/h vs 0.006/h survives ~7 halvings).
 - A recent error quarters the score and is forgotten linearly over five minutes.
+- Unknown is not zero: an account never heard from is most likely fresh, and valued like a
+  fresh 5-hour window it gets tried (and its headers learned) as soon as the known accounts
+  are less urgent; valued at zero it would never be tried while another had headroom.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ MIN_HORIZON_S = 15 * 60.0
 "A window resetting sooner than this counts as resetting in 15 min (bounds the quotient)."
 DEFAULT_WINDOW_S = 7 * 86400.0
 "Length assumed for a window of unknown length (the longest subscription window, one week)."
-UNKNOWN_URGENCY = 1.0 / (DEFAULT_WINDOW_S / 3600.0)
-"Urgency of an account with no known quota: that of a fresh weekly window, neither 0 nor urgent."
+UNKNOWN_URGENCY = 1.0 / 5.0
+"Urgency of an account with no known quota: that of a fresh 5-hour window (see above)."
 INFLIGHT_DECAY = 0.5
 ERROR_PENALTY = 3.0
 ERROR_MEMORY_S = 300.0
