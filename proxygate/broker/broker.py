@@ -142,6 +142,14 @@ class Broker:
 
     def restore_pins(self, pins: Mapping[str, Mapping[str, Any]]) -> None:
         self.pins.restore(pins, self.clock())
+        self._forget_expired_pins()
+
+    def _forget_expired_pins(self) -> None:
+        """Tell the store to delete pins that expired, so it does not grow without bound."""
+        expired, self.pins.expired = self.pins.expired, []
+        if self._on_pin is not None:
+            for key in expired:
+                self._on_pin(key, None)
 
     def state(self, account_id: str) -> AccountState:
         found = self._states.get(account_id)
@@ -266,6 +274,8 @@ class Broker:
             previous = self.pins.get(ask.pin_key, now)
             moved = previous is None or previous.account_id != account.id
             pin = self.pins.put(ask.pin_key, account.id, now)
+            if self.pins.expired:  # before persisting: the key just re-pinned may be among them
+                self._forget_expired_pins()
             if self._on_pin is not None and self.pins.needs_persist(pin, moved=moved):
                 pin.persisted_expires_at = pin.expires_at
                 self._on_pin(ask.pin_key, pin)

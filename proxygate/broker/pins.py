@@ -159,6 +159,8 @@ class PinTable:
         self.ttl_s = ttl_s
         self._pins: dict[str, Pin] = {}
         self._added = 0
+        self.expired: list[str] = []
+        "Keys dropped as expired since the owner last drained this (to delete them from the store)."
 
     def __len__(self) -> int:
         return len(self._pins)
@@ -167,6 +169,7 @@ class PinTable:
         pin = self._pins.get(key)
         if pin is not None and pin.expires_at <= now:
             del self._pins[key]
+            self.expired.append(key)
             return None
         return pin
 
@@ -192,6 +195,7 @@ class PinTable:
         gone = [k for k, p in self._pins.items() if p.expires_at <= now]
         for key in gone:
             del self._pins[key]
+        self.expired.extend(gone)
         return gone
 
     def restore(self, pins: Mapping[str, Mapping[str, Any]], now: float) -> None:
@@ -199,6 +203,8 @@ class PinTable:
             expires_at = float(data.get("expires_at", 0.0))
             if expires_at > now and isinstance(account_id := data.get("account_id"), str):
                 self._pins[key] = Pin(account_id, expires_at, expires_at)
+            else:
+                self.expired.append(key)
 
     def drop_account(self, account_id: str) -> list[str]:
         """Forget every pin to ``account_id`` (the account left the pool)."""
