@@ -36,39 +36,25 @@ from proxygate.wire.ir import (
     StreamTruncated,
     Usage,
 )
-from proxygate.wire.sse import SSEParser, encode_event
+from proxygate.wire.sse import encode_event
+from proxygate.wire.stream import SSEStreamDecoder
 
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """Anthropic SSE bytes from an upstream → IR stream events (§1.14)."""
 
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._usage = Usage()
         self._stop = StopReason.end_turn
         self._stop_sequence: str | None = None
         self._index: dict[int, int] = {}  # upstream block index → IR index
         self._next = 0
-        self._is_done = False
-        self.finish: Finish | None = None
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.feed(chunk):
-            self._event(sse.data, events)
-        return events
+    def _end(self, out: list[StreamEvent]) -> None:
+        raise StreamTruncated("anthropic: stream ended before message_stop")
 
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.close():
-            self._event(sse.data, events)
-        if not self._is_done:
-            raise StreamTruncated("anthropic: stream ended before message_stop")
-        return events
-
-    def _event(self, data: str, out: list[StreamEvent]) -> None:
-        if self._is_done:
-            return
+    def _data(self, data: str, out: list[StreamEvent]) -> None:
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError as exc:

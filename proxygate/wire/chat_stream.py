@@ -33,7 +33,8 @@ from proxygate.wire.ir import (
     StreamTruncated,
     Usage,
 )
-from proxygate.wire.sse import SSEParser, encode_event
+from proxygate.wire.sse import encode_event
+from proxygate.wire.stream import SSEStreamDecoder
 
 # finish_reason → IR (§5.10); "stop" becomes tool_use when calls were emitted (§2.5).
 FINISH_TO_IR = {
@@ -136,13 +137,12 @@ class _Tool:
     is_closed: bool = False
 
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """CHAT SSE bytes from an upstream → IR stream events (§5.14.2)."""
 
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__()
         self._is_started = False
-        self._is_done = False
         self._id = ""
         self._model = ""
         self._next = 0
@@ -154,27 +154,13 @@ class StreamDecoder:
         self._by_id: dict[str, _Tool] = {}
         self._finish_reason: str | None = None
         self._usage = Usage()
-        self.finish: Finish | None = None
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.feed(chunk):
-            self._data(sse.data, events)
-        return events
-
-    def close(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
-        for sse in self._sse.close():
-            self._data(sse.data, events)
-        if not self._is_done:
-            if self._finish_reason is None:
-                raise StreamTruncated("chat: stream ended before a finish_reason and [DONE]")
-            self._finalize(events)  # EOF after finish_reason: servers that omit [DONE]
-        return events
+    def _end(self, out: list[StreamEvent]) -> None:
+        if self._finish_reason is None:
+            raise StreamTruncated("chat: stream ended before a finish_reason and [DONE]")
+        self._finalize(out)  # EOF after finish_reason: servers that omit [DONE]
 
     def _data(self, data: str, out: list[StreamEvent]) -> None:
-        if self._is_done:
-            return
         if data.strip() == "[DONE]":
             if self._finish_reason is None and not self._is_started:
                 raise StreamTruncated("chat: [DONE] before any chunk")

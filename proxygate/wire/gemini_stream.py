@@ -47,18 +47,18 @@ from proxygate.wire.ir import (
     ToolKind,
     Usage,
 )
-from proxygate.wire.sse import SSEParser, encode_event
+from proxygate.wire.sse import encode_event
+from proxygate.wire.stream import SSEStreamDecoder
 
 # --------------------------------------------------------------------------- decoding
 
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """Gemini SSE bytes → IR events; ``close()`` finishes, or raises if no finishReason came."""
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
+        super().__init__()
         self._is_started = False
-        self._is_done = False
         self._open: BlockKind | None = None
         self._next = 0
         self._calls = 0
@@ -67,20 +67,8 @@ class StreamDecoder:
         self._response_id = ""
         self._finish_reason: str | None = None
         self._usage = Usage()
-        self.finish: Finish | None = None
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for sse in self._parser.feed(chunk):
-            self._chunk(sse.data, out)
-        return out
-
-    def close(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for sse in self._parser.close():
-            self._chunk(sse.data, out)
-        if self._is_done:
-            return out
+    def _end(self, out: list[StreamEvent]) -> None:
         if self._finish_reason is None and not self._is_blocked:
             raise StreamTruncated("gemini stream ended without a finishReason")
         self._close(out)
@@ -88,11 +76,8 @@ class StreamDecoder:
         self.finish = Finish(stop_reason=stop, usage=self._usage)
         out.append(self.finish)
         self._is_done = True
-        return out
 
-    def _chunk(self, data: str, out: list[StreamEvent]) -> None:
-        if self._is_done:
-            return
+    def _data(self, data: str, out: list[StreamEvent]) -> None:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -52,7 +52,8 @@ from proxygate.wire.responses_items import (
     status_of,
     stop_reason_of,
 )
-from proxygate.wire.sse import SSEParser, encode_event
+from proxygate.wire.sse import encode_event
+from proxygate.wire.stream import SSEStreamDecoder
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
@@ -74,38 +75,25 @@ class _Block:
     summary_index: int | None = None
 
 
-class StreamDecoder:
+class StreamDecoder(SSEStreamDecoder):
     """Responses SSE bytes → IR events; ``close()`` raises if no terminal event arrived."""
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
+        super().__init__()
         self._blocks: dict[tuple[int, int], _Block] = {}
         self._indexes: dict[str, int] = {}  # item id → output_index
         self._open: _Block | None = None
         self._next = 0
         self._is_started = False
-        self._is_done = False
         self._has_calls = False
-        self.finish: Finish | None = None
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for sse in self._parser.feed(chunk):
-            self._event(sse.data, out)
-        return out
-
-    def close(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for sse in self._parser.close():
-            self._event(sse.data, out)
-        if not self._is_done:
-            raise StreamTruncated("responses stream ended before a terminal event (response.completed)")
-        return out
+    def _end(self, out: list[StreamEvent]) -> None:
+        raise StreamTruncated("responses stream ended before a terminal event (response.completed)")
 
     # -- dispatch
 
-    def _event(self, data: str, out: list[StreamEvent]) -> None:
-        if self._is_done or data == "[DONE]":
+    def _data(self, data: str, out: list[StreamEvent]) -> None:
+        if data == "[DONE]":
             return
         try:
             event = orjson.loads(data)
