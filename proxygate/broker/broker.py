@@ -119,10 +119,17 @@ class Broker:
 
     def update_pool(self, snapshot: PoolSnapshot) -> None:
         """Swap in a new pool; state of accounts that stay is kept, in-flight leases finish."""
+        before = self.snapshot.by_id
         self.snapshot = snapshot
         self._routes.clear()  # candidates per model are recomputed lazily, once per pool
         for account in snapshot.accounts:
-            self._states.setdefault(account.id, AccountState())
+            state = self._states.setdefault(account.id, AccountState())
+            old = before.get(account.id)
+            if state.needs_reauth and old is not None and _login_of(old) != _login_of(account):
+                # A new key or login was put in the file: the old refusal no longer applies.
+                state.needs_reauth = ""
+                if self._on_state is not None:
+                    self._on_state(account.id, state)
 
     def restore(self, states: dict[str, AccountState]) -> None:
         """Load persisted health (cooldowns, re-auth) after a restart."""
@@ -481,3 +488,8 @@ def _window_view(w: Headroom, now: float) -> dict[str, Any]:
         "source": w.source,
         "age_s": round(w.age_s(now), 0),
     }
+
+
+def _login_of(account: Account) -> str:
+    """What a user replaces to fix a refused account: the API key, or the OAuth refresh token."""
+    return account.api_key or account.refresh_token

@@ -32,3 +32,16 @@ def test_expired_pins_are_deleted_from_the_store_on_restore_and_on_reuse() -> No
     broker.acquire(Ask("claude-x", Format.anthropic, "live")).release(Outcome.ok())
     # The stale entry is deleted first, then the conversation's new pin is written.
     assert writes == [("live", None), ("live", {"account_id": "a", "expires_at": clock() + 60})]
+
+
+def test_a_new_key_in_the_file_clears_needs_reauth() -> None:
+    clock = FakeClock()
+    old = parse_account({"provider": "anthropic", "api_key": "sk-old"}, "apikey", default_id="a")
+    broker = Broker(PoolSnapshot.of([old]), RoutingSettings(), clock=clock)
+    broker.acquire(Ask("claude-x", Format.anthropic)).release(Outcome.auth_failed("401: invalid x-api-key"))
+    broker.update_pool(PoolSnapshot.of([old]))  # an unrelated reload changes nothing
+    assert broker.state("a").needs_reauth == "401: invalid x-api-key"
+    new = parse_account({"provider": "anthropic", "api_key": "sk-new"}, "apikey", default_id="a")
+    broker.update_pool(PoolSnapshot.of([new]))
+    assert broker.state("a").needs_reauth == ""
+    assert broker.acquire(Ask("claude-x", Format.anthropic)).account.api_key == "sk-new"
