@@ -30,7 +30,7 @@ from proxygate.wire.chat_stream import (
     encode_usage,
     stop_reason,
 )
-from proxygate.wire.content import data_url, parse_data_url, sanitize_id
+from proxygate.wire.content import data_url, document_text, parse_data_url, sanitize_id, url_source
 from proxygate.wire.history import media_of, repair_tool_pairing, result_text
 from proxygate.wire.ir import (
     Audio,
@@ -126,7 +126,7 @@ def _decode_part(part: Any) -> Part | None:
             image = part.get("image_url")
             url = image.get("url", "") if isinstance(image, dict) else image
             detail = image.get("detail") if isinstance(image, dict) else None
-            source = parse_data_url(str(url)) or UrlSource(str(url))
+            source = url_source(str(url))
             return Image(source, detail=detail if isinstance(detail, str) else None)
         case "input_audio":
             audio = part.get("input_audio") or {}
@@ -397,7 +397,7 @@ def _user_part(part: Part) -> dict[str, Any] | None:
                 file["filename"] = filename or title
             return {"type": "file", "file": file}
         case Document(source=TextSource(text=text), title=title):
-            return {"type": "text", "text": f"{title}\n\n{text}" if title else text}
+            return {"type": "text", "text": document_text(text, title)}
         case Audio(data=data, format=fmt):
             return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
     return None  # file ids are provider-scoped (§5.2); foreign blocks do not convert

@@ -1,4 +1,4 @@
-"""Content transforms every codec shares: tool arguments (§5.5, §6.2) and data URLs (§5.2).
+"""Content transforms every codec shares: tool arguments (§5.5, §6.2), media sources (§5.2).
 
 Tool arguments travel as JSON *text* in the IR (CHAT/RESP ``arguments``) and as objects in
 ANT/GEM (``input``/``args``). Serialising an object uses orjson: compact, insertion order kept,
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxygate.wire.ir import Base64Source
+from proxygate.wire.ir import Base64Source, UrlSource
 
 # Key under which unparseable arguments are handed on, so the client's own validation fails
 # visibly and the model can correct itself next turn — never a silent {} (§5.5).
@@ -72,6 +72,16 @@ def parse_data_url(url: str) -> Base64Source | None:
 
 def data_url(source: Base64Source) -> str:
     return f"data:{source.media_type};base64,{source.data}"
+
+
+def url_source(url: str) -> Base64Source | UrlSource:
+    """A URL field's source: the inline bytes of a data URL, else the URL itself (§5.2)."""
+    return parse_data_url(url) or UrlSource(url)
+
+
+def document_text(text: str, title: str | None) -> str:
+    """A text document as plain text, for formats with no text-document block: title, blank line, body."""
+    return f"{title}\n\n{text}" if title else text
 
 
 def sanitize_id(value: str, *, max_len: int | None = None) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from proxygate.wire import envelope
-from proxygate.wire.content import arguments_to_input, input_to_arguments
+from proxygate.wire.content import arguments_to_input, document_text, input_to_arguments
+from proxygate.wire.history import result_text
 from proxygate.wire.ir import (
     Audio,
     Base64Source,
@@ -169,7 +170,7 @@ def encode_media(part: Image | Document | Audio) -> dict[str, Any] | None:
             return {"inlineData": {"mimeType": mime, "data": data}}
         case TextSource(text=text):
             title = part.title if isinstance(part, Document) else None
-            return {"text": f"{title}\n\n{text}" if title else text}
+            return {"text": document_text(text, title)}
         case UrlSource(url=uri) | FileSource(file_id=uri):
             # AI Studio fetches only Files-API/GCS uris; plain URLs need inlining upstream of
             # the codec (§5.2, §6.7), so the best a sans-I/O encoder can do is name it.
@@ -302,7 +303,7 @@ def decode_function_response(response: dict[str, Any], *, call_id: str) -> ToolR
 
 
 def encode_function_response(result: ToolResult, *, name: str) -> dict[str, Any]:
-    text = "\n".join(p.text for p in result.parts if isinstance(p, Text))
+    text = result_text(result)
     response: dict[str, Any] = {"name": name}
     wire_id = wire_call_id(result.call_id)
     if wire_id:

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from proxygate.wire import envelope
-from proxygate.wire.content import data_url, parse_data_url
+from proxygate.wire.content import data_url, document_text, url_source
+from proxygate.wire.history import result_text
 from proxygate.wire.ir import (
     Base64Source,
     Document,
@@ -165,7 +166,7 @@ def decode_reasoning(item: dict[str, Any]) -> Reasoning | None:
 
 def _media(url: Any, file_id: Any) -> MediaSource | None:
     if isinstance(url, str) and url:
-        return parse_data_url(url) or UrlSource(url)
+        return url_source(url)
     if isinstance(file_id, str) and file_id:
         return FileSource(file_id)
     return None
@@ -229,7 +230,7 @@ def encode_input_part(part: Part) -> dict[str, Any] | None:
                 "detail": detail or "auto",
             }
         case Document(source=TextSource(text=text), title=title):
-            return {"type": "input_text", "text": f"{title}\n\n{text}" if title else text}
+            return {"type": "input_text", "text": document_text(text, title)}
         case Document(source=source, filename=filename, title=title):
             media = (
                 {"file_url": source.url}
@@ -256,7 +257,7 @@ def encode_output_part(part: Part) -> dict[str, Any] | None:
 def encode_tool_output(result: ToolResult) -> str | list[dict[str, Any]]:
     """``function_call_output.output``: a string, or a part list when media must survive (§5.6)."""
     if all(isinstance(p, Text) for p in result.parts):
-        return "\n".join(p.text for p in result.parts if isinstance(p, Text))
+        return result_text(result)
     return [e for e in map(encode_input_part, result.parts) if e is not None]
 
 
