@@ -63,6 +63,7 @@ from proxygate.wire.ir import (
     ToolDef,
     ToolResult,
     UrlSource,
+    sampling_number,
 )
 
 __all__ = [
@@ -158,8 +159,8 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
         parallel_tool_calls=parallel,
         max_output_tokens=max_tokens if isinstance(max_tokens, int) else None,
         sampling=Sampling(
-            temperature=_number(body.get("temperature")),
-            top_p=_number(body.get("top_p")),
+            temperature=sampling_number(body.get("temperature")),
+            top_p=sampling_number(body.get("top_p")),
             top_k=top_k if isinstance(top_k, int) else None,
             stop=tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else (),
         ),
@@ -171,10 +172,6 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
         source=Format.anthropic,
         passthrough={Format.anthropic: extras} if extras else {},
     )
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _decode_tool(tool: dict[str, Any]) -> ToolDef:

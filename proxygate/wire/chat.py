@@ -58,6 +58,7 @@ from proxygate.wire.ir import (
     ToolDef,
     ToolResult,
     UrlSource,
+    sampling_number,
 )
 
 __all__ = [
@@ -268,21 +269,17 @@ def include_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _decode_sampling(body: dict[str, Any]) -> Sampling:
     stop = body.get("stop")
     stops = (stop,) if isinstance(stop, str) else tuple(s for s in stop or () if isinstance(s, str))
     seed = body.get("seed")
     return Sampling(
-        temperature=_number(body.get("temperature")),
-        top_p=_number(body.get("top_p")),
+        temperature=sampling_number(body.get("temperature")),
+        top_p=sampling_number(body.get("top_p")),
         seed=seed if isinstance(seed, int) else None,
         stop=stops,
-        presence_penalty=_number(body.get("presence_penalty")),
-        frequency_penalty=_number(body.get("frequency_penalty")),
+        presence_penalty=sampling_number(body.get("presence_penalty")),
+        frequency_penalty=sampling_number(body.get("frequency_penalty")),
     )
 
 

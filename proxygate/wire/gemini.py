@@ -53,6 +53,7 @@ from proxygate.wire.ir import (
     ToolChoice,
     ToolDef,
     ToolResult,
+    sampling_number,
 )
 
 __all__ = [
@@ -141,13 +142,13 @@ def decode_request(
         tool_choice=_decode_tool_choice(field(body, "toolConfig", "tool_config")),
         max_output_tokens=max_output if isinstance(max_output, int) else None,
         sampling=Sampling(
-            temperature=_number(_get(generation, "temperature")),
-            top_p=_number(_get(generation, "topP")),
+            temperature=sampling_number(_get(generation, "temperature")),
+            top_p=sampling_number(_get(generation, "topP")),
             top_k=_get(generation, "topK") if isinstance(_get(generation, "topK"), int) else None,
             seed=_get(generation, "seed") if isinstance(_get(generation, "seed"), int) else None,
             stop=tuple(s for s in stops if isinstance(s, str)) if isinstance(stops, list) else (),
-            presence_penalty=_number(_get(generation, "presencePenalty")),
-            frequency_penalty=_number(_get(generation, "frequencyPenalty")),
+            presence_penalty=sampling_number(_get(generation, "presencePenalty")),
+            frequency_penalty=sampling_number(_get(generation, "frequencyPenalty")),
         ),
         reasoning=_decode_thinking(_get(generation, "thinkingConfig")),
         response_format=_decode_response_format(generation),
@@ -160,10 +161,6 @@ def decode_request(
 def _get(config: dict[str, Any], camel: str) -> Any:
     snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
     return field(config, camel, snake)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _decode_contents(contents: list[Any]) -> list[Message]:

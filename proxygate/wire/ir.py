@@ -292,6 +292,11 @@ class Sampling:
     frequency_penalty: float | None = None
 
 
+def sampling_number(value: Any) -> float | None:
+    """A float sampling parameter read from a request body: a JSON number (never a bool), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 

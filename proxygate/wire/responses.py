@@ -39,6 +39,7 @@ from proxygate.wire.ir import (
     ToolChoice,
     ToolDef,
     ToolResult,
+    sampling_number,
 )
 from proxygate.wire.responses_items import (
     HOSTED_ITEMS,
@@ -172,7 +173,9 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
     conversation.flush()
 
     reasoning = _decode_reasoning(body.get("reasoning"), body.get("include"))
-    sampling = Sampling(temperature=_number(body.get("temperature")), top_p=_number(body.get("top_p")))
+    sampling = Sampling(
+        temperature=sampling_number(body.get("temperature")), top_p=sampling_number(body.get("top_p"))
+    )
     max_output = body.get("max_output_tokens")
     user = body.get("safety_identifier") or body.get("user")
     cache_key = body.get("prompt_cache_key")
@@ -217,10 +220,6 @@ def _decode_item(conversation: _Conversation, kind: Any, item: dict[str, Any]) -
         role = "user" if str(kind).endswith("_output") or kind == "compaction_trigger" else "assistant"
         conversation.add(role, [Opaque(Format.responses, item)])
     # unknown item types are skipped (§0 rule c)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _bool(value: Any) -> bool | None:
