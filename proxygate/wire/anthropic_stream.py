@@ -258,10 +258,7 @@ class StreamEncoder:
         return b""  # text, refusal and reasoning open at their first content
 
     def _json_delta(self, fragment: str) -> bytes:
-        delta = {"type": "input_json_delta", "partial_json": fragment}
-        return _event(
-            "content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}
-        )
+        return self._content_delta({"type": "input_json_delta", "partial_json": fragment})
 
     def _content_delta(self, delta: dict[str, Any]) -> bytes:
         return _event(
