@@ -128,7 +128,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
     # Only when a proxy is configured: with trust_env aiohttp looks the proxy and ~/.netrc up in
     # a thread on *every* request, which cost a third of the CPU at 700 req/s (bench/README.md).
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trust_env=bool(getproxies()), auto_decompress=False
+        connector=connector, timeout=timeout, trust_env=_has_proxy(), auto_decompress=False
     ) as session:
         app[UPSTREAM] = session
         app[PIPELINE] = Pipeline(settings, app[BROKER], session, app[STORE])
@@ -136,6 +136,11 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         for _ in CODECS.values():  # import every codec now, not on the first converted request
             pass
         yield
+
+
+def _has_proxy() -> bool:
+    """A proxy for the schemes aiohttp proxies is set (NO_PROXY alone is not one)."""
+    return any(scheme in getproxies() for scheme in ("http", "https", "ws", "wss"))
 
 
 @web.middleware
