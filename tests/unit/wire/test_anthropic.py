@@ -39,42 +39,15 @@ from proxygate.wire.ir import (
     UrlSource,
     Usage,
 )
+from tests.unit.wire.appendix_a import ANT_A, READ_FILE_SCHEMA
 from tests.unit.wire.grammar import assert_ant_grammar
 from tests.unit.wire.split import assert_split_invariant
-
-READ_FILE_SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
-
-# protocols.md Appendix A, ANT
-APPENDIX_A: dict[str, Any] = {
-    "model": "claude-sonnet-4-6",
-    "max_tokens": 16000,
-    "thinking": {"type": "enabled", "budget_tokens": 4000},
-    "system": "Be brief.",
-    "tools": [{"name": "read_file", "description": "Read a file", "input_schema": READ_FILE_SCHEMA}],
-    "messages": [
-        {"role": "user", "content": "What does a.py do?"},
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "Read it first.", "signature": "EpYB"},
-                {"type": "tool_use", "id": "toolu_01A", "name": "read_file", "input": {"path": "a.py"}},
-            ],
-        },
-        {
-            "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "print('hi')"},
-                {"type": "text", "text": "Also, is it safe?"},
-            ],
-        },
-    ],
-}
 
 SIGNATURE = ReasoningState(origin="anthropic", kind="signature", payload="EpYB")
 
 
 def test_decode_appendix_a() -> None:
-    assert anthropic.decode_request(APPENDIX_A) == Request(
+    assert anthropic.decode_request(ANT_A) == Request(
         model="claude-sonnet-4-6",
         system=(Text("Be brief."),),
         messages=(
@@ -96,9 +69,9 @@ def test_decode_appendix_a() -> None:
 
 
 def test_native_round_trip_keeps_thinking_and_is_deterministic() -> None:
-    req = anthropic.decode_request(APPENDIX_A)
+    req = anthropic.decode_request(ANT_A)
     first = orjson.dumps(anthropic.encode_request(req))
-    assert first == orjson.dumps(anthropic.encode_request(anthropic.decode_request(APPENDIX_A)))
+    assert first == orjson.dumps(anthropic.encode_request(anthropic.decode_request(ANT_A)))
     assert orjson.loads(first) == {
         "model": "claude-sonnet-4-6",
         "max_tokens": 16000,
@@ -106,10 +79,10 @@ def test_native_round_trip_keeps_thinking_and_is_deterministic() -> None:
         "system": [{"type": "text", "text": "Be brief."}],
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "What does a.py do?"}]},
-            APPENDIX_A["messages"][1],
-            APPENDIX_A["messages"][2],
+            ANT_A["messages"][1],
+            ANT_A["messages"][2],
         ],
-        "tools": APPENDIX_A["tools"],
+        "tools": ANT_A["tools"],
     }
 
 
@@ -297,9 +270,9 @@ def test_foreign_thinking_is_stripped_and_thinking_disabled_for_the_open_tool_cy
     """§7 case 19/20: no fabricated signature; the documented escape hatch instead."""
     gemini = envelope.seal(ReasoningState("gemini", "thought_signature", "EvwB", "gemini-3-pro"))
     body = {
-        **APPENDIX_A,
+        **ANT_A,
         "messages": [
-            APPENDIX_A["messages"][0],
+            ANT_A["messages"][0],
             {
                 "role": "assistant",
                 "content": [
@@ -307,7 +280,7 @@ def test_foreign_thinking_is_stripped_and_thinking_disabled_for_the_open_tool_cy
                     {"type": "tool_use", "id": "toolu_01A", "name": "read_file", "input": {"path": "a.py"}},
                 ],
             },
-            APPENDIX_A["messages"][2],
+            ANT_A["messages"][2],
         ],
     }
     out = anthropic.encode_request(anthropic.decode_request(body))

@@ -39,48 +39,15 @@ from proxygate.wire.ir import (
     UrlSource,
     Usage,
 )
+from tests.unit.wire.appendix_a import CHAT_A, READ_FILE_SCHEMA
 from tests.unit.wire.grammar import assert_chat_grammar, chat_chunks
 from tests.unit.wire.split import assert_split_invariant
 
-READ_FILE_SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 PLAIN = ReasoningState("chat", "plaintext")
-
-# protocols.md Appendix A, CHAT
-APPENDIX_A: dict[str, Any] = {
-    "model": "deepseek-v4-pro",
-    "max_tokens": 16000,
-    "reasoning_effort": "medium",
-    "stream": True,
-    "stream_options": {"include_usage": True},
-    "tools": [
-        {
-            "type": "function",
-            "function": {"name": "read_file", "description": "Read a file", "parameters": READ_FILE_SCHEMA},
-        }
-    ],
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What does a.py do?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "reasoning_content": "Read it first.",
-            "tool_calls": [
-                {
-                    "id": "toolu_01A",
-                    "type": "function",
-                    "function": {"name": "read_file", "arguments": '{"path":"a.py"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "toolu_01A", "content": "print('hi')"},
-        {"role": "user", "content": "Also, is it safe?"},
-    ],
-}
 
 
 def test_decode_appendix_a() -> None:
-    assert chat.decode_request(APPENDIX_A) == Request(
+    assert chat.decode_request(CHAT_A) == Request(
         model="deepseek-v4-pro",
         system=(Text("Be brief."),),
         messages=(
@@ -97,16 +64,16 @@ def test_decode_appendix_a() -> None:
         stream=True,
         source=Format.chat,
     )
-    assert chat.include_usage(APPENDIX_A) is True
+    assert chat.include_usage(CHAT_A) is True
 
 
 def test_native_round_trip_is_appendix_a_plus_cache_key() -> None:
-    out = chat.encode_request(chat.decode_request(APPENDIX_A))
-    assert orjson.dumps(out) == orjson.dumps(chat.encode_request(chat.decode_request(APPENDIX_A)))
+    out = chat.encode_request(chat.decode_request(CHAT_A))
+    assert orjson.dumps(out) == orjson.dumps(chat.encode_request(chat.decode_request(CHAT_A)))
     assert out == {
         "model": "deepseek-v4-pro",
-        "messages": APPENDIX_A["messages"],
-        "tools": APPENDIX_A["tools"],
+        "messages": CHAT_A["messages"],
+        "tools": CHAT_A["tools"],
         "max_tokens": 16000,
         "reasoning_effort": "medium",
         "prompt_cache_key": out["prompt_cache_key"],

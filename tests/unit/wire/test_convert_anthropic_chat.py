@@ -12,10 +12,9 @@ from proxygate.wire.codecs import CODECS, convert_request
 from proxygate.wire.ir import Error, Format, InvalidRequest, ReasoningState, StreamTruncated
 from tests.unit.wire import test_anthropic as ant_fixtures
 from tests.unit.wire import test_chat as chat_fixtures
+from tests.unit.wire.appendix_a import ANT_A, CHAT_A, READ_FILE_SCHEMA
 from tests.unit.wire.grammar import ant_events, assert_ant_grammar, assert_chat_grammar, chat_chunks
 from tests.unit.wire.split import run
-
-READ_FILE = ant_fixtures.READ_FILE_SCHEMA
 
 
 def ant_to_chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +34,7 @@ def test_registry_exposes_both_codecs() -> None:
 
 def test_appendix_a_ant_to_chat() -> None:
     """Anthropic thinking is not plaintext reasoning: it never reaches a CHAT upstream (§5.7.2)."""
-    out = ant_to_chat(ant_fixtures.APPENDIX_A)
+    out = ant_to_chat(ANT_A)
     assert out == {
         "model": "deepseek-v4-pro",
         "messages": [
@@ -55,7 +54,7 @@ def test_appendix_a_ant_to_chat() -> None:
             {"role": "tool", "tool_call_id": "toolu_01A", "content": "print('hi')"},
             {"role": "user", "content": "Also, is it safe?"},
         ],
-        "tools": chat_fixtures.APPENDIX_A["tools"],
+        "tools": CHAT_A["tools"],
         "max_tokens": 16000,
         "reasoning_effort": "low",
         "prompt_cache_key": out["prompt_cache_key"],
@@ -64,7 +63,7 @@ def test_appendix_a_ant_to_chat() -> None:
 
 def test_appendix_a_chat_to_ant() -> None:
     """DeepSeek reasoning has no Anthropic signature: dropped, and thinking off for the open cycle."""
-    assert chat_to_ant(chat_fixtures.APPENDIX_A) == {
+    assert chat_to_ant(CHAT_A) == {
         "model": "claude-sonnet-4-6",
         "max_tokens": 16000,
         "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
@@ -93,7 +92,7 @@ def test_appendix_a_chat_to_ant() -> None:
             {
                 "name": "read_file",
                 "description": "Read a file",
-                "input_schema": READ_FILE,
+                "input_schema": READ_FILE_SCHEMA,
                 "cache_control": {"type": "ephemeral"},
             }
         ],
@@ -280,11 +279,11 @@ def test_case_9_empty_last_user_turn_is_a_client_error() -> None:
 
 def test_case_45_cache_prefix_determinism() -> None:
     """Turn N+1's upstream bytes start with turn N's history, modulo the moving marker."""
-    turn_n = [*chat_fixtures.APPENDIX_A["messages"]]
+    turn_n = [*CHAT_A["messages"]]
     turn_n1 = [*turn_n, {"role": "assistant", "content": "Yes."}, {"role": "user", "content": "Thanks."}]
 
     def history(messages: list[dict[str, Any]]) -> list[bytes]:
-        out = chat_to_ant({**chat_fixtures.APPENDIX_A, "messages": messages})
+        out = chat_to_ant({**CHAT_A, "messages": messages})
         for msg in out["messages"]:
             for block in msg["content"]:
                 block.pop("cache_control", None)
@@ -292,9 +291,7 @@ def test_case_45_cache_prefix_determinism() -> None:
 
     n, n1 = history(turn_n), history(turn_n1)
     assert n1[: len(n)] == n
-    assert orjson.dumps(ant_to_chat(ant_fixtures.APPENDIX_A)) == orjson.dumps(
-        ant_to_chat(ant_fixtures.APPENDIX_A)
-    )
+    assert orjson.dumps(ant_to_chat(ANT_A)) == orjson.dumps(ant_to_chat(ANT_A))
 
 
 # ------------------------------------------------------------------ streams

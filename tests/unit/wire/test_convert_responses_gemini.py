@@ -10,127 +10,12 @@ from proxygate.wire import anthropic, chat, gemini, responses
 from proxygate.wire.gemini_parts import SKIP_SIGNATURE
 from proxygate.wire.ir import Format, Reasoning, ReasoningState, Text, ToolCall, ToolResult
 
+from .appendix_a import ANT_A, CHAT_A, GEM_A, READ_FILE_SCHEMA, RESP_A
 from .grammar import assert_ant_grammar, assert_chat_grammar
 from .split import run
 from .stream_grammar import assert_gem_grammar, assert_resp_grammar
 
-SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 ARGS = '{"path":"a.py"}'
-
-# Appendix A, one conversation in each format.
-ANT_A: dict[str, Any] = {
-    "model": "claude-sonnet-4-6",
-    "max_tokens": 16000,
-    "thinking": {"type": "enabled", "budget_tokens": 4000},
-    "system": "Be brief.",
-    "tools": [{"name": "read_file", "description": "Read a file", "input_schema": SCHEMA}],
-    "messages": [
-        {"role": "user", "content": "What does a.py do?"},
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "Read it first.", "signature": "EpYB"},
-                {"type": "tool_use", "id": "toolu_01A", "name": "read_file", "input": {"path": "a.py"}},
-            ],
-        },
-        {
-            "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "print('hi')"},
-                {"type": "text", "text": "Also, is it safe?"},
-            ],
-        },
-    ],
-}
-CHAT_A: dict[str, Any] = {
-    "model": "deepseek-v4-pro",
-    "max_tokens": 16000,
-    "reasoning_effort": "medium",
-    "stream": True,
-    "stream_options": {"include_usage": True},
-    "tools": [
-        {
-            "type": "function",
-            "function": {"name": "read_file", "description": "Read a file", "parameters": SCHEMA},
-        }
-    ],
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What does a.py do?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "reasoning_content": "Read it first.",
-            "tool_calls": [
-                {"id": "toolu_01A", "type": "function", "function": {"name": "read_file", "arguments": ARGS}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "toolu_01A", "content": "print('hi')"},
-        {"role": "user", "content": "Also, is it safe?"},
-    ],
-}
-RESP_A: dict[str, Any] = {
-    "model": "gpt-5.2",
-    "instructions": "Be brief.",
-    "store": False,
-    "include": ["reasoning.encrypted_content"],
-    "reasoning": {"effort": "medium", "summary": "auto"},
-    "tools": [
-        {
-            "type": "function",
-            "name": "read_file",
-            "description": "Read a file",
-            "strict": False,
-            "parameters": SCHEMA,
-        }
-    ],
-    "input": [
-        {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": "What does a.py do?"}],
-        },
-        {
-            "type": "reasoning",
-            "id": "rs_1",
-            "summary": [{"type": "summary_text", "text": "Read it first."}],
-            "encrypted_content": "gAAAAB",
-        },
-        {"type": "function_call", "call_id": "toolu_01A", "name": "read_file", "arguments": ARGS},
-        {"type": "function_call_output", "call_id": "toolu_01A", "output": "print('hi')"},
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Also, is it safe?"}]},
-    ],
-}
-GEM_A: dict[str, Any] = {
-    "systemInstruction": {"parts": [{"text": "Be brief."}]},
-    "tools": [
-        {
-            "functionDeclarations": [
-                {"name": "read_file", "description": "Read a file", "parametersJsonSchema": SCHEMA}
-            ]
-        }
-    ],
-    "generationConfig": {
-        "maxOutputTokens": 16000,
-        "thinkingConfig": {"thinkingLevel": "MEDIUM", "includeThoughts": True},
-    },
-    "contents": [
-        {"role": "user", "parts": [{"text": "What does a.py do?"}]},
-        {
-            "role": "model",
-            "parts": [
-                {"functionCall": {"name": "read_file", "args": {"path": "a.py"}}, "thoughtSignature": "EvwB"}
-            ],
-        },
-        {
-            "role": "user",
-            "parts": [
-                {"functionResponse": {"name": "read_file", "response": {"output": "print('hi')"}}},
-                {"text": "Also, is it safe?"},
-            ],
-        },
-    ],
-}
 RESP_INPUT_NO_REASONING = [RESP_A["input"][0], *RESP_A["input"][2:]]
 
 
@@ -169,7 +54,7 @@ def test_appendix_a_decodes_to_the_same_conversation_in_every_format() -> None:
     for req in (ant, responses.decode_request(RESP_A), gem):
         assert req.system == (Text("Be brief."),)
         assert [(t.name, t.description, t.parameters) for t in req.tools] == [
-            ("read_file", "Read a file", SCHEMA)
+            ("read_file", "Read a file", READ_FILE_SCHEMA)
         ]
 
 
@@ -285,7 +170,7 @@ def test_codex_namespace_tool_flattens_for_chat_and_splits_back() -> None:
                         "name": "spawn_agent",
                         "description": "Spawn",
                         "strict": False,
-                        "parameters": SCHEMA,
+                        "parameters": READ_FILE_SCHEMA,
                     }
                 ],
             },
