@@ -6,13 +6,17 @@ from typing import Any
 
 import orjson
 
-from proxygate.wire.sse import SSEParser
+from proxygate.wire.sse import SSEEvent, SSEParser
+
+
+def sse_events(data: bytes) -> list[SSEEvent]:
+    """Every SSE event of a produced stream, read whole."""
+    parser = SSEParser()
+    return parser.feed(data) + parser.close()
 
 
 def ant_events(data: bytes) -> list[tuple[str | None, dict[str, Any]]]:
-    parser = SSEParser()
-    events = parser.feed(data) + parser.close()
-    return [(e.event, orjson.loads(e.data)) for e in events]
+    return [(e.event, orjson.loads(e.data)) for e in sse_events(data)]
 
 
 def assert_ant_grammar(data: bytes) -> list[tuple[str | None, dict[str, Any]]]:
@@ -62,9 +66,7 @@ def assert_ant_grammar(data: bytes) -> list[tuple[str | None, dict[str, Any]]]:
 
 
 def chat_chunks(data: bytes) -> list[Any]:
-    parser = SSEParser()
-    events = parser.feed(data) + parser.close()
-    return [e.data if e.data == "[DONE]" else orjson.loads(e.data) for e in events]
+    return [e.data if e.data == "[DONE]" else orjson.loads(e.data) for e in sse_events(data)]
 
 
 def assert_chat_grammar(data: bytes, *, include_usage: bool = True) -> list[Any]:

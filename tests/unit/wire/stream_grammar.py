@@ -6,16 +6,14 @@ from typing import Any
 
 import orjson
 
-from proxygate.wire.sse import SSEParser
+from tests.unit.wire.grammar import sse_events
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed", "error")
 
 
 def resp_events(data: bytes) -> list[dict[str, Any]]:
-    parser = SSEParser()
-    events = parser.feed(data) + parser.close()
     out = []
-    for event in events:
+    for event in sse_events(data):
         payload = orjson.loads(event.data)
         assert event.event == payload["type"], "event: line equals the payload type"
         out.append(payload)
