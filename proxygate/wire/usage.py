@@ -88,13 +88,15 @@ def usage_of_body(fmt: Format, body: Any) -> Usage:
 
 _RESP_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
-# Every event ``_event`` acts on holds one of these in its raw bytes (event name or data), so
-# with ``needs_events=False`` the others (the text deltas: nearly all of a stream) go unparsed.
-# A false hit (a delta whose text says "error") only costs parsing that one event.
+# Every event ``_event`` acts on holds one of these in its raw bytes (its ``event:`` line or its
+# data), so with ``needs_events=False`` the others (the text deltas: nearly all of a stream) go
+# unparsed. Names are matched with their field so that model text saying "error" (common in a
+# coding agent's output) is not a hit; a false hit only costs parsing that one event.
+_EVENT_ERROR = (b"event: error", b"event:error")
 _MARKERS: dict[Format, tuple[bytes, ...]] = {
-    Format.anthropic: (b"message_", b"error"),
+    Format.anthropic: (b"event: message_", b"event:message_", *_EVENT_ERROR),
     Format.chat: (b"[DONE]", b'"usage"', b'{"error"'),
-    Format.responses: (*(t.encode() for t in _RESP_TERMINAL), b"error"),
+    Format.responses: (*(t.encode() for t in _RESP_TERMINAL), *_EVENT_ERROR, b'{"type":"error"'),
     Format.gemini: (b"usageMetadata", b'{"error"'),
 }
 
