@@ -9,6 +9,7 @@ Python client does not cap the figure it measures.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -50,11 +51,28 @@ class Result:
     ttft_p50_ms: float = math.nan
     ttft_p99_ms: float = math.nan
     complete: int = 0
+    cpu_s: float = math.nan
+    "CPU seconds the server process (all its threads) used during the measured run."
     error_samples: list[str] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.ok * 1e6 if self.ok else math.nan
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all threads (/proc/<pid>/stat)."""
+    if not pid:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,7 +128,9 @@ def run_wrk(
 
     if warmup_s > 0:
         wrk(warmup_s)
+    cpu0 = process_cpu_s(target.pid)
     stdout = wrk(duration_s)
+    cpu = process_cpu_s(target.pid) - cpu0
     line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         return Result(0, 1, duration_s, math.nan, math.nan, error_samples=[stdout[-300:]])
@@ -121,6 +141,7 @@ def run_wrk(
         seconds=data["duration_us"] / 1e6,
         p50_ms=data["p50"] / 1000,
         p99_ms=data["p99"] / 1000,
+        cpu_s=cpu,
     )
 
 
@@ -164,6 +185,7 @@ def run_asyncio(
         if barrier:
             cmd.append("--barrier")
         procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    cpu0 = process_cpu_s(target.pid)
     if barrier:
         for proc in procs:  # every connection is open before the first request goes out
             assert proc.stdout is not None
@@ -187,6 +209,7 @@ def run_asyncio(
         latencies += data["latency_s"]
         ttfts += data["ttft_s"]
         samples += data["error_samples"]
+    cpu = process_cpu_s(target.pid) - cpu0
     seconds = duration_s if not requests else max(latencies, default=0.0)
     return Result(
         ok=ok,
@@ -197,5 +220,6 @@ def run_asyncio(
         ttft_p50_ms=percentile(ttfts, 50) * 1000,
         ttft_p99_ms=percentile(ttfts, 99) * 1000,
         complete=complete,
+        cpu_s=cpu,
         error_samples=samples[:5],
     )

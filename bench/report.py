@@ -43,18 +43,19 @@ class View:
 def _rate_table(v: View, section: str, keys: tuple[str, ...], unit: str) -> list[str]:
     lines = [
         f"| | direct {unit} | baseline {unit} | proxygate {unit} | pg / direct | pg / baseline "
-        "| p50 ms d / b / pg | p99 ms d / b / pg | pg errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms d / b / pg | p99 ms d / b / pg | server CPU µs/req b / pg | pg errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in keys:
         rps = {t: v.get(section, key, t, "rps") for t in TARGETS}
         p50 = " / ".join(_fmt(v.get(section, key, t, "p50_ms"), 2) for t in TARGETS)
         p99 = " / ".join(_fmt(v.get(section, key, t, "p99_ms"), 2) for t in TARGETS)
+        cpu = " / ".join(_fmt(v.get(section, key, t, "cpu_us")) for t in ("baseline", "proxygate"))
         errors = _fmt(v.get(section, key, "proxygate", "errors"))
         lines.append(
             f"| {key} | {_fmt(rps['direct'])} | {_fmt(rps['baseline'])} | {_fmt(rps['proxygate'])} "
             f"| {_ratio(rps['proxygate'], rps['direct'])} | {_ratio(rps['proxygate'], rps['baseline'])} "
-            f"| {p50} | {p99} | {errors} |"
+            f"| {p50} | {p99} | {cpu} | {errors} |"
         )
     return lines
 

@@ -261,12 +261,14 @@ class Bench:
 
     def record(self, section: str, key: str, target: str, result: Result) -> None:
         self.results.setdefault(section, {}).setdefault(key, {})[target] = asdict(result) | {
-            "rps": result.rps
+            "rps": result.rps,
+            "cpu_us": result.cpu_us_per_request,
         }
         errs = f" errors={result.errors} {result.error_samples[:1]}" if result.errors else ""
         self.log(
             f"  {section:10} {key:18} {target:9} {result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-            f"p99 {result.p99_ms:7.2f} ms  ttft50 {result.ttft_p50_ms:7.2f} ms{errs}"
+            f"p99 {result.p99_ms:7.2f} ms  ttft50 {result.ttft_p50_ms:7.2f} ms  "
+            f"cpu {result.cpu_us_per_request:6.0f} µs/req{errs}"
         )
 
     # -- sections ----------------------------------------------------------------------------
