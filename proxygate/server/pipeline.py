@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import orjson
@@ -34,7 +34,6 @@ from proxygate.server import convert
 from proxygate.server.collect import collected_response
 from proxygate.server.relay import (
     Upstream,
-    fail_stream,
     open_upstream,
     relay_bytes,
     retry_after_s,
@@ -51,11 +50,9 @@ log = logging.getLogger("proxygate.pipeline")
 MAX_ERROR_BODY = 64 * 1024
 
 
-class Stage(Protocol):
-    """A pipeline stage; the runner calls only the hooks a stage defines."""
-
-
 def default_stages(settings: Settings, store: Store) -> list[Any]:
+    """The feature set, in order. A stage is a plain class; the runner calls only the hooks it
+    defines: ``on_request(call)`` before the broker, ``on_done(call)`` after the answer."""
     return [
         UsageRecorder(store),
     ]
@@ -133,7 +130,9 @@ class Pipeline:
                 lease.release(Outcome.client_error())
                 raise
             if upstream.status < 400:  # error responses are observed with their body (_upstream_error)
-                self.broker.observe(lease.account.id, upstream.response.headers, status=upstream.status, model=lease.model)
+                self.broker.observe(
+                    lease.account.id, upstream.response.headers, status=upstream.status, model=lease.model
+                )
             else:
                 response, failed_over = await self._upstream_error(call, lease, upstream)
                 if response is not None:
@@ -206,7 +205,9 @@ class Pipeline:
         finally:
             upstream.close()
         # Quota windows from the headers and a 429's body scope the cooldown (broker/headroom.py).
-        self.broker.observe(lease.account.id, upstream.response.headers, status=status, body=raw, model=lease.model)
+        self.broker.observe(
+            lease.account.id, upstream.response.headers, status=status, body=raw, model=lease.model
+        )
         message = _error_message(raw) or f"HTTP {status}"
         outcome = classify_status(status, upstream.response.headers, message)
         if refusal := explain_refusal(lease.account, message):  # the account, not the request: fail over
@@ -240,7 +241,8 @@ class Pipeline:
             lease.release(outcome)
             u = call.usage  # counted against the account's [budgets]
             self.broker.record_usage(
-                lease.account.id, u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+                lease.account.id,
+                u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens,
             )
 
     async def _relay(
@@ -250,13 +252,10 @@ class Pipeline:
         headers = self._headers(call, lease, upstream.response.headers)
         call.status = upstream.status
         same = lease.upstream_format is call.fmt
-        is_stream = call.is_stream and "text/event-stream" in upstream.response.headers.get(
-            "content-type", ""
-        )
-        if not call.is_stream and "text/event-stream" in upstream.response.headers.get("content-type", ""):
-            return await collected_response(
-                call, lease, upstream, headers, idle_s=idle_s
-            )  # ChatGPT only streams
+        upstream_streams = "text/event-stream" in upstream.response.headers.get("content-type", "")
+        if upstream_streams and not call.is_stream:  # the ChatGPT backend only streams
+            return await collected_response(call, lease, upstream, headers, idle_s=idle_s)
+        is_stream = call.is_stream and upstream_streams
         if not same:
             return await convert.relay(
                 request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream
@@ -347,4 +346,4 @@ def _outcome_of(exc: UpstreamError) -> Outcome:
     return Outcome.error(exc.message)
 
 
-__all__ = ["Pipeline", "Stage", "classify_status", "default_stages", "fail_stream"]
+__all__ = ["Pipeline", "classify_status", "default_stages"]
