@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import ssl
 import time
@@ -167,9 +168,24 @@ async def _client_format_errors(
         return ingress.render_error(fmt, error, "")
 
 
+# A full collection walks every live object: with 1,000 open streams (each holding its parsed
+# request) that is a pause of tens of ms, which was the whole TTFT p99 tail in bench/README.md
+# (1.5x direct; 1.04x with these settings, RSS unchanged). The hot path makes little cyclic
+# garbage, so collections can be rare: gen0 every 50,000 net allocations instead of 700.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+async def _tune_gc(app: web.Application) -> None:
+    """After startup: freeze what startup built out of every later collection; collect rarely."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM, then drain."""
     app = create_app(settings)
+    app.on_startup.append(_tune_gc)  # on_startup runs after every cleanup_ctx has started
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(
             app,
