@@ -155,6 +155,7 @@ def run_asyncio(
     processes: int = 2,
     requests: int = 0,
     barrier: bool = False,
+    ramp_s: float = 0.0,
     on_ready: object = None,
 ) -> Result:
     """The built-in client in ``processes`` processes; ``requests`` caps answers per process."""
@@ -184,6 +185,8 @@ def run_asyncio(
             cmd += ["--requests", str(share if barrier else requests)]
         if barrier:
             cmd.append("--barrier")
+        if ramp_s:
+            cmd += ["--ramp", str(ramp_s)]
         procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     cpu0 = process_cpu_s(target.pid)
     if barrier:

@@ -94,7 +94,8 @@ async def run(args: argparse.Namespace) -> Stats:
     measure_from = t_start + args.warmup
     deadline = measure_from + args.duration
 
-    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def worker(index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(index * args.ramp / max(args.concurrency, 1))  # staggered arrivals
         while budget[0] > 0 and time.perf_counter() < deadline:
             budget[0] -= 1
             try:
@@ -124,8 +125,8 @@ async def run(args: argparse.Namespace) -> Stats:
         writer.close()
 
     async with asyncio.TaskGroup() as tasks:
-        for reader, writer in conns:
-            tasks.create_task(worker(reader, writer))
+        for index, (reader, writer) in enumerate(conns):
+            tasks.create_task(worker(index, reader, writer))
     return stats
 
 
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="measured seconds (bounded)")
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--requests", type=int, default=0, help="stop after this many requests (0: no limit)")
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="spread the connections' first requests over S"
+    )
     parser.add_argument("--barrier", action="store_true", help="connect, print ready, wait for stdin")
     args = parser.parse_args()
     stats = asyncio.run(run(args))

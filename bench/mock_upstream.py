@@ -8,7 +8,7 @@ difference between them. The path picks the format; the body picks the behaviour
     "stream":true absent           canned JSON message (Anthropic or Chat) with usage
     "stream":true                  canned SSE of 200 text deltas, one write, Content-Length
     model contains "bench-paced"   20 chunks, one every 25 ms (chunked)
-    model contains "bench-slow"    20 chunks, one every 100 ms (chunked)
+    model contains "bench-slow"    20 chunks, one every 250 ms (chunked)
 
     python bench/mock_upstream.py --port 18001
 """

@@ -249,7 +249,7 @@ def render(results: dict[str, Any], before: dict[str, Any] | None = None) -> str
         peaks = results.get("rss_peak_streams_kb", {})
         out += [
             "",
-            f"### {key} at once, 20 chunks × 100 ms each",
+            f"### {key} open together: 20 chunks × 250 ms each, arriving over 4 s",
             "",
             "| | complete | errors | TTFT p50 ms | TTFT p99 ms | TTFT p99 / direct | total p99 ms | peak RSS MB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -35,6 +35,7 @@ from workloads import (
     MODEL_ANTHROPIC,
     MODEL_PACED,
     MODEL_SLOW,
+    SLOW_RAMP_S,
     anthropic_request,
     body_bytes,
     chat_request,
@@ -91,15 +92,16 @@ def wait_http(port: int, path: str, limit_s: float) -> float:
 class Servers:
     """The three processes under test, started in a temp dir and always stopped."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, proxygate_src: Path = REPO) -> None:
         self.workdir = workdir
+        self.proxygate_src = proxygate_src
         self.procs: list[subprocess.Popen[bytes]] = []
         self.targets: dict[str, Target] = {}
         self.startup_s: list[float] = []
 
-    def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, cmd: list[str], log_name: str, cwd: Path = REPO) -> subprocess.Popen[bytes]:
         log = open(self.workdir / log_name, "wb")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=cwd)
         self.procs.append(proc)
         return proc
 
@@ -166,9 +168,9 @@ class Servers:
         config = self.write_pool(mock_port)
         config.write_text(config.read_text().replace("{port}", str(port)))
         t0 = time.perf_counter()
-        proc = self._spawn(
-            [sys.executable, "-m", "proxygate", "serve", "--config", str(config)], "proxygate.log"
-        )
+        # `python -m` imports the package from the working directory first: --proxygate-src.
+        cmd = [sys.executable, "-m", "proxygate", "serve", "--config", str(config)]
+        proc = self._spawn(cmd, "proxygate.log", cwd=self.proxygate_src)
         wait_http(port, "/healthz", STARTUP_LIMIT_S)
         self.startup_s.append(time.perf_counter() - t0)
         return Target("proxygate", port, proc.pid)
@@ -330,7 +332,10 @@ class Bench:
         )
 
     def slow_streams(self, count: int) -> None:
-        """``count`` streams of 20 × 100 ms opened at once (connections first, then all requests)."""
+        """``count`` streams of 20 × 250 ms, arriving over SLOW_RAMP_S: all open together for 1 s.
+
+        Connections are opened first (untimed), so TTFT measures the proxy, not the accept queue.
+        """
         load = self.load(
             "slow", "/v1/messages", anthropic_request(MODEL_SLOW, stream=True), ANTHROPIC_HEADERS
         )
@@ -339,7 +344,15 @@ class Bench:
         for name, target in self.servers.targets.items():
             with rss_sampler({name: pids[name]}) as sampled:
                 result = run_asyncio(
-                    target, load, count, 60.0, 0.0, processes=4, requests=count, barrier=True
+                    target,
+                    load,
+                    count,
+                    60.0,
+                    0.0,
+                    processes=4,
+                    requests=count,
+                    barrier=True,
+                    ramp_s=SLOW_RAMP_S,
                 )
             peaks[name] = sampled[name]
             self.record("slow", f"{count} streams", name, result)
@@ -431,6 +444,12 @@ def main() -> None:
         "--repeat", type=int, default=0, help="runs per throughput figure, best kept (default 1/2)"
     )
     parser.add_argument("--before", type=Path, help="a results.json to show as 'before' next to this run")
+    parser.add_argument(
+        "--proxygate-src",
+        type=Path,
+        default=REPO,
+        help="run proxygate from this source tree (a 'before' copy)",
+    )
     parser.add_argument("--only", default="", help="comma list: json,sse,paced,converted,slow,broker (dev)")
     args = parser.parse_args()
 
@@ -456,7 +475,7 @@ def main() -> None:
     log(f"bench: {info}")
     with tempfile.TemporaryDirectory(prefix="proxygate-bench-") as tmp:
         workdir = Path(tmp)
-        servers = Servers(workdir)
+        servers = Servers(workdir, args.proxygate_src.resolve())
         try:
             servers.start()
             bench = Bench(

@@ -25,7 +25,9 @@ SSE_DELTAS = 200
 PACED_CHUNKS = 20
 PACED_INTERVAL_S = 0.025
 SLOW_CHUNKS = 20
-SLOW_INTERVAL_S = 0.1
+SLOW_INTERVAL_S = 0.25
+SLOW_RAMP_S = 4.0
+"The slow streams (5 s each) arrive over this long (250/s), so all 1,000 are open together for 1 s."
 
 _WORDS = [
     "agent",
