@@ -47,7 +47,12 @@ class Upstream:
             # What is buffered already needs no idle deadline (a timer per chunk costs ~6 µs).
             chunk = content.read_nowait()
             if not chunk:
-                return
+                if content.at_eof():
+                    return
+                async with asyncio.timeout(idle_s):
+                    chunk = await content.readany()
+                if not chunk:
+                    return
             yield chunk
 
     async def read_all(self, idle_s: float) -> bytes:
