@@ -433,6 +433,17 @@ def machine() -> dict[str, str]:
     }
 
 
+README_START, README_END = "<!-- report:start -->", "<!-- report:end -->"
+
+
+def update_readme(readme: Path, report: str) -> None:
+    """Replace the text between the report markers in bench/README.md with ``report``."""
+    text = readme.read_text()
+    head, _, rest = text.partition(README_START)
+    _, _, tail = rest.partition(README_END)
+    readme.write_text(f"{head}{README_START}\n{report}{README_END}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -444,6 +455,7 @@ def main() -> None:
         "--repeat", type=int, default=0, help="runs per throughput figure, best kept (default 1/2)"
     )
     parser.add_argument("--before", type=Path, help="a results.json to show as 'before' next to this run")
+    parser.add_argument("--update-readme", action="store_true", help="copy the report into bench/README.md")
     parser.add_argument(
         "--proxygate-src",
         type=Path,
@@ -517,8 +529,12 @@ def main() -> None:
     results = {"machine": info, **bench.results}
     (args.out.parent / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     before = orjson.loads(args.before.read_bytes()) if args.before else None
-    args.out.write_text(render(results, before))
+    report = render(results, before)
+    args.out.write_text(report)
     log(f"report: {args.out}")
+    if args.update_readme:
+        update_readme(BENCH_DIR / "README.md", report)
+        log("report copied into bench/README.md")
 
 
 if __name__ == "__main__":
