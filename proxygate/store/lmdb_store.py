@@ -44,11 +44,12 @@ def utc_day(ts: float) -> str:
 
 class LMDBStore:
     def __init__(self, data_dir: Path) -> None:
-        ensure_private_dir(data_dir)
         try:
+            ensure_private_dir(data_dir)
             self._env = lmdb.open(str(data_dir / "proxygate.lmdb"), map_size=MAP_SIZE, max_dbs=16, mode=0o600)
-        except lmdb.Error as exc:
-            raise StoreError(f"cannot open the usage store in {data_dir}: {exc}") from None
+        except (lmdb.Error, OSError) as exc:
+            reason = " ".join(str(exc).split())  # lmdb's messages carry line breaks
+            raise StoreError(f"cannot open the usage store in {data_dir}: {reason}") from None
         self._dbs = {
             name: self._env.open_db(name.encode()) for name in ("usage", "requests", "meta", *_NAMESPACES)
         }

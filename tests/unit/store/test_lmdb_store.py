@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from proxygate.errors import StoreError
 from proxygate.store import COOLDOWNS, LMDBStore, UsageRecord, utc_day
 
 
@@ -76,3 +79,17 @@ def test_request_log_is_bounded(tmp_path: Path, monkeypatch) -> None:
     store.flush()
     assert [e["request_id"] for e in store.recent_requests(100)] == [f"pg_{n}" for n in range(11, 6, -1)]
     store.close()
+
+
+def test_an_unreadable_store_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(
+        StoreError, match=r"^cannot open the usage store in .*/file: \[Errno 17\] File exists: "
+    ):
+        LMDBStore(tmp_path / "file")
+    (tmp_path / "d" / "proxygate.lmdb").mkdir(parents=True)
+    (tmp_path / "d" / "proxygate.lmdb" / "data.mdb").write_bytes(b"garbage" * 1000)
+    with pytest.raises(
+        StoreError, match=r"^cannot open the usage store in .*/d: .*(not an LMDB file|Invalid argument)"
+    ):
+        LMDBStore(tmp_path / "d")
