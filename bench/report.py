@@ -183,7 +183,19 @@ def _before_after(now: View, before: View) -> list[str]:
         ("anthropic JSON p99 ms c=64", lambda v: v.get("json_anthropic", "c=64", "proxygate", "p99_ms"), 2),
         ("SSE streams/s c=64", lambda v: v.get("sse", "c=64", "proxygate", "rps"), 0),
         ("paced TTFT p50 ms", lambda v: v.get("paced", "c=4", "proxygate", "ttft_p50_ms"), 2),
+        (
+            "anthropic JSON server CPU µs/req c=64",
+            lambda v: v.get("json_anthropic", "c=64", "proxygate", "cpu_us"),
+            0,
+        ),
+        ("SSE server CPU µs/stream c=64", lambda v: v.get("sse", "c=64", "proxygate", "cpu_us"), 0),
         ("converted req/s c=16", lambda v: v.get("converted", "c=16", "proxygate", "rps"), 0),
+        (
+            "converted paced TTFT p50 ms",
+            lambda v: v.get("converted", "paced c=4", "proxygate", "ttft_p50_ms"),
+            2,
+        ),
+        ("1,000 streams TTFT p99 ms", lambda v: v.get("slow", "1000 streams", "proxygate", "ttft_p99_ms"), 1),
         (
             "1,000 streams peak RSS MB",
             lambda v: _num(v.r.get("rss_peak_streams_kb", {}).get("proxygate")) / 1024,
@@ -294,6 +306,14 @@ def render(results: dict[str, Any], before: dict[str, Any] | None = None) -> str
         ]
         out += [f"| {n} | {b['median']:.1f} | {b['p99']:.1f} |" for n, b in broker.items()]
     if before:
-        out += ["", "### Before / after (proxygate, this change set)", ""]
+        b = before["machine"]
+        out += [
+            "",
+            "### Before / after (proxygate, this change set)",
+            "",
+            f"Before: {b['date']}, {b['mode']} mode, best of {b['repeat']}, load average {b['loadavg_start']}; "
+            "after: this run. The direct and baseline figures of both runs are in their results.json.",
+            "",
+        ]
         out += _before_after(v, View(before))
     return "\n".join(out) + "\n"
