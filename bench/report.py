@@ -219,7 +219,10 @@ def render(results: dict[str, Any], before: dict[str, Any] | None = None) -> str
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, aiohttp "
         f"{m['aiohttp']}, wrk: {m['wrk']}. Load average at start {m['loadavg_start']}, at end "
-        f"{m.get('loadavg_end', '?')}. Client, mock and server share the same cores.",
+        f"{m.get('loadavg_end', '?')}. Client, mock and server share the same cores."
+        + (
+            f" Re-run later in a quieter moment (same servers' code): {m['rerun']}." if m.get("rerun") else ""
+        ),
         "",
         "### Targets",
         "",

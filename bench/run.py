@@ -455,6 +455,11 @@ def main() -> None:
         "--repeat", type=int, default=0, help="runs per throughput figure, best kept (default 1/2)"
     )
     parser.add_argument("--before", type=Path, help="a results.json to show as 'before' next to this run")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        help="an earlier results.json: keep its figures except the sections run now (--only)",
+    )
     parser.add_argument("--update-readme", action="store_true", help="copy the report into bench/README.md")
     parser.add_argument(
         "--proxygate-src",
@@ -527,6 +532,18 @@ def main() -> None:
         bench.broker()
     info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results = {"machine": info, **bench.results}
+    if args.merge:  # a re-run of noisy sections on top of an earlier full run
+        earlier = orjson.loads(args.merge.read_bytes())
+        keys = {
+            "json": ("json_anthropic", "json_chat"),
+            "sse": ("sse",),
+            "paced": ("paced",),
+            "converted": ("converted",),
+            "slow": ("slow", "rss_peak_streams_kb"),
+            "broker": ("broker_acquire_us",),
+        }
+        fresh = {k: bench.results[k] for section in only for k in keys[section] if k in bench.results}
+        results = {**earlier, **fresh, "machine": earlier["machine"] | {"rerun": ", ".join(sorted(fresh))}}
     (args.out.parent / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     before = orjson.loads(args.before.read_bytes()) if args.before else None
     report = render(results, before)
