@@ -221,7 +221,9 @@ def render(results: dict[str, Any], before: dict[str, Any] | None = None) -> str
         f"{m['aiohttp']}, wrk: {m['wrk']}. Load average at start {m['loadavg_start']}, at end "
         f"{m.get('loadavg_end', '?')}. Client, mock and server share the same cores."
         + (
-            f" Re-run later in a quieter moment (same servers' code): {m['rerun']}." if m.get("rerun") else ""
+            f" Re-run afterwards with the same code, the rest kept from the full run: {m['rerun']}."
+            if m.get("rerun")
+            else ""
         ),
         "",
         "### Targets",
