@@ -33,6 +33,8 @@ class Call:
     model: str
     is_stream: bool
     query: str = ""
+    asks_usage: bool = False
+    "The client set ``stream_options.include_usage`` (Chat): it wants the usage chunk."
     op: Op = "generate"
     "generate; count_tokens (/v1/messages/count_tokens); compact (/v1/responses/compact)."
     started: float = field(default_factory=time.monotonic)

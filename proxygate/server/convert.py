@@ -40,7 +40,9 @@ def request_body(call: Call, lease: Lease) -> bytes:
 def estimate_tokens(call: Call) -> web.Response:
     """``count_tokens`` for a non-Anthropic account: an honest local estimate (wire/tokens.py)."""
     request = CODECS[call.fmt].decode_request(call.body, path_model=call.model)
-    return web.json_response({"input_tokens": estimate_input_tokens(request)}, headers={"x-proxygate-estimate": "true"})
+    return web.json_response(
+        {"input_tokens": estimate_input_tokens(request)}, headers={"x-proxygate-estimate": "true"}
+    )
 
 
 def response_id(fmt: ir.Format) -> str:
@@ -73,7 +75,7 @@ async def relay(
         return web.Response(status=200, body=body, headers=headers, content_type="application/json")
 
     decoder = source.StreamDecoder()
-    include_usage = bool((call.body.get("stream_options") or {}).get("include_usage", True))
+    include_usage = call.asks_usage or call.fmt is not ir.Format.chat
     encoder = target.StreamEncoder(
         model=call.model, response_id=response_id(call.fmt), include_usage=include_usage, **stamp
     )

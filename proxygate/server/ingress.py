@@ -92,7 +92,20 @@ async def _read_call(
     else:
         is_stream = body.get("stream") is True
         query = request.query_string
-    return Call(request_id, fmt, request.headers, body, raw, model, is_stream, query=query, op=op)
+    options = body.get("stream_options")
+    asks_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    return Call(
+        request_id,
+        fmt,
+        request.headers,
+        body,
+        raw,
+        model,
+        is_stream,
+        query=query,
+        op=op,
+        asks_usage=asks_usage,
+    )
 
 
 def _handler(fmt: Format, op: Op = "generate") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
