@@ -190,7 +190,9 @@ class UsageSniffer:
             case Format.anthropic:
                 name = event.event or ""
                 if name == "message_start":
-                    self.usage = self.usage.merge(anthropic_usage(_load(data).get("message", {}).get("usage")))
+                    self.usage = self.usage.merge(
+                        anthropic_usage(_load(data).get("message", {}).get("usage"))
+                    )
                 elif name == "message_delta":
                     self.usage = self.usage.merge(anthropic_usage(_load(data).get("usage")))
                 elif name == "message_stop":
