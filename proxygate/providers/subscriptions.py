@@ -44,9 +44,9 @@ _REFUSAL_MARK = "only authorized for use with Claude Code"
 _SESSION_NAMESPACE = uuid.UUID("5d0c7c53-7f0e-4a43-9d55-0c9b0b6a1f3e")
 
 
-def prepare_chatgpt_body(body: dict[str, Any], client_stream: bool) -> dict[str, Any]:
-    """A Responses body as the Codex backend accepts it (``client_stream`` only documents intent)."""
-    del client_stream  # always streamed upstream; the relay collects for a non-streaming client
+def prepare_chatgpt_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A Responses body as the Codex backend accepts it: always streamed (the relay collects the
+    stream for a client that asked for JSON)."""
     adjusted = {k: v for k, v in body.items() if k not in CHATGPT_REJECTED_FIELDS}
     adjusted["store"] = False  # "400 Store must be set to false" (protocols.md §3.1)
     adjusted["stream"] = True
@@ -85,12 +85,12 @@ def prepare_claude_body(body: dict[str, Any]) -> dict[str, Any] | None:
     return {**body, "system": blocks}
 
 
-def adjust_body(account: Account, body: bytes, *, client_stream: bool, op: str = "generate") -> bytes:
+def adjust_body(account: Account, body: bytes, *, op: str = "generate") -> bytes:
     """The upstream body for ``account``: unchanged for API keys, adjusted for subscriptions."""
     if account.kind == "chatgpt":
         if op == "compact":
             return body  # the compact endpoint takes its own fields (protocols.md §3.10)
-        return orjson.dumps(prepare_chatgpt_body(orjson.loads(body), client_stream))
+        return orjson.dumps(prepare_chatgpt_body(orjson.loads(body)))
     if account.kind == "claude":
         adjusted = prepare_claude_body(orjson.loads(body))
         return body if adjusted is None else orjson.dumps(adjusted)

@@ -161,7 +161,7 @@ class Pipeline:
         # Subscriptions: a token valid past the refresh margin, and the body their backend demands.
         account = await self.keeper.fresh(lease.account)
         if account.is_oauth:
-            body = adjust_body(account, body, client_stream=call.is_stream, op=call.op)
+            body = adjust_body(account, body, op=call.op)
         upstream = await self._open(call, lease, account, body, same)
         if upstream.status == 401 and account.is_oauth:  # revoked early: refresh once, send once more
             upstream.close()
