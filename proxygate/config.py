@@ -255,9 +255,7 @@ def _resolve(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _build(
-    cls: Any, data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str
-) -> Any:
+def _build(cls: Any, data: Mapping[str, Any], source: str, environ: Mapping[str, str], prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} ({source}): expected a table")
     hints = typing.get_type_hints(cls)

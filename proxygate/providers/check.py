@@ -44,12 +44,12 @@ async def check_account(account: Account, model: str, timeouts: TimeoutSettings)
     timeout = aiohttp.ClientTimeout(total=timeouts.first_byte_s, sock_connect=timeouts.connect_s)
     started = time.monotonic()
     try:
-        async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
-            async with session.post(
-                req.url, data=orjson.dumps(minimal_body(fmt, model)), headers=req.headers
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
+        async with (
+            aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
+            session.post(req.url, data=orjson.dumps(minimal_body(fmt, model)), headers=req.headers) as resp,
+        ):
+            raw = await resp.read()
+            status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise UpstreamError(f"{account.id}: {type(exc).__name__}: {exc}") from None
     latency_ms = (time.monotonic() - started) * 1000

@@ -110,7 +110,7 @@ async def use_route(request: web.Request) -> web.Response:
         try:
             data = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _json({"error": "expected a JSON body {\"name\": …}"}, 400)
+            return _json({"error": 'expected a JSON body {"name": …}'}, 400)
         name = str(data.get("name", "")) if isinstance(data, dict) else ""
     broker = request.app[BROKER]
     try:

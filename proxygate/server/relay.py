@@ -9,6 +9,7 @@ chunk by chunk; a failure there becomes a well-formed error event in the client'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -180,7 +181,5 @@ async def fail_stream(out: web.StreamResponse, call: Call, error: UpstreamError)
     call.error_class, call.error = error.error_class, error.message
     message = f"proxygate: {error.message} (request {call.request_id})"
     event = stream_error_event(call.fmt, error.error_class, message, status=error.status)
-    try:
+    with contextlib.suppress(ConnectionResetError, RuntimeError):  # the client may be gone too
         await out.write(event)
-    except (ConnectionResetError, RuntimeError):
-        pass  # the client is gone too

@@ -10,6 +10,7 @@ the hot path never waits on an fsync. ``close`` commits the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -76,10 +77,8 @@ class LMDBStore:
     async def run_committer(self, stop: asyncio.Event) -> None:
         """Commit the queue every COMMIT_INTERVAL_S (or sooner when COMMIT_BATCH is reached)."""
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):  # the interval passed: commit what is queued
                 await asyncio.wait_for(self._wake.wait(), COMMIT_INTERVAL_S)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if self._queue:
                 await asyncio.to_thread(self.flush)

@@ -42,8 +42,9 @@ async def test_anthropic_stream_bytes_unchanged_and_usage_recorded(upstream, sta
     proxy = await start_proxy(
         {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
     )
-    async with aiohttp.ClientSession() as client:
-        async with client.post(
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
             f"{proxy.url}/v1/messages",
             json={
                 "model": "claude-x",
@@ -51,11 +52,12 @@ async def test_anthropic_stream_bytes_unchanged_and_usage_recorded(upstream, sta
                 "stream": True,
                 "messages": [{"role": "user", "content": "hi"}],
             },
-        ) as resp:
-            assert resp.status == 200
-            assert resp.headers["content-type"].startswith("text/event-stream")
-            assert await resp.read() == payload
-            request_id = resp.headers["x-proxygate-request-id"]
+        ) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert await resp.read() == payload
+        request_id = resp.headers["x-proxygate-request-id"]
     store = proxy.app[STORE]
     store.flush()
     [row] = store.usage(today())
@@ -99,15 +101,33 @@ async def test_chat_stream_without_include_usage_gets_it_upstream_but_not_the_ch
 
 async def test_count_tokens_is_forwarded_to_anthropic_and_estimated_for_others(upstream, start_proxy) -> None:
     upstream.push(ok_json({"input_tokens": 1234}))
-    proxy = await start_proxy({
-        "ant": {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url, "models": ["claude-*"]},
-        "ds": {"provider": "deepseek", "api_key": "sk-0000-2222", "base_url": upstream.url + "/v1", "models": ["deepseek-*"]},
-    })
-    body = {"model": "claude-x", "system": "You are terse.", "messages": [{"role": "user", "content": "hello " * 100}]}
+    proxy = await start_proxy(
+        {
+            "ant": {
+                "provider": "anthropic",
+                "api_key": "sk-ant-0000-1111",
+                "base_url": upstream.url,
+                "models": ["claude-*"],
+            },
+            "ds": {
+                "provider": "deepseek",
+                "api_key": "sk-0000-2222",
+                "base_url": upstream.url + "/v1",
+                "models": ["deepseek-*"],
+            },
+        }
+    )
+    body = {
+        "model": "claude-x",
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "hello " * 100}],
+    }
     async with aiohttp.ClientSession() as client:
         async with client.post(f"{proxy.url}/v1/messages/count_tokens?beta=true", json=body) as resp:
             assert (resp.status, await resp.json()) == (200, {"input_tokens": 1234})
-        async with client.post(f"{proxy.url}/v1/messages/count_tokens", json={**body, "model": "deepseek-chat"}) as resp:
+        async with client.post(
+            f"{proxy.url}/v1/messages/count_tokens", json={**body, "model": "deepseek-chat"}
+        ) as resp:
             estimate = await resp.json()
             assert (resp.status, resp.headers["x-proxygate-estimate"]) == (200, "true")
     assert upstream.paths() == ["/v1/messages/count_tokens"]

@@ -22,9 +22,11 @@ async def call(
     json: object = None,
     headers: dict[str, str] | None = None,
 ):
-    async with aiohttp.ClientSession() as client:
-        async with client.post(url + path, data=data, json=json, headers=headers) as resp:
-            return resp.status, resp.headers.copy(), orjson.loads(await resp.read())
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(url + path, data=data, json=json, headers=headers) as resp,
+    ):
+        return resp.status, resp.headers.copy(), orjson.loads(await resp.read())
 
 
 async def test_proxy_token_is_required_and_accepted_in_every_header(upstream, start_proxy) -> None:

@@ -6,6 +6,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from tests.conftest import write_account
 
 
 class Provider(http.server.BaseHTTPRequestHandler):
-    seen: list[tuple[str, dict[str, str], dict[str, object]]] = []
+    seen: ClassVar[list[tuple[str, dict[str, str], dict[str, object]]]] = []
     status = 200
 
     def do_POST(self) -> None:

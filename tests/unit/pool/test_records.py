@@ -73,7 +73,7 @@ def test_oauth_files() -> None:
         datetime(2026, 1, 1, tzinfo=UTC),
         True,
     )
-    with pytest.raises(InvalidAccount, match='^missing "account_id"$'):
+    with pytest.raises(InvalidAccount, match=r'^missing "account_id"$'):
         parse_account({"email": "e", "access_token": "a", "refresh_token": "r"}, "chatgpt", default_id="e")
     with pytest.raises(InvalidAccount, match="needs a time zone"):
         parse_account(
