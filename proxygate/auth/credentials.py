@@ -20,17 +20,17 @@ import orjson
 
 from proxygate.auth.tokens import TokenSet, chatgpt_identity, iso, jwt_expiry
 from proxygate.errors import PoolError
+from proxygate.pool import files
 from proxygate.pool.files import load_pool
+from proxygate.pool.records import InvalidAccount
 
 
 def read_json(path: Path) -> Any:
     """A credential file's JSON; ``PoolError`` naming the file (never its content) otherwise."""
     try:
-        return orjson.loads(path.expanduser().read_bytes())
-    except OSError as exc:
-        raise PoolError(f"{path}: cannot read: {exc.strerror}") from None
-    except orjson.JSONDecodeError:
-        raise PoolError(f"{path}: malformed JSON") from None
+        return files.read_json(path)
+    except InvalidAccount as exc:
+        raise PoolError(f"{path}: {exc}") from None
 
 
 def claude_entry(data: Any, *, email: str, source: Path) -> dict[str, Any]:

@@ -71,14 +71,18 @@ def account_files(pool_dir: Path) -> Iterable[tuple[Kind, Path]]:
                     yield kind, path
 
 
-def load_file(kind: Kind, path: Path) -> Account:
+def read_json(path: Path) -> Any:
+    """A file's JSON, or ``InvalidAccount`` saying why not (never the file's content)."""
     try:
-        data = orjson.loads(path.read_bytes())
+        return orjson.loads(path.expanduser().read_bytes())
     except OSError as exc:
-        raise InvalidAccount(f"unreadable: {exc.strerror}") from None
+        raise InvalidAccount(f"cannot read: {exc.strerror}") from None
     except orjson.JSONDecodeError as exc:
         raise InvalidAccount(f"malformed JSON: {exc}") from None
-    return parse_account(data, kind, default_id=path.stem, path=path)
+
+
+def load_file(kind: Kind, path: Path) -> Account:
+    return parse_account(read_json(path), kind, default_id=path.stem, path=path)
 
 
 def load_pool(pool_dir: Path) -> PoolSnapshot:

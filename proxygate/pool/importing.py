@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from proxygate.errors import PoolError
-from proxygate.pool.files import load_pool, new_account_path, write_json_atomic
+from proxygate.pool.files import load_pool, new_account_path, read_json, write_json_atomic
 from proxygate.pool.records import Account, InvalidAccount, Kind, parse_account
 
 
@@ -28,11 +26,9 @@ class ImportReport:
 
 def read_entries(path: Path) -> list[Any]:
     try:
-        data = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise PoolError(f"{path}: cannot read: {exc.strerror}") from None
-    except orjson.JSONDecodeError as exc:
-        raise PoolError(f"{path}: malformed JSON: {exc}") from None
+        data = read_json(path)
+    except InvalidAccount as exc:
+        raise PoolError(f"{path}: {exc}") from None
     if isinstance(data, dict):
         for key in ("accounts", "keys"):
             if isinstance(data.get(key), list):

@@ -86,7 +86,12 @@ def test_a_corrupted_credential_file_is_a_clear_error_and_nothing_else_is_lost(t
     bad.write_bytes(b'{"claudeAiOauth": {"accessToken": "sk-ant-oat01-x"')
     result = run(env, "add-claude-account", "--from", str(bad), "--email", "b@example.com")
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: {bad}: malformed JSON"
+    # Where the JSON broke, never what it held: the token must not reach the terminal.
+    assert (
+        result.output.strip()
+        == f"error: {bad}: malformed JSON: unexpected end of data: line 1 column 51 (char 50)"
+    )
+    assert "sk-ant" not in result.output
     assert sorted(p.name for p in (tmp_path / "pool" / "claude").glob("*.json")) == ["a@example.com.json"]
 
 
