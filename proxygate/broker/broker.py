@@ -219,7 +219,12 @@ class Broker:
     def acquire(self, ask: Ask, *, exclude: Iterable[str] = ()) -> Lease:
         route = self._routes.get(ask.model) or self.route(ask.model)
         if not route.primary and not route.fallback:
-            served = ", ".join(self.served_models()) or "nothing: the pool is empty"
+            served = ", ".join(self.served_models())
+            if not served:
+                raise NoAccountForModel(
+                    f"no account serves model {ask.model!r}: the pool is empty (add one with "
+                    "`proxygate add-key`, `proxygate add-account` or `proxygate add-claude-account`)"
+                )
             raise NoAccountForModel(
                 f"no account in the pool serves model {ask.model!r} (the pool serves: {served})"
             )

@@ -104,8 +104,16 @@ def load_pool(pool_dir: Path) -> PoolSnapshot:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700; tighten it if it exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create ``path`` with mode 0700, and any missing parents too; tighten it if it exists.
+
+    ``Path.mkdir(parents=True)`` gives parents the umask's mode, so a new ``~/.proxygate``
+    would be world-readable: each missing level is made here instead.
+    """
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(path))
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
     with contextlib.suppress(OSError):
         path.chmod(0o700)
 

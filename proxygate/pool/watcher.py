@@ -27,6 +27,7 @@ def log_invalid(snapshot: PoolSnapshot) -> None:
 
 async def watch_pool(pool_dir: Path, on_change: Callable[[PoolSnapshot], None], stop: asyncio.Event) -> None:
     """Reload the pool on every change under ``pool_dir`` until ``stop`` is set."""
+    ensure_private_dir(pool_dir)
     for kind in KINDS:
         ensure_private_dir(kind_dir(pool_dir, kind))
     # 50 ms debounce: a change is served well within the promised second.

@@ -151,3 +151,13 @@ def test_import_reports_duplicates_and_invalid_entries(tmp_path: Path) -> None:
         'entry 3: needs "id" (API keys) or "email" (subscriptions)',
         "entry 5: expected a JSON object",
     ]
+
+
+def test_private_dirs_are_0700_at_every_new_level(tmp_path: Path) -> None:
+    from proxygate.pool.files import ensure_private_dir
+
+    ensure_private_dir(tmp_path / "home" / ".proxygate" / "pool" / "apikeys")
+    modes = [
+        (tmp_path / p).stat().st_mode & 0o777 for p in ("home", "home/.proxygate", "home/.proxygate/pool")
+    ]
+    assert modes == [0o700, 0o700, 0o700]

@@ -84,7 +84,8 @@ def test_request_log_is_bounded(tmp_path: Path, monkeypatch) -> None:
 def test_an_unreadable_store_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(
-        StoreError, match=r"^cannot open the usage store in .*/file: \[Errno 17\] File exists: "
+        StoreError,
+        match=r"^cannot open the usage store in (.*)/file: \[Errno 20\] Not a directory: '\1/file'$",
     ):
         LMDBStore(tmp_path / "file")
     (tmp_path / "d" / "proxygate.lmdb").mkdir(parents=True)
