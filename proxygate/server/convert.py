@@ -45,6 +45,11 @@ def estimate_tokens(call: Call) -> web.Response:
     )
 
 
+def client_stamp(fmt: ir.Format) -> dict[str, int]:
+    """Only Chat objects carry a creation time; the codecs have no clock, so it comes from here."""
+    return {"created": int(time.time())} if fmt is ir.Format.chat else {}
+
+
 def response_id(fmt: ir.Format) -> str:
     prefix = {ir.Format.anthropic: "msg_", ir.Format.chat: "chatcmpl-", ir.Format.responses: "resp_"}
     return prefix.get(fmt, "") + os.urandom(12).hex()
@@ -61,8 +66,7 @@ async def relay(
     is_stream: bool,
 ) -> web.StreamResponse:
     source, target = CODECS[lease.upstream_format], CODECS[call.fmt]
-    # Only Chat objects carry a creation time; the codecs have no clock, so it comes from here.
-    stamp = {"created": int(time.time())} if call.fmt is ir.Format.chat else {}
+    stamp = client_stamp(call.fmt)
     headers.pop("content-type", None)
     if not is_stream:
         raw = await upstream.read_all(idle_s)
