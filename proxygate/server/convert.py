@@ -18,7 +18,7 @@ from aiohttp import web
 from proxygate.broker import Lease
 from proxygate.call import Call
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
-from proxygate.server.relay import Upstream, fail_stream, start_response
+from proxygate.server.relay import Upstream, client_gone, fail_stream, start_response
 from proxygate.wire import ir
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.tokens import estimate_input_tokens
@@ -92,6 +92,9 @@ async def relay(
         data = b"".join(encoder.encode(event) for event in decoder.close()) + encoder.close()
         if data:
             await out.write(data)
+    except aiohttp.ClientConnectionResetError:
+        client_gone(call)
+        return out
     except TimeoutError:
         await fail_stream(out, call, UpstreamTimeout(f"upstream silent for {idle_s:.0f}s mid-stream"))
     except (aiohttp.ClientError, OSError) as exc:

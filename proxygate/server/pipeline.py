@@ -234,7 +234,10 @@ class Pipeline:
         outcome = Outcome.client_error()  # if the client goes away, the account was not at fault
         try:
             response = await self._relay(request, call, lease, upstream)
-            outcome = Outcome.error(call.error) if call.error_class else Outcome.ok()
+            if not call.error_class:
+                outcome = Outcome.ok()
+            elif call.error_class != "cancelled":  # a client that left keeps client_error
+                outcome = Outcome.error(call.error)
             return response
         finally:
             upstream.close()

@@ -151,6 +151,9 @@ async def relay_bytes(
         for event in sniffer.close():
             if strip_usage_chunk:
                 await out.write(encode_event(event.data.encode()))
+    except aiohttp.ClientConnectionResetError:
+        client_gone(call)
+        return
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         await fail_stream(out, call, _broken(exc, idle_s))
         return
@@ -158,6 +161,12 @@ async def relay_bytes(
         await fail_stream(out, call, ConnectionLost("upstream stream ended before its final event"))
     elif sniffer.error:
         call.error_class, call.error = "server", f"upstream: {sniffer.error}"
+
+
+def client_gone(call: Call) -> None:
+    """The client left while we wrote to it (aiohttp raises ClientConnectionResetError only for
+    writes to a closing transport): its doing, not the provider's, so no cooldown follows."""
+    call.status, call.error_class, call.error = 499, "cancelled", "client disconnected"
 
 
 def _is_usage_only_chunk(data: str) -> bool:

@@ -210,3 +210,34 @@ async def test_client_disconnect_cancels_upstream_and_releases_the_lease(upstrea
         await asyncio.sleep(0.02)
     assert proxy.app[BROKER].state("a").inflight == 0
     assert proxy.app[BROKER].state("a").failures == 0
+
+
+async def test_client_leaving_while_we_write_does_not_cool_the_account(upstream, start_proxy) -> None:
+    """A disconnect seen as a failed write is the client's doing, not the provider's."""
+
+    async def firehose(request):
+        from aiohttp import web
+
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        delta = (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"'
+            + b"x" * 4000
+            + b'"}}\n\n'
+        )
+        for _ in range(2000):
+            await out.write(delta)
+            await asyncio.sleep(0)
+        return out
+
+    for _ in range(3):
+        upstream.push(firehose)
+    proxy = await start_proxy({"a": two_keys(upstream.url)["a"]})
+    for _ in range(3):
+        async with aiohttp.ClientSession() as client:
+            resp = await client.post(proxy.url + "/v1/messages", json={**ASK, "stream": True})
+            await resp.content.readexactly(10_000)
+            resp.close()
+        await asyncio.sleep(0.2)
+    state = proxy.app[BROKER].state("a")
+    assert (state.failures, state.cooling(proxy.app[BROKER].clock()), state.inflight) == (0, 0.0, 0)
