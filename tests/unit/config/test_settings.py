@@ -93,3 +93,28 @@ def test_routing_configs_and_aliases_load(tmp_path: Path) -> None:
     assert sorted(routing.configs) == ["cheap", "default"]
     assert routing.configs["cheap"].tiers["haiku"].accounts == ("deepseek-1",)
     assert routing.configs["cheap"].tiers["haiku"].model == "deepseek-chat"
+
+
+def test_config_example_loads_and_documents_every_setting() -> None:
+    import dataclasses
+
+    from proxygate.config import Settings
+
+    example = Path(__file__).parents[3] / "config.toml.example"
+    load_settings(example, {})
+
+    def keys(obj: object, prefix: str = "") -> list[str]:
+        found = []
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            if f.name == "config_path":
+                continue
+            value = getattr(obj, f.name)
+            found.append(prefix + f.name)
+            if dataclasses.is_dataclass(value):
+                found += keys(value, prefix + f.name + ".")
+        return found
+
+    text = example.read_text()
+    assert [
+        k for k in keys(Settings()) if f"{k.rsplit('.', 1)[-1]} =" not in text and f"[{k}]" not in text
+    ] == []
