@@ -24,8 +24,9 @@ from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
 from proxygate.pool.files import add_account_file, load_pool, set_enabled
 from proxygate.pool.importing import ImportReport, import_entries, read_entries
 from proxygate.pool.records import InvalidAccount, mask
+from proxygate.server.admin import status_report
 from proxygate.server.broker_state import restore_broker
-from proxygate.store import COOLDOWNS, LMDBStore, today
+from proxygate.store import COOLDOWNS, LMDBStore
 
 RefArgument = Annotated[str, typer.Argument(help="Account id or email (see `proxygate list`).")]
 
@@ -37,31 +38,9 @@ def offline_status(settings: Settings) -> dict[str, Any]:
     store = LMDBStore(settings.data_dir)
     try:
         restore_broker(broker, store, settings)  # cooldowns, quota windows, pins, active route
-        rows = store.usage(today())
+        return {**status_report(settings, broker, snapshot, store), "running": False}
     finally:
         store.close()
-    usage: dict[str, dict[str, int]] = {}
-    for row in rows:
-        entry = usage.setdefault(row.account_id, {"requests": 0, "tokens": 0, "errors": 0})
-        entry["requests"] += row.totals.requests
-        entry["errors"] += row.totals.errors
-        entry["tokens"] += row.totals.tokens
-    now = time.time()
-    return {
-        "addr": settings.addr,
-        "running": False,
-        "pool_dir": str(settings.pool_dir),
-        "route": broker.route_label(),
-        "accounts": [
-            {
-                **broker.describe(a, now),
-                "today": usage.get(a.id, {"requests": 0, "tokens": 0, "errors": 0}),
-                "inflight": 0,
-            }
-            for a in snapshot.accounts
-        ],
-        "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
-    }
 
 
 def admin_get(settings: Settings, path: str, *, method: str = "GET", timeout_s: float = 2.0) -> Any:

@@ -14,10 +14,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxygate.broker import Broker
+from proxygate.config import Settings
 from proxygate.errors import PoolError, ProxyError
+from proxygate.pool.files import PoolSnapshot
 from proxygate.server.broker_state import save_active_route
 from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
-from proxygate.store import today
+from proxygate.store import Store, today
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,37 +55,38 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def status_data(request: web.Request) -> dict[str, Any]:
-    app = request.app
-    settings, broker, snapshot = app[SETTINGS], app[BROKER], app[POOL][0]
+def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, store: Store) -> dict[str, Any]:
+    """Every account's health and today's usage, plus files that failed to load.
+
+    The same report for a running server (live in-flight counts) and for `proxygate status`
+    with no server (the broker restored from the store).
+    """
     usage: dict[str, dict[str, int]] = {}
-    for row in app[STORE].usage(today()):
+    for row in store.usage(today()):
         entry = usage.setdefault(row.account_id, {"requests": 0, "tokens": 0, "errors": 0})
         entry["requests"] += row.totals.requests
         entry["errors"] += row.totals.errors
         entry["tokens"] += row.totals.tokens
     now = broker.clock()
-    accounts = []
-    for account in snapshot.accounts:
-        state = broker.state(account.id)
-        accounts.append(
-            {
-                **broker.describe(account, now),
-                "today": usage.get(account.id, {"requests": 0, "tokens": 0, "errors": 0}),
-                "inflight": state.inflight,
-            }
-        )
     return {
         "addr": settings.addr,
         "pool_dir": str(settings.pool_dir),
         "route": broker.route_label(),
-        "accounts": accounts,
+        "accounts": [
+            {
+                **broker.describe(account, now),
+                "today": usage.get(account.id, {"requests": 0, "tokens": 0, "errors": 0}),
+                "inflight": broker.state(account.id).inflight,
+            }
+            for account in snapshot.accounts
+        ],
         "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
     }
 
 
 async def status(request: web.Request) -> web.Response:
-    return _json(status_data(request))
+    app = request.app
+    return _json(status_report(app[SETTINGS], app[BROKER], app[POOL][0], app[STORE]))
 
 
 async def reset(request: web.Request) -> web.Response:
