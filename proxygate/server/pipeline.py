@@ -242,11 +242,7 @@ class Pipeline:
         finally:
             upstream.close()
             lease.release(outcome)
-            u = call.usage  # counted against the account's [budgets]
-            self.broker.record_usage(
-                lease.account.id,
-                u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens,
-            )
+            self.broker.record_usage(lease.account.id, call.usage.total_tokens)  # for [budgets]
 
     async def _relay(
         self, request: web.Request, call: Call, lease: Lease, upstream: Upstream

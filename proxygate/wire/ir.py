@@ -77,6 +77,11 @@ class Usage:
         """The whole prompt as OpenAI and Gemini count it (cache reads and writes included)."""
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
+    @property
+    def total_tokens(self) -> int:
+        """Everything billed: the whole prompt and the output (what budgets count)."""
+        return self.prompt_tokens + self.output_tokens
+
 
 class StopReason(StrEnum):
     """Why generation ended; the closed IR set of protocols.md §5.10."""
