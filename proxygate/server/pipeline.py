@@ -46,7 +46,7 @@ from proxygate.wire.usage import UsageSniffer
 
 log = logging.getLogger("proxygate.pipeline")
 
-# Upstream error bodies are small; a runaway one is cut here rather than buffered whole.
+# Upstream error bodies are small; of a runaway one only this much is read.
 MAX_ERROR_BODY = 64 * 1024
 
 
@@ -199,7 +199,7 @@ class Pipeline:
         """Answer the client (a 4xx about its request) or return the error to fail over on."""
         status = upstream.status
         try:
-            raw = (await upstream.read_all(self.settings.timeouts.idle_s))[:MAX_ERROR_BODY]
+            raw = await upstream.read_all(self.settings.timeouts.idle_s, limit=MAX_ERROR_BODY)
         except (TimeoutError, aiohttp.ClientError, OSError):
             raw = b""
         finally:

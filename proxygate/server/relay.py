@@ -56,9 +56,16 @@ class Upstream:
                     return
             yield chunk
 
-    async def read_all(self, idle_s: float) -> bytes:
-        parts = [chunk async for chunk in self.chunks(idle_s)]
-        return b"".join(parts)
+    async def read_all(self, idle_s: float, *, limit: int | None = None) -> bytes:
+        """The whole body, or its first ``limit`` bytes (the rest is never buffered)."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks(idle_s):
+            parts.append(chunk)
+            size += len(chunk)
+            if limit is not None and size >= limit:
+                break
+        return b"".join(parts)[:limit]
 
     def close(self) -> None:
         self.response.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import anthropic
 import openai
 import orjson
+import pytest
 
 from tests.upstream import anthropic_sse, chat_sse, ok_json, ok_sse, responses_sse
 
@@ -168,15 +169,15 @@ async def test_openai_sdk_responses_stream(upstream, start_proxy) -> None:
     await client.close()
 
 
-async def test_sdk_retries_are_told_not_to_retry_a_4xx(upstream, start_proxy) -> None:
+async def test_sdk_reads_our_4xx_and_is_told_not_to_retry(upstream, start_proxy) -> None:
     proxy = await pool(start_proxy, upstream)
     client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=2)
-    try:
+    with pytest.raises(anthropic.NotFoundError) as caught:
         await client.messages.create(
             model="nope-model", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
-    except anthropic.NotFoundError as exc:
-        assert exc.body["error"]["message"].startswith("no account in the pool serves model 'nope-model'")
-    else:  # pragma: no cover
-        raise AssertionError("expected NotFoundError")
+    error = caught.value
+    assert error.body["error"]["message"].startswith("no account in the pool serves model 'nope-model'")
+    assert error.response.headers["x-should-retry"] == "false"
+    assert error.body["request_id"] == error.response.headers["x-proxygate-request-id"]
     await client.close()

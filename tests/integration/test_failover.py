@@ -241,3 +241,20 @@ async def test_client_leaving_while_we_write_does_not_cool_the_account(upstream,
         await asyncio.sleep(0.2)
     state = proxy.app[BROKER].state("a")
     assert (state.failures, state.cooling(proxy.app[BROKER].clock()), state.inflight) == (0, 0.0, 0)
+
+
+async def test_a_huge_error_body_is_read_only_as_far_as_needed(upstream, start_proxy) -> None:
+    from aiohttp import web
+
+    async def endless_error(request):
+        out = web.StreamResponse(status=500, headers={"content-type": "text/plain"})
+        await out.prepare(request)
+        for _ in range(100_000):  # 1 GB if anyone read it all
+            await out.write(b"x" * 10_000)
+        return out
+
+    upstream.push(endless_error)
+    proxy = await start_proxy({"a": two_keys(upstream.url)["a"]})
+    code, _, body = await asyncio.wait_for(post(proxy.url), 10)
+    assert code == 500
+    assert orjson.loads(body)["error"]["message"] == "a: HTTP 500: " + "x" * 300
