@@ -15,6 +15,12 @@ left, when it resets, who said so and when. Providers speak four dialects (peers
                             reset-at,reset-after-seconds}; 429 body ``usage_limit_reached``
                             with ``resets_at`` / ``resets_in_seconds`` (peers.md §3.2)
 
+The subscriptions also publish their windows at free usage endpoints (peers.md §3.1, §3.2),
+polled by the server: Anthropic ``/api/oauth/usage`` (``five_hour``, ``seven_day``, … as
+``{utilization (percent), resets_at}``) and ChatGPT ``/backend-api/wham/usage``
+(``rate_limit.{primary,secondary}_window`` with ``used_percent``, ``reset_at``). Their windows
+take the names the headers use, so a polled window and an observed one replace each other.
+
 Every parser reads whatever is there, from any account: a missing signal is *unknown*
 headroom (no ``Headroom`` at all, or ``fraction_left=None``), never zero. Quota windows
 (subscription 5 h / 7 d / primary / secondary) are prepaid and lost at reset, so they drive
@@ -346,6 +352,68 @@ def _as_fraction(utilization: float) -> float:
 
 def _clamp(fraction: float) -> float:
     return min(max(fraction, 0.0), 1.0)
+
+
+# Anthropic usage fields → (window key as the unified headers name it, model scope, length).
+_CLAUDE_WINDOWS: dict[str, tuple[str, str, float]] = {
+    "five_hour": ("5h", "", 5 * 3600.0),
+    "seven_day": ("7d", "", 7 * 86400.0),
+    "seven_day_opus": ("7d_opus", "opus", 7 * 86400.0),
+    "seven_day_sonnet": ("7d_sonnet", "sonnet", 7 * 86400.0),
+}
+
+
+def parse_claude_usage(data: Any, now: float) -> list[Headroom]:
+    """Anthropic ``/api/oauth/usage`` → windows ``5h``, ``7d``, ``7d_opus``, ``7d_sonnet``."""
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for field, (window, model, length_s) in _CLAUDE_WINDOWS.items():
+        entry = data.get(field)
+        if not isinstance(entry, dict):
+            continue
+        used = _opt_float(entry.get("utilization"))
+        found.append(
+            Headroom(
+                window,
+                None if used is None else _clamp(1.0 - used / 100.0),
+                _epoch(entry.get("resets_at")),
+                "anthropic-usage",
+                now,
+                model=model,
+                is_rejected=used is not None and used >= 100.0,
+                window_s=length_s,
+            )
+        )
+    return found
+
+
+def parse_chatgpt_usage(data: Any, now: float) -> list[Headroom]:
+    """ChatGPT ``/wham/usage`` → windows ``primary`` (≈5 h) and ``secondary`` (≈7 d)."""
+    limits = data.get("rate_limit") if isinstance(data, dict) else None
+    if not isinstance(limits, dict):
+        return []
+    found = []
+    for window in ("primary", "secondary"):
+        entry = limits.get(f"{window}_window")
+        if not isinstance(entry, dict):
+            continue
+        used = _opt_float(entry.get("used_percent"))
+        reset_at = _epoch(entry.get("reset_at"))
+        if reset_at is None and (after := _opt_float(entry.get("reset_after_seconds"))) is not None:
+            reset_at = now + after
+        found.append(
+            Headroom(
+                window,
+                None if used is None else _clamp(1.0 - used / 100.0),
+                reset_at,
+                "codex-usage",
+                now,
+                is_rejected=(used is not None and used >= 100.0) or bool(limits.get("limit_reached")),
+                window_s=_opt_float(entry.get("limit_window_seconds")),
+            )
+        )
+    return found
 
 
 def merge(known: Mapping[str, Headroom], fresh: Iterable[Headroom]) -> dict[str, Headroom]:

@@ -44,8 +44,9 @@ from proxygate.auth.tokens import TokenSet, exchange_code
 from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
 from proxygate.config import Settings
 from proxygate.errors import PoolError
-from proxygate.pool.files import add_account_file, load_pool, write_json_atomic
+from proxygate.pool.files import add_account_file, load_pool
 from proxygate.pool.records import Account, InvalidAccount, Kind, mask
+from proxygate.store.files import write_json_atomic
 
 # A pending browser login older than this is refused: the authorization code lives minutes.
 PENDING_LOGIN_TTL_S = 30 * 60.0

@@ -1,6 +1,6 @@
 """Account records and the pool directory: loading, validation, atomic 0600 writes, watching."""
 
-from proxygate.pool.files import InvalidFile, PoolSnapshot, load_pool, write_json_atomic
+from proxygate.pool.files import InvalidFile, PoolSnapshot, load_pool
 from proxygate.pool.records import Account, InvalidAccount, Kind, mask, parse_account
 
 __all__ = [
@@ -12,5 +12,4 @@ __all__ = [
     "load_pool",
     "mask",
     "parse_account",
-    "write_json_atomic",
 ]

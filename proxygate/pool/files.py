@@ -1,16 +1,11 @@
-"""The pool directory on disk: loading every file, and writing files atomically with mode 0600.
+"""The pool directory on disk: loading every file, and changing account files.
 
-A half-written file is impossible: writes go to a temp file in the same directory, are
-fsync'd, then renamed over the target, and the directory is fsync'd so the rename survives a
-crash. A file that fails to load never stops the others: it becomes an ``InvalidFile`` entry
-naming the file and the problem.
+Writes go through ``store/files.py`` (atomic, 0600). A file that fails to load never stops
+the others: it becomes an ``InvalidFile`` entry naming the file and the problem.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +15,7 @@ import orjson
 
 from proxygate.errors import PoolError
 from proxygate.pool.records import KIND_DIRS, KINDS, Account, InvalidAccount, Kind, parse_account
-
-# Editors and our own writer leave these behind; they are never accounts.
-_IGNORED_SUFFIXES = (".example", ".tmp", ".swp", "~")
+from proxygate.store.files import ensure_private_dir, write_json_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,44 +94,6 @@ def load_pool(pool_dir: Path) -> PoolSnapshot:
             continue
         accounts[account.id] = account
     return PoolSnapshot.of(accounts.values(), invalid)
-
-
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` with mode 0700, and any missing parents too; tighten it if it exists.
-
-    ``Path.mkdir(parents=True)`` gives parents the umask's mode, so a new ``~/.proxygate``
-    would be world-readable: each missing level is made here instead.
-    """
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(20, "Not a directory", str(path))
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-    with contextlib.suppress(OSError):
-        path.chmod(0o700)
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` with mode 0600: temp file, fsync, rename, fsync dir."""
-    ensure_private_dir(path.parent)
-    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def update_account_file(account: Account, changes: Mapping[str, Any]) -> None:

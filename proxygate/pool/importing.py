@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from proxygate.errors import PoolError
-from proxygate.pool.files import load_pool, new_account_path, read_json, write_json_atomic
+from proxygate.pool.files import load_pool, new_account_path, read_json
 from proxygate.pool.records import Account, InvalidAccount, Kind, parse_account
+from proxygate.store.files import write_json_atomic
 
 
 @dataclass(slots=True)

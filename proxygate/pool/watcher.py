@@ -14,8 +14,9 @@ from pathlib import Path
 
 import watchfiles
 
-from proxygate.pool.files import PoolSnapshot, ensure_private_dir, kind_dir, load_pool
+from proxygate.pool.files import PoolSnapshot, kind_dir, load_pool
 from proxygate.pool.records import KINDS
+from proxygate.store.files import ensure_private_dir
 
 log = logging.getLogger("proxygate.pool")
 

@@ -38,8 +38,8 @@ import orjson
 from proxygate.auth.tokens import OAuthKind, TokenEndpointError, TokenSet, jwt_expiry, refresh_grant
 from proxygate.config import OAuthSettings
 from proxygate.errors import UpstreamError
-from proxygate.pool.files import write_json_atomic
 from proxygate.pool.records import Account
+from proxygate.store.files import write_json_atomic
 
 log = logging.getLogger("proxygate.oauth")
 

@@ -1,7 +1,7 @@
 """The pool's quota, polled from the providers and served back to clients.
 
-Two halves of one idea. ``quota_polling`` (a cleanup context) runs ``providers.usage``'s
-``QuotaPoller`` for the app's lifetime, feeding the broker's headroom. ``wham_usage`` answers
+Two halves of one idea. ``quota_polling`` (a cleanup context) runs
+``server/quota_poll.py``'s ``QuotaPoller`` for the app's lifetime, feeding the broker's headroom. ``wham_usage`` answers
 ``GET /backend-api/wham/usage`` in the ChatGPT usage shape (peers.md §3.2) from that headroom,
 aggregated over the pool's ChatGPT accounts: Codex CLI ≥ 0.154 reads its limits there and
 blocks submission when *its* account is exhausted, so pointed at proxygate it must see the
@@ -22,9 +22,9 @@ from aiohttp import web
 
 from proxygate.broker.headroom import Headroom
 from proxygate.errors import ProxyError
-from proxygate.providers.usage import QuotaPoller
 from proxygate.server.ingress import check_token, render_error
 from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, UPSTREAM
+from proxygate.server.quota_poll import QuotaPoller
 from proxygate.wire.ir import Format
 
 # Codex's defaults when no account reported a window length (peers.md §3.2: 300 min, 7 d).

@@ -23,8 +23,8 @@ import lmdb
 import orjson
 
 from proxygate.errors import StoreError
-from proxygate.pool.files import ensure_private_dir
 from proxygate.store.base import COOLDOWNS, HEADROOM, PINS, SETTINGS, UsageRecord, UsageRow, UsageTotals
+from proxygate.store.files import ensure_private_dir
 
 log = logging.getLogger("proxygate.store")
 

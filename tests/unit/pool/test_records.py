@@ -7,9 +7,10 @@ import orjson
 import pytest
 
 from proxygate.errors import PoolError
-from proxygate.pool.files import add_account_file, load_pool, set_enabled, write_json_atomic
+from proxygate.pool.files import add_account_file, load_pool, set_enabled
 from proxygate.pool.importing import import_entries
 from proxygate.pool.records import InvalidAccount, mask, parse_account
+from proxygate.store.files import write_json_atomic
 from proxygate.wire.ir import Format
 
 
@@ -154,7 +155,7 @@ def test_import_reports_duplicates_and_invalid_entries(tmp_path: Path) -> None:
 
 
 def test_private_dirs_are_0700_at_every_new_level(tmp_path: Path) -> None:
-    from proxygate.pool.files import ensure_private_dir
+    from proxygate.store.files import ensure_private_dir
 
     ensure_private_dir(tmp_path / "home" / ".proxygate" / "pool" / "apikeys")
     modes = [

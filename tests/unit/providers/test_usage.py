@@ -9,12 +9,12 @@ import aiohttp
 import orjson
 
 from proxygate.broker import Broker
-from proxygate.broker.headroom import Headroom
+from proxygate.broker.headroom import Headroom, parse_chatgpt_usage, parse_claude_usage
 from proxygate.config import RoutingSettings
 from proxygate.pool.files import PoolSnapshot, load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
-from proxygate.providers.usage import QuotaPoller, parse_chatgpt_usage, parse_claude_usage
+from proxygate.server.quota_poll import QuotaPoller
 from tests import oauth_fakes
 from tests.conftest import FakeClock
 from tests.oauth_fakes import FakeAuthServer, oauth_account
