@@ -24,6 +24,8 @@ DEFAULT_PORT = 19527
 HOME_DIR = Path("~/.proxygate")
 
 LogLevel = Literal["debug", "info", "warn", "error"]
+LogFormat = Literal["text", "json"]
+CaptureMode = Literal["last-turn", "full"]
 RoutingPriority = Literal["account-first", "apikey-first"]
 Strategy = Literal["drain-aware", "priority", "round-robin", "least-used", "budget-aware"]
 
@@ -82,6 +84,54 @@ class BudgetSettings:
     "Tokens (input + output + cache) an account may use per UTC day; 0: no limit."
     monthly_tokens: int = 0
     "Tokens an account may use per UTC calendar month; 0: no limit."
+    daily_usd: float = 0.0
+    "Dollars (API price, or API-equivalent value for a subscription) per UTC day; 0: no limit."
+    monthly_usd: float = 0.0
+    "Dollars per UTC calendar month; 0: no limit."
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSettings:
+    retention_days: int = 400
+    "Daily usage rows older than this are deleted."
+    hourly_retention_days: int = 31
+    "Hourly usage rows older than this are deleted (daily rows stay)."
+    request_log_max_rows: int = 100_000
+    "Newest entries kept in the request log (ids, status, tokens, cost; never bodies)."
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSettings:
+    enabled: bool = False
+    "Write request/answer pairs as JSONL in the OpenAI chat fine-tuning shape."
+    mode: CaptureMode = "last-turn"
+    "last-turn: only each turn's new messages (export rebuilds conversations); full: every request whole."
+    dir: Path | None = None
+    "Where capture files go (default: <data_dir>/capture)."
+    gzip: bool = False
+    "Compress capture files."
+    max_mb: float = 100.0
+    "Rotate a capture file past this size."
+    routes: tuple[str, ...] = ()
+    "Capture only these routing configs (empty: all)."
+    models: tuple[str, ...] = ()
+    "Capture only models matching these globs (empty: all)."
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSettings:
+    """USD per million tokens; an unset cache price falls back to the shipped entry's."""
+
+    input: float = 0.0
+    "Input tokens."
+    output: float = 0.0
+    "Output tokens."
+    cache_read: float | None = None
+    "Cache-read (cached input) tokens."
+    cache_write: float | None = None
+    "Cache writes (Anthropic 5-minute TTL)."
+    cache_write_1h: float | None = None
+    "Cache writes (Anthropic 1-hour TTL)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +204,34 @@ class Settings:
     "Account files: apikeys/, claude/, chatgpt/."
     log_level: LogLevel = "info"
     "debug, info, warn or error."
+    log_format: LogFormat = "text"
+    "text, or json: one JSON object a line, with the request id."
+    log_file: Path | None = None
+    "Also write the log to this file, rotated (unset: stderr only)."
+    log_file_max_mb: float = 10.0
+    "Rotate the log file past this size."
+    log_file_count: int = 5
+    "Rotated log files kept."
     max_body_mb: float = 32.0
     "Largest request body accepted; larger gets 413 in the client's format."
+    max_response_mb: float = 64.0
+    "Largest non-streaming upstream answer read; larger is a 502 in the client's format."
+    max_stream_s: float = 3600.0
+    "Longest a stream may run (keep-alive pings do not extend it); then it ends with an error event."
+    header_timeout_s: float = 30.0
+    "A client must send its request line and headers within this."
+    body_min_bytes_per_s: int = 65536
+    "After header_timeout_s, a request body must keep arriving at least this fast."
+    max_connections: int = 4096
+    "Open client connections at most; more are closed at once."
+    max_connections_per_peer: int = 256
+    "Open connections per peer address when listening beyond loopback."
+    allowed_hosts: tuple[str, ...] = ()
+    "Host header values accepted besides 127.0.0.1, localhost and [::1] (DNS-rebinding guard)."
+    allowed_origins: tuple[str, ...] = ()
+    "Browser Origins allowed to call the proxy (e.g. https://my-web-client.example); none by default."
+    metrics_token: str = ""
+    "Token for /metrics from non-loopback peers (admin_token works too)."
     ca_bundle: str = ""
     "Extra CA bundle (PEM) for outbound TLS, e.g. behind a corporate proxy."
     expose_account_header: bool = True
@@ -166,6 +242,10 @@ class Settings:
     routing: RoutingSettings = RoutingSettings()
     budgets: Mapping[str, BudgetSettings] = field(default_factory=dict)
     "Account id → token budget; an account over its budget is skipped by every strategy."
+    usage: UsageSettings = UsageSettings()
+    capture: CaptureSettings = CaptureSettings()
+    prices: Mapping[str, PriceSettings] = field(default_factory=dict)
+    "Model name → price (USD per million tokens), overriding or adding to the shipped table."
     oauth: OAuthSettings = OAuthSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."
@@ -181,6 +261,10 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_response_bytes(self) -> int:
+        return int(self.max_response_mb * 1024 * 1024)
 
 
 def split_addr(addr: str, source: str) -> tuple[str, int]:
@@ -232,7 +316,16 @@ def load_settings(
         settings,
         data_dir=_resolve(settings.data_dir, base),
         pool_dir=_resolve(settings.pool_dir, base),
+        log_file=None if settings.log_file is None else _resolve(settings.log_file, base),
         config_path=config_path,
+    )
+    capture_dir = settings.capture.dir
+    settings = dataclasses.replace(
+        settings,
+        capture=dataclasses.replace(
+            settings.capture,
+            dir=settings.data_dir / "capture" if capture_dir is None else _resolve(capture_dir, base),
+        ),
     )
     if "default" not in settings.routing.configs:  # always there, so `route use default` works
         configs = {"default": RoutingConfig(), **settings.routing.configs}
@@ -240,8 +333,9 @@ def load_settings(
             settings, routing=dataclasses.replace(settings.routing, configs=configs)
         )
     split_addr(settings.addr, "addr")
-    if settings.max_body_mb <= 0:
-        raise ConfigError(f"max_body_mb: must be positive, got {settings.max_body_mb}")
+    for key in ("max_body_mb", "max_response_mb", "max_stream_s", "header_timeout_s", "max_connections"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{key}: must be positive, got {getattr(settings, key)}")
     if settings.routing.active not in settings.routing.configs:
         raise ConfigError(
             f"routing.active: {settings.routing.active!r} is not one of the routing configs "
