@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +41,13 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
     tenant: str = ""
+    conversation: str = ""
+    "The conversation key (broker/pins.py), empty when nothing identifies one."
+    output_tap: Callable[[bytes], None] | None = None
+    "Set by a stage that must see the answer: called with every body chunk sent to the client."
     # Filled by the relay:
+    route: str = ""
+    "The routing config in use (``x-proxygate-route`` without the +failover mark)."
     account_id: str = ""
     upstream_format: Format | None = None
     upstream_model: str = ""
@@ -49,6 +56,10 @@ class Call:
     error_class: str = ""
     error: str = ""
     attempts: int = 0
+    first_byte_ms: float = 0.0
+    "From arrival to the first body byte sent to the client (0: none was sent)."
+    cost_usd: float | None = None
+    "What the usage cost at API prices (a subscription's API-equivalent value); None: no price."
 
     @property
     def elapsed_ms(self) -> float:

@@ -13,7 +13,7 @@ from aiohttp import web
 from proxygate.broker import Lease
 from proxygate.call import Call
 from proxygate.server.convert import client_stamp
-from proxygate.server.relay import Upstream
+from proxygate.server.relay import Upstream, answered
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.collect import ResponseBuilder
 
@@ -33,4 +33,6 @@ async def collected_response(
     call.usage = response.usage
     body = orjson.dumps(CODECS[call.fmt].encode_response(response, **client_stamp(call.fmt)))
     headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}  # was the stream's
-    return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+    return web.Response(
+        status=200, body=answered(call, body), headers=headers, content_type="application/json"
+    )

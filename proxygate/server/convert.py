@@ -18,7 +18,7 @@ from aiohttp import web
 from proxygate.broker import Lease
 from proxygate.call import Call
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
-from proxygate.server.relay import Upstream, client_gone, fail_stream, start_response
+from proxygate.server.relay import Upstream, answered, client_gone, fail_stream, send, start_response
 from proxygate.wire import ir
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.tokens import estimate_input_tokens
@@ -76,7 +76,9 @@ async def relay(
             raise UpstreamError(f"unreadable {lease.upstream_format.value} answer: {exc}") from None
         call.usage = response.usage
         body = orjson.dumps(target.encode_response(response.with_model(call.model), **stamp))
-        return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+        return web.Response(
+            status=200, body=answered(call, body), headers=headers, content_type="application/json"
+        )
 
     decoder = source.StreamDecoder()
     include_usage = call.asks_usage or call.fmt is not ir.Format.chat
@@ -88,10 +90,10 @@ async def relay(
         async for chunk in upstream.chunks(idle_s):
             data = b"".join(encoder.encode(event) for event in decoder.feed(chunk))
             if data:
-                await out.write(data)
+                await send(out, call, data)
         data = b"".join(encoder.encode(event) for event in decoder.close()) + encoder.close()
         if data:
-            await out.write(data)
+            await send(out, call, data)
     except aiohttp.ClientConnectionResetError:
         client_gone(call)
         return out

@@ -34,6 +34,7 @@ from proxygate.server import convert
 from proxygate.server.collect import collected_response
 from proxygate.server.relay import (
     Upstream,
+    answered,
     open_upstream,
     relay_bytes,
     retry_after_s,
@@ -102,7 +103,9 @@ class Pipeline:
     # -- failover loop ---------------------------------------------------------------------
 
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
-        ask = Ask(call.model, call.fmt, *conversation(call.fmt, call.headers, call.body))
+        call.conversation, follows_pin = conversation(call.fmt, call.headers, call.body)
+        call.route = self.broker.route_name
+        ask = Ask(call.model, call.fmt, call.conversation, follows_pin)
         tried: list[str] = []
         last_error: UpstreamError | None = None
         while True:
@@ -270,7 +273,7 @@ class Pipeline:
             sniffer.feed(body)
             sniffer.close()
             call.usage = sniffer.usage
-            return web.Response(status=upstream.status, body=body, headers=headers)
+            return web.Response(status=upstream.status, body=answered(call, body), headers=headers)
         out = await start_response(request, upstream.status, headers, is_stream=True)
         await relay_bytes(upstream, out, call, sniffer, idle_s, strip_usage_chunk=strip_usage_chunk)
         call.usage = sniffer.usage

@@ -131,6 +131,23 @@ async def start_response(
     return out
 
 
+async def send(out: web.StreamResponse, call: Call, data: bytes) -> None:
+    """Write to the client: the first write stamps ``first_byte_ms``; the tap sees every chunk."""
+    if not call.first_byte_ms:
+        call.first_byte_ms = call.elapsed_ms
+    await out.write(data)
+    if call.output_tap is not None:
+        call.output_tap(data)
+
+
+def answered(call: Call, body: bytes) -> bytes:
+    """A whole (non-streamed) answer body about to be sent: stamp and tap it like ``send``."""
+    call.first_byte_ms = call.elapsed_ms
+    if call.output_tap is not None:
+        call.output_tap(body)
+    return body
+
+
 async def relay_bytes(
     upstream: Upstream,
     out: web.StreamResponse,
@@ -150,14 +167,14 @@ async def relay_bytes(
         async for chunk in upstream.chunks(idle_s):
             events = sniffer.feed(chunk)
             if not strip_usage_chunk:
-                await out.write(chunk)
+                await send(out, call, chunk)
                 continue
             for event in events:
                 if not _is_usage_only_chunk(event.data):
-                    await out.write(encode_event(event.data.encode()))
+                    await send(out, call, encode_event(event.data.encode()))
         for event in sniffer.close():
             if strip_usage_chunk:
-                await out.write(encode_event(event.data.encode()))
+                await send(out, call, encode_event(event.data.encode()))
     except aiohttp.ClientConnectionResetError:
         client_gone(call)
         return
