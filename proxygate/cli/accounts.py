@@ -43,10 +43,15 @@ def offline_status(settings: Settings) -> dict[str, Any]:
         store.close()
 
 
-def admin_get(settings: Settings, path: str, *, method: str = "GET", timeout_s: float = 2.0) -> Any:
-    """Ask a running server's admin API; None when nothing listens there."""
+def admin_get(
+    settings: Settings, path: str, *, method: str = "GET", body: Any = None, timeout_s: float = 2.0
+) -> Any:
+    """Ask a running server's admin API (``body`` is sent as JSON); None when nothing listens there."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    request = urllib.request.Request(f"http://{host}:{settings.port}{path}", method=method)
+    data = None if body is None else orjson.dumps(body)
+    request = urllib.request.Request(f"http://{host}:{settings.port}{path}", data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
     if settings.admin_token:
         request.add_header("authorization", f"Bearer {settings.admin_token}")
     try:

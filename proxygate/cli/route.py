@@ -8,7 +8,6 @@ store directly and applies at the next start.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import orjson
 import typer
@@ -81,7 +80,7 @@ def use_route(
     """Switch the active routing config (a running server switches at once; kept across restarts)."""
     with reported():
         settings = settings_from(config)
-        live = admin_get(settings, f"/admin/api/route?name={quote(name)}", method="POST")
+        live = admin_get(settings, "/admin/api/route", method="POST", body={"name": name})
         if live is None:  # no server running: remember it for the next start
             store = LMDBStore(settings.data_dir)
             try:
