@@ -166,22 +166,31 @@ def decode_usage(usage: Any) -> Usage:
         return Usage()
     details = usage.get("output_tokens_details")
     thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
+    creation = usage.get("cache_creation")
+    written_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else None
     return Usage(
         input_tokens=int(usage.get("input_tokens") or 0),
         output_tokens=int(usage.get("output_tokens") or 0),
         cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
         cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
         reasoning_tokens=int(thinking or 0),
+        cache_write_1h_tokens=written_1h if isinstance(written_1h, int) else 0,
     )
 
 
-def encode_usage(usage: Usage) -> dict[str, int]:
-    return {
+def encode_usage(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "input_tokens": usage.input_tokens,
         "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cache_read_tokens,
         "output_tokens": usage.output_tokens,
     }
+    if usage.cache_write_1h_tokens:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        }
+    return out
 
 
 def encode_cache(mark: CacheMark) -> dict[str, str]:

@@ -52,6 +52,8 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    "The part of ``cache_write_tokens`` written with Anthropic's 1-hour TTL (priced higher)."
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -60,6 +62,7 @@ class Usage:
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
     def merge(self, other: Usage) -> Usage:
@@ -70,6 +73,7 @@ class Usage:
             other.cache_read_tokens or self.cache_read_tokens,
             other.cache_write_tokens or self.cache_write_tokens,
             other.reasoning_tokens or self.reasoning_tokens,
+            other.cache_write_1h_tokens or self.cache_write_1h_tokens,
         )
 
     @property

@@ -32,6 +32,10 @@ def anthropic_usage(u: Any) -> Usage:
         output_tokens=_int(u, "output_tokens"),
         cache_read_tokens=_int(u, "cache_read_input_tokens"),
         cache_write_tokens=_int(u, "cache_creation_input_tokens"),
+        # 1-hour cache writes cost more than 5-minute ones (proxygate/prices).
+        cache_write_1h_tokens=_int(
+            u.get("cache_creation") if isinstance(u, dict) else None, "ephemeral_1h_input_tokens"
+        ),
     )
 
 
