@@ -56,12 +56,16 @@ def kind_dir(pool_dir: Path, kind: Kind) -> Path:
 
 
 def account_files(pool_dir: Path) -> Iterable[tuple[Kind, Path]]:
+    """Every ``*.json`` entry of the kind dirs, files or not: a directory so named is reported."""
     for kind in KINDS:
         directory = kind_dir(pool_dir, kind)
-        if directory.is_dir():
-            for path in sorted(directory.iterdir()):
-                if path.suffix == ".json" and not path.name.startswith(".") and path.is_file():
-                    yield kind, path
+        try:
+            entries = sorted(directory.iterdir()) if directory.is_dir() else []
+        except OSError:
+            entries = []  # unreadable kind dir: nothing to load from it
+        for path in entries:
+            if path.suffix == ".json" and not path.name.startswith("."):
+                yield kind, path
 
 
 def read_json(path: Path) -> Any:
@@ -75,11 +79,17 @@ def read_json(path: Path) -> Any:
 
 
 def load_file(kind: Kind, path: Path) -> Account:
+    if path.is_dir():
+        raise InvalidAccount("a directory, not an account file")
     return parse_account(read_json(path), kind, default_id=path.stem, path=path)
 
 
 def load_pool(pool_dir: Path) -> PoolSnapshot:
-    """Load every account file; bad ones and duplicate ids become ``InvalidFile`` entries."""
+    """Load every account file; bad ones and duplicate ids become ``InvalidFile`` entries.
+
+    Whatever goes wrong with one file makes that file invalid, never more: the server loads
+    the pool at start and on every change, and one odd file must not stop it (issue 10 §2).
+    """
     accounts: dict[str, Account] = {}
     invalid: list[InvalidFile] = []
     for kind, path in account_files(pool_dir):
@@ -87,6 +97,9 @@ def load_pool(pool_dir: Path) -> PoolSnapshot:
             account = load_file(kind, path)
         except InvalidAccount as exc:
             invalid.append(InvalidFile(path, str(exc)))
+            continue
+        except Exception as exc:  # an unforeseen fault in one file stays in that file
+            invalid.append(InvalidFile(path, f"cannot load: {type(exc).__name__}"))
             continue
         if account.id in accounts:
             first = accounts[account.id].path

@@ -154,6 +154,8 @@ class _Getter:
         value = self.data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidAccount(f'"{key}" must be a number')
+        if not -1e9 <= value <= 1e9:  # weights and priorities are small; huge ints overflow a float
+            raise InvalidAccount(f'"{key}" is out of range: {value!r}')
         return float(value)
 
     def flag(self, key: str) -> bool:
@@ -186,7 +188,10 @@ class _Getter:
         if value is None or value == "":
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):  # epoch s or ms (Claude Code)
-            return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC)
+            try:
+                return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC)
+            except (OverflowError, OSError, ValueError):  # 1e300, or past year 9999
+                raise InvalidAccount(f'"{key}" is out of range: {value!r}') from None
         if not isinstance(value, str):
             raise InvalidAccount(f'"{key}" must be an RFC 3339 time')
         try:
