@@ -34,8 +34,12 @@ def ensure_private_dir(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` with mode 0600: temp file, fsync, rename, fsync dir."""
+    write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` with mode 0600: temp file, fsync, rename, fsync dir."""
     ensure_private_dir(path.parent)
-    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
