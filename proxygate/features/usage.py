@@ -34,6 +34,11 @@ class UsageRecorder:
                     error_class=call.error_class,
                     is_stream=call.is_stream,
                     tenant=call.tenant,
+                    model_asked=call.model,
+                    route=call.route,
+                    attempts=call.attempts,
+                    first_byte_ms=round(call.first_byte_ms, 1),
+                    cost_usd=call.cost_usd,
                 )
             )
         level = logging.INFO if call.status < 400 else logging.WARNING

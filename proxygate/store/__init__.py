@@ -10,7 +10,7 @@ from proxygate.store.base import (
     UsageRow,
     UsageTotals,
 )
-from proxygate.store.lmdb_store import LMDBStore, today, utc_day
+from proxygate.store.lmdb_store import LMDBStore, today, utc_day, utc_hour
 
 __all__ = [
     "COOLDOWNS",
@@ -24,4 +24,5 @@ __all__ = [
     "UsageTotals",
     "today",
     "utc_day",
+    "utc_hour",
 ]

@@ -1,20 +1,28 @@
 """The embedded store: one LMDB environment in the data dir.
 
-Sub-databases: ``usage`` (day, account, model → counters), ``requests`` (a bounded log keyed
-by time), and one per state namespace (cooldowns, headroom, pins, settings). Writers only
-append to an in-memory queue; a committer commits it every ``COMMIT_INTERVAL_S`` or every
-``COMMIT_BATCH`` operations, whichever comes first, so a crash loses at most that window and
-the hot path never waits on an fsync. ``close`` commits the rest.
+Sub-databases: ``daily`` and ``hourly`` (bucket, account, model, client format, route, tenant
+→ counters), ``requests`` (a bounded log keyed by time) with ``request_ids`` (request id → log
+key, for paging), ``meta``, and one per state namespace (cooldowns, headroom, pins, settings).
+
+Writers only append to an in-memory queue; the committer commits it every
+``COMMIT_INTERVAL_S`` or every ``COMMIT_BATCH`` operations, whichever comes first, so a crash
+loses at most that window and the hot path never waits on an fsync. ``close`` commits the rest.
+
+One bad operation never blocks the others (issue 10 §2): every key is bounded in bytes and
+always encodable (``key_part``), an operation that cannot be prepared is dropped with one log
+line, a batch that LMDB refuses is retried op by op, and a full map is doubled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,41 +30,151 @@ from typing import Any
 import lmdb
 import orjson
 
+from proxygate.config import UsageSettings
 from proxygate.errors import StoreError
-from proxygate.store.base import COOLDOWNS, HEADROOM, PINS, SETTINGS, UsageRecord, UsageRow, UsageTotals
+from proxygate.store.base import (
+    COOLDOWNS,
+    HEADROOM,
+    PINS,
+    SETTINGS,
+    UsageRecord,
+    UsageRow,
+    UsageTotals,
+)
 from proxygate.store.files import ensure_private_dir
 
 log = logging.getLogger("proxygate.store")
 
 COMMIT_INTERVAL_S = 0.1
 COMMIT_BATCH = 100
-# The request log is for "what just happened" in status and the dashboard, not an archive.
-REQUEST_LOG_MAX = 10_000
-# LMDB reserves address space, not disk: the file grows only as data is written.
+# LMDB reserves address space, not disk: the file grows only as data is written. A full map
+# is doubled (MDB_MAP_FULL) up to MAX_MAP_SIZE.
 MAP_SIZE = 1 << 30
+MAX_MAP_SIZE = 1 << 40
+# LMDB's largest key is 511 bytes; a row key is a bucket and five parts of at most this many
+# bytes each (13 + 5 × 72 + 5 separators = 378).
+MAX_PART_BYTES = 72
+HASHED_PREFIX_BYTES = 24
+# Text kept in a request-log entry (model names, error classes): enough to recognise it.
+MAX_LOG_TEXT_CHARS = 256
+SWEEP_INTERVAL_S = 3600.0
+SWEEP_MAX_DELETES = 5000
+"Keys deleted by one sweep transaction: a long-unswept store is cleaned in steps, not one stall."
+TRIM_MAX_PER_COMMIT = 1000
+"Request-log entries trimmed per commit: more than a batch adds, so the log converges."
 
 _NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS)
-_Op = tuple[str, Any, Any]
+_DAY = 86400.0
+_RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 
 
 def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
+def utc_hour(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H")
+
+
+def today() -> str:
+    return utc_day(time.time())
+
+
+def key_part(value: str) -> bytes:
+    """``value`` as key bytes: itself when short, NUL-free UTF-8, else a readable prefix + a hash.
+
+    A client's model name or session id may be huge or carry undecodable bytes (aiohttp
+    gives ``'\\udcff'`` for a non-UTF-8 header byte), which LMDB or the encoder would refuse.
+    """
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        raw = None
+    if raw is not None and len(raw) <= MAX_PART_BYTES and b"\0" not in raw:
+        return raw
+    exact = value.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(exact).hexdigest()[:32]
+    prefix = value.encode("utf-8", "replace").replace(b"\0", b"?")[:HASHED_PREFIX_BYTES]
+    return prefix.decode("utf-8", "ignore").encode() + b"~" + digest.encode()
+
+
+def state_key(key: str) -> bytes:
+    """A state key as LMDB bytes: kept whole when it fits, else bounded like ``key_part``."""
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:
+        raw = None
+    if raw is not None and 0 < len(raw) <= 400:
+        return raw
+    return key_part(key)
+
+
+def _text(value: str, limit: int = MAX_LOG_TEXT_CHARS) -> str:
+    """Text safe to serialise: undecodable characters replaced, bounded in length."""
+    value = value[:limit]
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode()
+    return value
+
+
+def _row_key(bucket: str, rec_parts: tuple[str, str, str, str, str]) -> bytes:
+    return b"\0".join((bucket.encode(), *(key_part(p) for p in rec_parts)))
+
+
+def _split_row_key(key: bytes) -> tuple[str, ...]:
+    parts = [p.decode("utf-8", "replace") for p in key.split(b"\0")]
+    return tuple(parts + [""] * (6 - len(parts)))[:6]
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    """A usage record ready to apply: its keys and bytes computed before any transaction."""
+
+    day_key: bytes
+    hour_key: bytes
+    totals: UsageTotals
+    log_key: bytes
+    log_value: bytes
+    request_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    namespace: str
+    key: bytes
+    value: bytes | None
+
+
+_Prepared = _Usage | _State
+
+
 class LMDBStore:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, usage: UsageSettings | None = None) -> None:
+        self.settings = usage or UsageSettings()
+        path = data_dir / "proxygate.lmdb"
         try:
             ensure_private_dir(data_dir)
-            self._env = lmdb.open(str(data_dir / "proxygate.lmdb"), map_size=MAP_SIZE, max_dbs=16, mode=0o600)
+            # lmdb.open(mode=0o600) would make the directory 0600 too (no search bit): only
+            # root could then open it (issue 10 §1). The directory is ours, 0700; files 0600.
+            ensure_private_dir(path)
+            self._env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=16, mode=0o600)
         except (lmdb.Error, OSError) as exc:
             reason = " ".join(str(exc).split())  # lmdb's messages carry line breaks
             raise StoreError(f"cannot open the usage store in {data_dir}: {reason}") from None
         self._dbs = {
-            name: self._env.open_db(name.encode()) for name in ("usage", "requests", "meta", *_NAMESPACES)
+            name: self._env.open_db(name.encode())
+            for name in ("daily", "hourly", "requests", "request_ids", "meta", *_NAMESPACES)
         }
-        self._queue: list[_Op] = []
+        self._queue: list[tuple[str, Any, Any]] = []
         self._lock = threading.Lock()  # the queue is filled on the loop and drained in a thread
+        # One transaction at a time in this process: set_mapsize needs none active, and the
+        # committer thread, the sweeper and readers on the loop share the environment.
+        self._env_lock = threading.Lock()
         self._wake = asyncio.Event()
+        self._commit_failures = 0
+        self._migrate_legacy_usage()
 
     # -- writes (queued) ---------------------------------------------------------------
 
@@ -66,113 +184,282 @@ class LMDBStore:
     def put_state(self, namespace: str, key: str, value: Mapping[str, Any] | None) -> None:
         self._enqueue(("state", (namespace, key), None if value is None else dict(value)))
 
-    def _enqueue(self, op: _Op) -> None:
+    def _enqueue(self, op: tuple[str, Any, Any]) -> None:
         with self._lock:
             self._queue.append(op)
             if len(self._queue) >= COMMIT_BATCH:
                 self._wake.set()
 
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def commit_failures(self) -> int:
+        return self._commit_failures
+
     # -- commits -------------------------------------------------------------------------
 
-    async def run_committer(self, stop: asyncio.Event) -> None:
-        """Commit the queue every COMMIT_INTERVAL_S (or sooner when COMMIT_BATCH is reached)."""
+    async def run_committer(self, stop: asyncio.Event, *, clock: Callable[[], float] = time.time) -> None:
+        """Commit the queue every COMMIT_INTERVAL_S (sooner at COMMIT_BATCH); sweep old usage.
+
+        Sweeps at start and then every SWEEP_INTERVAL_S, off the loop; a sweep that hit its
+        bound runs again at the next tick. Returns once ``stop`` is set (the queue is left to
+        ``close``).
+        """
+        next_sweep = 0.0
         while not stop.is_set():
+            if clock() >= next_sweep:
+                done = await asyncio.to_thread(self.sweep, clock())
+                next_sweep = clock() + (SWEEP_INTERVAL_S if done else 0.0)
             with contextlib.suppress(TimeoutError):  # the interval passed: commit what is queued
                 await asyncio.wait_for(self._wake.wait(), COMMIT_INTERVAL_S)
             self._wake.clear()
             if self._queue:
                 await asyncio.to_thread(self.flush)
 
+    def wake(self) -> None:
+        """Make the committer commit now (and notice a stop)."""
+        self._wake.set()
+
     def flush(self) -> None:
         with self._lock:
             ops, self._queue = self._queue, []
         if not ops:
             return
+        prepared = [p for p in (self._prepare(op) for op in ops) if p is not None]
+        with self._env_lock:
+            try:
+                self._commit(prepared)
+            except lmdb.Error as exc:
+                # Find the operation LMDB refuses: each alone, the bad ones dropped.
+                log.warning(
+                    "usage store: a batch of %d writes failed (%s); retrying one by one", len(ops), exc
+                )
+                for op in prepared:
+                    try:
+                        self._commit([op])
+                    except lmdb.Error as op_exc:
+                        self._drop(op, op_exc)
+
+    def _prepare(self, op: tuple[str, Any, Any]) -> _Prepared | None:
+        """Keys and bytes of one queued write, or None (logged, counted) when it has none."""
+        kind, a, b = op
         try:
-            with self._env.begin(write=True) as txn:
-                for kind, a, b in ops:
-                    if kind == "usage":
-                        self._commit_usage(txn, a)
-                    else:
-                        namespace, key = a
-                        db = self._dbs[namespace]
-                        if b is None:
-                            txn.delete(key.encode(), db=db)
-                        else:
-                            txn.put(key.encode(), orjson.dumps(b), db=db)
-                self._trim_request_log(txn)
-        except lmdb.Error as exc:
-            # Never lose the batch silently: put it back and say so once per failure.
-            with self._lock:
-                self._queue[:0] = ops
-            log.error("usage store commit failed (%d queued writes kept): %s", len(ops), exc)
+            if kind == "usage":
+                return self._prepare_usage(a)
+            namespace, key = a
+            if namespace not in self._dbs:
+                raise KeyError(f"no state namespace {namespace!r}")
+            return _State(namespace, state_key(key), None if b is None else orjson.dumps(b))
+        except Exception as exc:
+            self._drop(op, exc)
+            return None
 
-    def _commit_usage(self, txn: Any, rec: UsageRecord) -> None:
-        key = "\0".join((utc_day(rec.ts), rec.account_id, rec.model)).encode()
-        db = self._dbs["usage"]
-        current = txn.get(key, db=db)
-        totals = orjson.loads(current) if current else {}
-        for name, value in (
-            ("requests", 1),
-            ("errors", 1 if rec.status >= 400 or rec.error_class else 0),
-            ("input_tokens", rec.input_tokens),
-            ("output_tokens", rec.output_tokens),
-            ("cache_read_tokens", rec.cache_read_tokens),
-            ("cache_write_tokens", rec.cache_write_tokens),
-        ):
-            totals[name] = totals.get(name, 0) + value
-        txn.put(key, orjson.dumps(totals), db=db)
-        log_key = int(rec.ts * 1e9).to_bytes(8, "big") + rec.request_id.encode()
-        txn.put(log_key, orjson.dumps(rec), db=self._dbs["requests"])
+    def _prepare_usage(self, rec: UsageRecord) -> _Usage:
+        parts = (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant)
+        totals = UsageTotals()
+        totals.count(rec)
+        entry = {
+            name: _text(value) if isinstance(value, str) else value for name, value in asdict(rec).items()
+        }
+        request_id = key_part(rec.request_id)
+        return _Usage(
+            day_key=_row_key(utc_day(rec.ts), parts),
+            hour_key=_row_key(utc_hour(rec.ts), parts),
+            totals=totals,
+            log_key=max(0, int(rec.ts * 1e9)).to_bytes(8, "big") + request_id,
+            log_value=orjson.dumps(entry),
+            request_id=request_id,
+        )
 
-    def _trim_request_log(self, txn: Any) -> None:
-        db = self._dbs["requests"]
-        excess = txn.stat(db)["entries"] - REQUEST_LOG_MAX
-        if excess <= 0:
+    def _commit(self, ops: list[_Prepared]) -> None:
+        """Apply ``ops`` in one transaction; a full map is doubled and the transaction retried."""
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for op in ops:
+                        self._apply(txn, op)
+                    self._trim_request_log(txn, TRIM_MAX_PER_COMMIT)
+                return
+            except lmdb.MapFullError:
+                size = self._env.info()["map_size"]
+                if size >= MAX_MAP_SIZE:
+                    raise
+                log.info("usage store: map full at %d MiB; growing to %d MiB", size >> 20, size >> 19)
+                self._env.set_mapsize(size * 2)
+
+    def _apply(self, txn: Any, op: _Prepared) -> None:
+        if isinstance(op, _State):
+            db = self._dbs[op.namespace]
+            if op.value is None:
+                txn.delete(op.key, db=db)
+            else:
+                txn.put(op.key, op.value, db=db)
             return
+        for db, key in ((self._dbs["daily"], op.day_key), (self._dbs["hourly"], op.hour_key)):
+            current = txn.get(key, db=db)
+            totals = UsageTotals()
+            if current:
+                totals.add(orjson.loads(current))
+            totals.add(op.totals)
+            txn.put(key, orjson.dumps(totals.as_dict()), db=db)
+        txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
+        txn.put(op.request_id, op.log_key, db=self._dbs["request_ids"])
+
+    def _drop(self, op: object, exc: BaseException) -> None:
+        self._commit_failures += 1
+        what = (
+            "usage record"
+            if isinstance(op, _Usage) or (isinstance(op, tuple) and op[0] == "usage")
+            else "state write"
+        )
+        log.error("usage store: dropped one %s that cannot be stored: %s: %s", what, type(exc).__name__, exc)
+
+    def _trim_request_log(self, txn: Any, max_deletes: int) -> int:
+        db, ids = self._dbs["requests"], self._dbs["request_ids"]
+        excess = min(txn.stat(db)["entries"] - self.settings.request_log_max_rows, max_deletes)
+        if excess <= 0:
+            return 0
         cursor = txn.cursor(db=db)
         cursor.first()
+        deleted = 0
         for _ in range(excess):
-            if not cursor.delete():
+            key = cursor.key()
+            if not key or not cursor.delete():
                 break
+            txn.delete(key[8:], db=ids)
+            deleted += 1
+        return deleted
+
+    # -- retention ---------------------------------------------------------------------
+
+    def sweep(self, now: float, *, max_deletes: int = SWEEP_MAX_DELETES) -> bool:
+        """Delete rows past retention and request-log entries past the bound.
+
+        At most ``max_deletes`` keys per call; returns True when nothing is left to delete.
+        """
+        settings = self.settings
+        cutoffs = []
+        if settings.retention_days > 0:
+            cutoffs.append(("daily", utc_day(now - settings.retention_days * _DAY).encode()))
+        if settings.hourly_retention_days > 0:
+            cutoffs.append(("hourly", utc_hour(now - settings.hourly_retention_days * _DAY).encode()))
+        deleted = 0
+        with self._env_lock, self._env.begin(write=True) as txn:
+            for name, cutoff in cutoffs:
+                cursor = txn.cursor(db=self._dbs[name])
+                if not cursor.first():
+                    continue
+                while deleted < max_deletes and cursor.key() and cursor.key() < cutoff:
+                    if not cursor.delete():
+                        break
+                    deleted += 1
+            deleted += self._trim_request_log(txn, max_deletes - deleted)
+        if deleted:
+            log.info("usage store: %d old usage rows and log entries deleted", deleted)
+        return deleted < max_deletes
 
     # -- reads ---------------------------------------------------------------------------
 
     def get_states(self, namespace: str) -> dict[str, dict[str, Any]]:
-        with self._env.begin(db=self._dbs[namespace]) as txn:
-            return {k.decode(): orjson.loads(v) for k, v in txn.cursor()}
+        with self._env_lock, self._env.begin(db=self._dbs[namespace]) as txn:
+            return {k.decode("utf-8", "replace"): orjson.loads(v) for k, v in txn.cursor()}
 
     def usage(self, day: str) -> list[UsageRow]:
-        prefix = day.encode() + b"\0"
-        rows: list[UsageRow] = []
-        with self._env.begin(db=self._dbs["usage"]) as txn:
+        merged: dict[tuple[str, str], UsageTotals] = {}
+        for row in self._rows("daily", day, day):
+            merged.setdefault((row.account_id, row.model), UsageTotals()).add(row.totals)
+        return [UsageRow(day, account, model, totals=totals) for (account, model), totals in merged.items()]
+
+    def usage_rows(self, since_ts: float, until_ts: float, *, hourly: bool = False) -> list[UsageRow]:
+        bucket = utc_hour if hourly else utc_day
+        return list(self._rows("hourly" if hourly else "daily", bucket(since_ts), bucket(until_ts)))
+
+    def _rows(self, db_name: str, first: str, last: str) -> Iterator[UsageRow]:
+        start, stop = first.encode(), last.encode()
+        with self._env_lock, self._env.begin(db=self._dbs[db_name]) as txn:
             cursor = txn.cursor()
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    _, account_id, model = key.decode().split("\0", 2)
-                    totals = UsageTotals()
-                    totals.add(orjson.loads(value))
-                    rows.append(UsageRow(day, account_id, model, totals))
-        return rows
+            if not cursor.set_range(start):
+                return
+            for key, value in cursor:
+                bucket, account, model, client_format, route, tenant = _split_row_key(key)
+                if bucket.encode() > stop:
+                    break
+                totals = UsageTotals()
+                totals.add(orjson.loads(value))
+                yield UsageRow(bucket, account, model, client_format, route, tenant, totals)
+
+    def requests(
+        self, limit: int = 100, *, before: str = "", account: str = "", status: str = ""
+    ) -> list[dict[str, Any]]:
+        matches = _status_matcher(status)
+        entries: list[dict[str, Any]] = []
+        with self._env_lock, self._env.begin() as txn:
+            cursor = txn.cursor(db=self._dbs["requests"])
+            if before:
+                log_key = txn.get(key_part(before), db=self._dbs["request_ids"])
+                if log_key is None or not cursor.set_key(log_key):
+                    return []
+                if not cursor.prev():
+                    return []
+            elif not cursor.last():
+                return []
+            while len(entries) < limit:
+                entry = {**_RECORD_DEFAULTS, **orjson.loads(cursor.value())}
+                if (not account or entry["account_id"] == account) and matches(int(entry["status"])):
+                    entries.append(entry)
+                if not cursor.prev():
+                    break
+        return entries
 
     def recent_requests(self, limit: int = 100) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = []
-        with self._env.begin(db=self._dbs["requests"]) as txn:
-            cursor = txn.cursor()
-            if cursor.last():
-                for _, value in cursor.iterprev():
-                    entries.append(orjson.loads(value))
-                    if len(entries) >= limit:
-                        break
-        return entries
+        return self.requests(limit)
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def _migrate_legacy_usage(self) -> None:
+        """Move rows of the first layout (``usage``: day, account, model) into ``daily``, once.
+
+        Their client format, route and tenant are unknown (empty).
+        """
+        with self._env_lock, self._env.begin(write=True) as txn:
+            try:
+                legacy = self._env.open_db(b"usage", txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return
+            daily = self._dbs["daily"]
+            moved = 0
+            for key, value in txn.cursor(db=legacy):
+                day, account, model = (*key.decode("utf-8", "replace").split("\0", 2), "", "")[:3]
+                new_key = _row_key(day, (account, model, "", "", ""))
+                totals = UsageTotals()
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    totals.add(orjson.loads(value))
+                if current := txn.get(new_key, db=daily):
+                    totals.add(orjson.loads(current))
+                txn.put(new_key, orjson.dumps(totals.as_dict()), db=daily)
+                moved += 1
+            txn.drop(legacy, delete=True)
+        if moved:
+            log.info("usage store: %d daily rows moved to the new layout", moved)
 
     def close(self) -> None:
         self.flush()
-        self._env.sync(True)
-        self._env.close()
+        with self._env_lock:
+            self._env.sync(True)
+            self._env.close()
 
 
-def today() -> str:
-    return utc_day(time.time())
+def _status_matcher(pattern: str) -> Callable[[int], bool]:
+    if not pattern:
+        return lambda _: True
+    pattern = pattern.lower()
+    if len(pattern) != 3 or any(c not in "0123456789x" for c in pattern):
+        raise ValueError(f"status filter {pattern!r}: expected three digits or x, like 429 or 5xx")
+
+    def matches(status: int) -> bool:
+        text = f"{status:03d}"
+        return all(p in ("x", s) for p, s in zip(pattern, text, strict=True))
+
+    return matches

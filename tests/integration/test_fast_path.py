@@ -69,6 +69,8 @@ async def test_anthropic_stream_bytes_unchanged_and_usage_recorded(upstream, sta
         "output_tokens": 3,
         "cache_read_tokens": 5,
         "cache_write_tokens": 2,
+        "cost_usd": 0.0,
+        "unpriced_requests": 1,  # claude-x has no price: its cost is unknown, not 0
     }
     assert store.recent_requests(1)[0]["request_id"] == request_id
 

@@ -3,16 +3,42 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import lmdb
+import orjson
 import pytest
 
+from proxygate.config import UsageSettings
 from proxygate.errors import StoreError
-from proxygate.store import COOLDOWNS, LMDBStore, UsageRecord, utc_day
+from proxygate.store import COOLDOWNS, LMDBStore, UsageRecord, UsageRow, UsageTotals, utc_day
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 
 def rec(
-    n: int, account: str = "a", model: str = "m", status: int = 200, ts: float = 1_800_000_000.0
+    n: int,
+    account: str = "a",
+    model: str = "m",
+    status: int = 200,
+    ts: float = T0,
+    **fields: object,
 ) -> UsageRecord:
-    return UsageRecord(f"pg_{n}", ts + n, account, model, "anthropic", "anthropic", status, 10, 5, 2, 1)
+    return UsageRecord(
+        f"pg_{n}", ts + n, account, model, "anthropic", "anthropic", status, 10, 5, 2, 1, **fields
+    )  # type: ignore[arg-type]
+
+
+def counts(requests: int, errors: int = 0, **extra: object) -> dict[str, object]:
+    return {
+        "requests": requests,
+        "errors": errors,
+        "input_tokens": 10 * requests,
+        "output_tokens": 5 * requests,
+        "cache_read_tokens": 2 * requests,
+        "cache_write_tokens": 1 * requests,
+        "unpriced_requests": requests,
+        "cost_usd": 0.0,
+        **extra,
+    }
 
 
 def test_usage_is_summed_per_day_account_model_and_survives_reopen(tmp_path: Path) -> None:
@@ -21,29 +47,128 @@ def test_usage_is_summed_per_day_account_model_and_survives_reopen(tmp_path: Pat
         store.record(rec(n))
     store.record(rec(3, status=429))
     store.record(rec(4, account="b"))
+    store.record(rec(5, route="work"))  # another route: a separate row, summed by usage(day)
     store.close()
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
     store = LMDBStore(tmp_path / "data")
-    rows = {(r.account_id, r.model): r.totals.as_dict() for r in store.usage(utc_day(1_800_000_000.0))}
-    assert rows == {
-        ("a", "m"): {
-            "requests": 4,
-            "errors": 1,
-            "input_tokens": 40,
-            "output_tokens": 20,
-            "cache_read_tokens": 8,
-            "cache_write_tokens": 4,
-        },
-        ("b", "m"): {
-            "requests": 1,
-            "errors": 0,
-            "input_tokens": 10,
-            "output_tokens": 5,
-            "cache_read_tokens": 2,
-            "cache_write_tokens": 1,
-        },
+    rows = {(r.account_id, r.model): r.totals.as_dict() for r in store.usage(utc_day(T0))}
+    assert rows == {("a", "m"): counts(5, errors=1), ("b", "m"): counts(1)}
+    assert [e["request_id"] for e in store.recent_requests(2)] == ["pg_5", "pg_4"]
+    store.close()
+
+
+def test_rows_by_day_and_hour_keep_format_route_tenant_and_cost(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path)
+    store.record(rec(1, cost_usd=0.25, route="work", tenant="t1"))
+    store.record(rec(2, cost_usd=0.5, route="work", tenant="t1"))
+    store.record(rec(3, route="work", tenant="t1"))  # no price: unpriced, not 0
+    store.record(rec(4, ts=T0 + 3600, cost_usd=1.0, route="work", tenant="t1"))  # the next hour
+    store.record(rec(5, ts=T0 + 86400, cost_usd=2.0))  # the next day, default route
+    store.record(UsageRecord("pg_6", T0, "a", "m", "chat", "responses", 500, error_class="overloaded"))
+    store.flush()
+
+    def totals(
+        requests: int, cost_usd: float, unpriced: int, errors: int = 0, tokens: int = 1
+    ) -> UsageTotals:
+        return UsageTotals(
+            requests, errors, 10 * tokens, 5 * tokens, 2 * tokens, 1 * tokens, cost_usd, unpriced
+        )
+
+    assert store.usage_rows(T0, T0 + 86400) == [
+        UsageRow("2027-01-15", "a", "m", "anthropic", "work", "t1", totals(4, 1.75, 1, tokens=4)),
+        UsageRow("2027-01-15", "a", "m", "chat", "", "", UsageTotals(requests=1, errors=1)),
+        UsageRow("2027-01-16", "a", "m", "anthropic", "", "", totals(1, 2.0, 0)),
+    ]
+    assert store.usage_rows(T0 + 86400, T0 + 86400) == [
+        UsageRow("2027-01-16", "a", "m", "anthropic", "", "", totals(1, 2.0, 0)),
+    ]
+    assert store.usage_rows(T0, T0 + 3600, hourly=True) == [
+        UsageRow("2027-01-15T08", "a", "m", "anthropic", "work", "t1", totals(3, 0.75, 1, tokens=3)),
+        UsageRow("2027-01-15T08", "a", "m", "chat", "", "", UsageTotals(requests=1, errors=1)),
+        UsageRow("2027-01-15T09", "a", "m", "anthropic", "work", "t1", totals(1, 1.0, 0)),
+    ]
+    assert store.usage_rows(T0 - 86400, T0 - 9 * 3600) == []  # the day before ends at 23:59
+    store.close()
+
+
+def test_request_log_entries_pages_and_filters(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path)
+    statuses = [200, 429, 500, 200, 503, 200, 400]
+    for n, status in enumerate(statuses):
+        store.record(
+            rec(
+                n,
+                account="b" if n % 2 else "a",
+                status=status,
+                model_asked="sonnet",
+                attempts=2,
+                first_byte_ms=12.5,
+                cost_usd=0.01,
+            )
+        )
+    store.flush()
+    [newest] = store.requests(1)
+    assert newest == {
+        "request_id": "pg_6",
+        "ts": T0 + 6,
+        "account_id": "a",
+        "model": "m",
+        "client_format": "anthropic",
+        "upstream_format": "anthropic",
+        "status": 400,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cache_read_tokens": 2,
+        "cache_write_tokens": 1,
+        "latency_ms": 0.0,
+        "error_class": "",
+        "is_stream": False,
+        "tenant": "",
+        "model_asked": "sonnet",
+        "route": "",
+        "attempts": 2,
+        "first_byte_ms": 12.5,
+        "cost_usd": 0.01,
     }
-    assert [e["request_id"] for e in store.recent_requests(2)] == ["pg_4", "pg_3"]
+    ids = lambda entries: [e["request_id"] for e in entries]  # noqa: E731
+    assert ids(store.requests(3)) == ["pg_6", "pg_5", "pg_4"]
+    assert ids(store.requests(3, before="pg_4")) == ["pg_3", "pg_2", "pg_1"]
+    assert ids(store.requests(3, before="pg_1")) == ["pg_0"]
+    assert ids(store.requests(3, before="pg_0")) == []
+    assert ids(store.requests(3, before="pg_unknown")) == []
+    assert ids(store.requests(status="5xx")) == ["pg_4", "pg_2"]
+    assert ids(store.requests(status="4XX")) == ["pg_6", "pg_1"]
+    assert ids(store.requests(status="429")) == ["pg_1"]
+    assert ids(store.requests(account="b")) == ["pg_5", "pg_3", "pg_1"]
+    assert ids(store.requests(1, account="b", status="2xx", before="pg_5")) == ["pg_3"]
+    with pytest.raises(
+        ValueError, match=r"^status filter '5xxx': expected three digits or x, like 429 or 5xx$"
+    ):
+        store.requests(status="5xxx")
+    store.close()
+
+
+def test_rows_of_the_first_layout_are_read_as_format_and_route_unknown(tmp_path: Path) -> None:
+    """Daily rows keyed ``day\\0account\\0model`` (before formats and routes were kept) move once."""
+    (tmp_path / "proxygate.lmdb").mkdir(mode=0o700)
+    env = lmdb.open(str(tmp_path / "proxygate.lmdb"), max_dbs=16)
+    old = env.open_db(b"usage")
+    with env.begin(write=True, db=old) as txn:
+        txn.put(b"2027-01-15\0a\0m", orjson.dumps({"requests": 3, "errors": 1, "input_tokens": 30}))
+        txn.put(b"2027-01-16\0b\0m2", orjson.dumps({"requests": 1, "output_tokens": 7}))
+    env.close()
+    store = LMDBStore(tmp_path)
+    store.record(rec(1))
+    store.flush()
+    assert store.usage_rows(T0, T0 + 86400) == [
+        UsageRow("2027-01-15", "a", "m", "", "", "", UsageTotals(requests=3, errors=1, input_tokens=30)),
+        UsageRow("2027-01-15", "a", "m", "anthropic", "", "", UsageTotals(1, 0, 10, 5, 2, 1, 0.0, 1)),
+        UsageRow("2027-01-16", "b", "m2", "", "", "", UsageTotals(requests=1, output_tokens=7)),
+    ]
+    assert {r.account_id: r.totals.requests for r in store.usage("2027-01-15")} == {"a": 4}
+    store.close()
+    store = LMDBStore(tmp_path)  # moved once: reopening does not count them twice
+    assert {r.account_id: r.totals.requests for r in store.usage("2027-01-15")} == {"a": 4}
     store.close()
 
 
@@ -52,7 +177,9 @@ def test_state_put_and_delete(tmp_path: Path) -> None:
     store.put_state(COOLDOWNS, "a", {"until": 5})
     store.put_state(COOLDOWNS, "b", {"until": 6})
     store.put_state(COOLDOWNS, "a", None)
+    assert store.queue_depth == 3
     store.flush()
+    assert store.queue_depth == 0
     assert store.get_states(COOLDOWNS) == {"b": {"until": 6}}
     store.close()
 
@@ -69,15 +196,13 @@ async def test_committer_commits_within_the_interval_without_flush(tmp_path: Pat
     store.close()
 
 
-def test_request_log_is_bounded(tmp_path: Path, monkeypatch) -> None:
-    import proxygate.store.lmdb_store as mod
-
-    monkeypatch.setattr(mod, "REQUEST_LOG_MAX", 5)
-    store = LMDBStore(tmp_path)
+def test_request_log_is_bounded(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path, UsageSettings(request_log_max_rows=5))
     for n in range(12):
         store.record(rec(n))
     store.flush()
     assert [e["request_id"] for e in store.recent_requests(100)] == [f"pg_{n}" for n in range(11, 6, -1)]
+    assert store.requests(before="pg_5") == []  # trimmed entries leave the id index too
     store.close()
 
 
