@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[2] / "proxygate"
-LAYERS = ["cli", "server", "features", "broker", "providers", "auth", "pool", "store", "wire"]
+LAYERS = ["cli", "server", "features", "broker", "providers", "auth", "pool", "store", "prices", "wire"]
 
 
 def imports() -> list[tuple[str, str]]:
@@ -40,3 +40,13 @@ def test_pure_layers_import_no_io_framework() -> None:
         if layer in ("wire", "broker") and m.split(".")[0] in ("aiohttp", "time", "os")
     ]
     assert impure == []
+
+
+def test_prices_import_only_config_and_wire() -> None:
+    """proxygate/prices is pure data + arithmetic, importable by features/ and broker/."""
+    found = {
+        module
+        for layer, module in imports()
+        if layer == "prices" and module.startswith("proxygate.") and not module.startswith("proxygate.prices")
+    }
+    assert found <= {"proxygate.config", "proxygate.errors", "proxygate.wire.ir"}
