@@ -25,6 +25,7 @@ from proxygate.broker import Ask, Broker, Lease, Outcome, conversation
 from proxygate.call import Call
 from proxygate.config import Settings
 from proxygate.errors import AllAccountsBusy, ClientError, ProxyError, UpstreamError
+from proxygate.features.metrics import RequestMetrics
 from proxygate.features.usage import UsageRecorder
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
@@ -56,6 +57,7 @@ def default_stages(settings: Settings, store: Store) -> list[Any]:
     defines: ``on_request(call)`` before the broker, ``on_done(call)`` after the answer."""
     return [
         UsageRecorder(store),
+        RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
     ]
 
 
