@@ -26,8 +26,10 @@ from proxygate.call import Call
 from proxygate.config import Settings
 from proxygate.errors import AllAccountsBusy, ClientError, ProxyError, UpstreamError
 from proxygate.features.metrics import RequestMetrics
+from proxygate.features.pricing import Pricing
 from proxygate.features.usage import UsageRecorder
 from proxygate.pool.records import Account
+from proxygate.prices import load_prices
 from proxygate.providers.oauth import TokenKeeper
 from proxygate.providers.subscriptions import adjust_body, explain_refusal
 from proxygate.providers.upstream import build_request, response_headers
@@ -56,6 +58,7 @@ def default_stages(settings: Settings, store: Store) -> list[Any]:
     """The feature set, in order. A stage is a plain class; the runner calls only the hooks it
     defines: ``on_request(call)`` before the broker, ``on_done(call)`` after the answer."""
     return [
+        Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
     ]
