@@ -5,18 +5,30 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from proxygate.auth.credentials import codex_entry, is_codex_auth, read_json
 from proxygate.broker import Broker
-from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
+from proxygate.cli import admin_client
+from proxygate.cli.admin_client import RunningServer, find_server
+from proxygate.cli.app import (
+    AddrOption,
+    ConfigOption,
+    JsonOption,
+    app,
+    console,
+    err_console,
+    reported,
+    settings_from,
+)
 from proxygate.cli.oauth import subscription_columns
 from proxygate.config import Settings
 from proxygate.errors import PoolError
@@ -28,7 +40,15 @@ from proxygate.server.admin import status_report
 from proxygate.server.broker_state import restore_broker
 from proxygate.store import COOLDOWNS, LMDBStore
 
-RefArgument = Annotated[str, typer.Argument(help="Account id or email (see `proxygate list`).")]
+RefArgument = Annotated[
+    str, typer.Argument(help="Account id or email (see `proxygate list`).", metavar="ACCOUNT")
+]
+
+# What a change made with no server running is: remembered, in effect at the next start.
+NOT_RUNNING_NOTE = " (no server running; applies when the server starts)"
+
+# `enable`/`disable` write the pool file; a running server's watcher applies it within ~50 ms.
+LIVE_APPLY_WAIT_S = 3.0
 
 
 def offline_status(settings: Settings) -> dict[str, Any]:
@@ -44,44 +64,39 @@ def offline_status(settings: Settings) -> dict[str, Any]:
 
 
 def admin_get(
-    settings: Settings, path: str, *, method: str = "GET", body: Any = None, timeout_s: float = 2.0
+    settings: Settings,
+    path: str,
+    *,
+    method: str = "GET",
+    body: Any = None,
+    timeout_s: float = 5.0,
+    addr: str | None = None,
 ) -> Any:
-    """Ask a running server's admin API (``body`` is sent as JSON); None when nothing listens there."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    data = None if body is None else orjson.dumps(body)
-    request = urllib.request.Request(f"http://{host}:{settings.port}{path}", data=data, method=method)
-    if data is not None:
-        request.add_header("content-type", "application/json")
-    if settings.admin_token:
-        request.add_header("authorization", f"Bearer {settings.admin_token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            return orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise PoolError(
-            f"the server at {settings.addr} refused: HTTP {exc.code} {exc.read()[:200]!r}"
-        ) from None
-    except (urllib.error.URLError, OSError):
+    """Ask the running server's admin API (``body`` is sent as JSON); None when none runs."""
+    server = find_server(settings, addr)
+    if server is None:
         return None
+    return admin_client.call(server, path, method=method, body=body, timeout_s=timeout_s)
 
 
-def live_or_offline_status(settings: Settings) -> dict[str, Any]:
-    live = admin_get(settings, "/admin/api/status")
-    if live is not None:
-        return {**live, "running": True}
+def live_or_offline_status(settings: Settings, addr: str | None = None) -> dict[str, Any]:
+    """The running server's status report, else the one built from files and the store."""
+    server = find_server(settings, addr)
+    if server is not None:
+        return {**admin_client.call(server, "/admin/api/status"), "addr": server.addr, "running": True}
     return offline_status(settings)
 
 
 @app.command("list")
-def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def list_accounts(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrOption = None) -> None:
     """Show every account: kind, provider, state and cooldown, today's requests and tokens."""
     with reported():
         settings = settings_from(config)
-        data = live_or_offline_status(settings)
+        data = live_or_offline_status(settings, addr)
     if as_json:
         console.print_json(orjson.dumps(data["accounts"]).decode())
         return
-    table = Table(title=f"pool: {data['pool_dir']}")
+    table = Table(title=f"pool: {escape(data['pool_dir'])}")
     columns = ("id", "kind", "provider", "enabled", "state", "requests today", "tokens today")
     for column in (*columns, "plan", "token expires", "last refresh", "quota left"):
         table.add_column(column)
@@ -91,11 +106,11 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> N
         if a["reason"]:
             state += f": {a['reason']}"
         table.add_row(
-            a["email"] or a["id"],
+            escape(a["email"] or a["id"]),
             a["kind"],
             a["provider"],
             "yes" if a["enabled"] else "no",
-            state,
+            escape(state),
             str(a["today"]["requests"]),
             str(a["today"]["tokens"]),
             *subscription_columns(records.get(a["id"]), a),
@@ -104,22 +119,25 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False) -> N
     if not data["accounts"]:
         console.print("the pool is empty: add one with `proxygate add-key --provider anthropic`")
     for bad in data["invalid_files"]:
-        err_console.print(f"[yellow]skipped[/] {bad['path']}: {bad['reason']}", highlight=False)
+        err_console.print(
+            f"[yellow]skipped[/] {escape(bad['path'])}: {escape(bad['reason'])}", highlight=False
+        )
 
 
 @app.command()
-def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def status(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrOption = None) -> None:
     """Listen address, accounts by kind and state, and files that failed to load."""
     with reported():
         settings = settings_from(config)
-        data = live_or_offline_status(settings)
+        data = live_or_offline_status(settings, addr)
     if as_json:
         console.print_json(orjson.dumps(data).decode())
         return
+    where = data["addr"] if data["running"] else (addr or settings.addr)
     console.print(
-        f"proxygate {'[green]running[/]' if data['running'] else '[dim]not running[/]'} on http://{settings.addr}"
+        f"proxygate {'[green]running[/]' if data['running'] else '[dim]not running[/]'} on http://{escape(where)}"
     )
-    console.print(f"route: {data['route']}   pool: {data['pool_dir']}")
+    console.print(f"route: {escape(data['route'])}   pool: {escape(data['pool_dir'])}")
     counts: dict[tuple[str, str], int] = {}
     for a in data["accounts"]:
         counts[(a["kind"], a["state"])] = counts.get((a["kind"], a["state"]), 0) + 1
@@ -132,7 +150,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     if data["invalid_files"]:
         console.print(f"[yellow]{len(data['invalid_files'])} invalid file(s):[/]")
         for bad in data["invalid_files"]:
-            console.print(f"  {bad['path']}: {bad['reason']}", highlight=False)
+            console.print(f"  {bad['path']}: {bad['reason']}", highlight=False, markup=False)
 
 
 def _duration(seconds: float) -> str:
@@ -150,7 +168,7 @@ def windows_text(windows: list[dict[str, Any]]) -> str:
     for w in windows:
         if w["window"] == "overage":
             continue
-        name = w["window"] + (f"@{w['model']}" if w["model"] else "")
+        name = escape(w["window"] + (f"@{w['model']}" if w["model"] else ""))
         left = "?" if w["left_pct"] is None else f"{w['left_pct']:.0f}%"
         reset = "" if w["resets_in_s"] is None else f" ↻{_duration(w['resets_in_s'])}"
         lines.append(f"{name} {left}{reset}" + (" [red]rejected[/]" if w["rejected"] else ""))
@@ -161,49 +179,81 @@ def account_table(accounts: list[dict[str, Any]]) -> Table:
     """Per account: health (cooldown reason and end), quota windows, leases in flight, pins."""
     table = Table("account", "state", "windows (left, reset in)", "in flight", "pins")
     for a in accounts:
-        state = a["state"]
+        state = escape(a["state"])
         if a.get("cooldown_s"):
             state += f" {_duration(a['cooldown_s'])}"
         for model, left_s in (a.get("model_cooldowns") or {}).items():
-            state += f"\n{model} cooling {_duration(left_s)}"
+            state += f"\n{escape(model)} cooling {_duration(left_s)}"
         if a.get("reason"):
-            state += f"\n[dim]{a['reason']}[/]"
+            state += f"\n[dim]{escape(a['reason'])}[/]"
         table.add_row(
-            a["email"] or a["id"], state, windows_text(a.get("windows") or []), str(a.get("inflight", 0)),
+            escape(a["email"] or a["id"]), state, windows_text(a.get("windows") or []), str(a.get("inflight", 0)),
             str(a.get("pins", 0)),
         )  # fmt: skip
     return table
 
 
-@app.command()
-def enable(ref: RefArgument, config: ConfigOption = None) -> None:
-    """Route to an account again (persisted; a running server picks it up)."""
+def _applied_live(server: RunningServer, account_id: str, is_done: Callable[[dict[str, Any]], bool]) -> bool:
+    """Wait until the running server's status shows the change (its pool watcher applies it)."""
+    deadline = time.monotonic() + LIVE_APPLY_WAIT_S
+    while True:
+        live = admin_client.call(server, "/admin/api/status")
+        entry = next((a for a in live.get("accounts", []) if a.get("id") == account_id), None)
+        if entry is not None and is_done(entry):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _set_enabled(ref: str, config: Path | None, addr: str | None, *, enabled: bool) -> None:
+    verb = "enabled" if enabled else "disabled"
     with reported():
-        account = set_enabled(settings_from(config).pool_dir, ref, enabled=True)
-    console.print(f"enabled [bold]{account.id}[/]")
+        settings = settings_from(config)
+        account = set_enabled(settings.pool_dir, ref, enabled=enabled)
+        server = find_server(settings, addr)
+        if server is None:
+            console.print(f"{verb} [bold]{escape(account.id)}[/]{NOT_RUNNING_NOTE}", highlight=False)
+            return
+        if not _applied_live(server, account.id, lambda entry: bool(entry.get("enabled")) == enabled):
+            raise PoolError(
+                f"{account.id}: {verb} in {account.path}, but the server at {server.addr} has not applied "
+                "it; does it use another pool_dir?"
+            )
+    console.print(f"{verb} [bold]{escape(account.id)}[/]", highlight=False)
 
 
 @app.command()
-def disable(ref: RefArgument, config: ConfigOption = None) -> None:
-    """Stop routing to an account until `proxygate enable`."""
-    with reported():
-        account = set_enabled(settings_from(config).pool_dir, ref, enabled=False)
-    console.print(f"disabled [bold]{account.id}[/]")
+def enable(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None) -> None:
+    """Route to an account again (persisted; a running server applies it at once)."""
+    _set_enabled(ref, config, addr, enabled=True)
 
 
 @app.command()
-def reset(ref: RefArgument, config: ConfigOption = None) -> None:
+def disable(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None) -> None:
+    """Stop routing to an account until `proxygate enable` (a running server applies it at once)."""
+    _set_enabled(ref, config, addr, enabled=False)
+
+
+@app.command()
+def reset(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None) -> None:
     """Clear an account's cooldown and error state."""
     with reported():
         settings = settings_from(config)
         account = load_pool(settings.pool_dir).find(ref)
-        if admin_get(settings, f"/admin/api/accounts/{account.id}/reset", method="POST") is None:
-            store = LMDBStore(settings.data_dir)  # no server running: clear the persisted state
+        server = find_server(settings, addr)
+        if server is not None:
+            admin_client.call(
+                server, f"/admin/api/accounts/{quote(account.id, safe='')}/reset", method="POST"
+            )
+        else:  # no server running: clear the persisted state it restores at start
+            store = LMDBStore(settings.data_dir)
             try:
                 store.put_state(COOLDOWNS, account.id, None)
             finally:
                 store.close()
-    console.print(f"reset [bold]{account.id}[/]")
+    note = "" if server is not None else NOT_RUNNING_NOTE
+    console.print(f"reset [bold]{escape(account.id)}[/]{note}", highlight=False)
 
 
 @app.command("add-key")

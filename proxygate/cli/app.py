@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from proxygate.config import Settings, load_settings
 from proxygate.errors import ProxyError
@@ -33,6 +34,15 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+AddrOption = Annotated[
+    str | None,
+    typer.Option(
+        "--addr",
+        help="The running server's HOST:PORT (default: from <data_dir>/server.json, else addr in the config).",
+        metavar="HOST:PORT",
+        show_default=False,
+    ),
+]
 
 
 def settings_from(config: Path | None, **overrides: Any) -> Settings:
@@ -45,7 +55,7 @@ def reported() -> Iterator[None]:
     try:
         yield
     except ProxyError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         raise typer.Exit(1) from None
 
 

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from proxygate.cli.accounts import admin_get
-from proxygate.cli.app import ConfigOption, JsonOption, app, console, reported, settings_from
+from proxygate.cli.accounts import NOT_RUNNING_NOTE, admin_get
+from proxygate.cli.app import AddrOption, ConfigOption, JsonOption, app, console, reported, settings_from
 from proxygate.config import Settings
 from proxygate.server.broker_state import active_route, save_active_route
 from proxygate.store import LMDBStore
@@ -57,30 +58,35 @@ def _tiers_text(tiers: dict[str, Any]) -> str:
 
 
 @route_app.command("list")
-def list_routes(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def list_routes(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrOption = None) -> None:
     """Show every routing config: strategy, tiers; * marks the active one."""
     with reported():
         settings = settings_from(config)
-        live = admin_get(settings, "/admin/api/routes")
+        live = admin_get(settings, "/admin/api/routes", addr=addr)
         routes = live["routes"] if live is not None else offline_routes(settings)
     if as_json:
         console.print_json(orjson.dumps(routes).decode())
         return
     table = Table("", "name", "strategy", "tiers")
     for r in routes:
-        table.add_row("*" if r["active"] else "", r["name"], r["strategy"], _tiers_text(r["tiers"]))
+        table.add_row(
+            "*" if r["active"] else "", escape(r["name"]), r["strategy"], escape(_tiers_text(r["tiers"]))
+        )
     console.print(table)
 
 
 @route_app.command("use")
 def use_route(
-    name: Annotated[str, typer.Argument(help="Routing config name from `proxygate route list`.")],
+    name: Annotated[
+        str, typer.Argument(help="Routing config name from `proxygate route list`.", metavar="NAME")
+    ],
     config: ConfigOption = None,
+    addr: AddrOption = None,
 ) -> None:
     """Switch the active routing config (a running server switches at once; kept across restarts)."""
     with reported():
         settings = settings_from(config)
-        live = admin_get(settings, "/admin/api/route", method="POST", body={"name": name})
+        live = admin_get(settings, "/admin/api/route", method="POST", body={"name": name}, addr=addr)
         if live is None:  # no server running: remember it for the next start
             store = LMDBStore(settings.data_dir)
             try:
@@ -90,6 +96,4 @@ def use_route(
             label = f"{name}/{settings.routing.configs[name].strategy}"
         else:
             label = live["route"]
-    console.print(
-        f"route: [bold]{label}[/]" + ("" if live is not None else " (applies when the server starts)")
-    )
+    console.print(f"route: [bold]{escape(label)}[/]" + ("" if live is not None else NOT_RUNNING_NOTE))

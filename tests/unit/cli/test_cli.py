@@ -71,9 +71,10 @@ def test_list_disable_enable_and_status(tmp_path: Path, env: dict[str, str]) -> 
         "state": "ready",
     }
     assert "zzzz" not in listed.output
-    assert run(env, "disable", "ant").output.strip() == "disabled ant"
+    note = " (no server running; applies when the server starts)"
+    assert run(env, "disable", "ant").output.strip() == "disabled ant" + note
     assert orjson.loads(run(env, "list", "--json").stdout)[0]["state"] == "disabled"
-    assert run(env, "enable", "ant").output.strip() == "enabled ant"
+    assert run(env, "enable", "ant").output.strip() == "enabled ant" + note
     status = run(env, "status")
     lines = status.output.splitlines()
     assert lines[0] == "proxygate not running on http://127.0.0.1:1"

@@ -26,7 +26,7 @@ def test_route_use_is_remembered_and_listed(tmp_path: Path) -> None:
     used = runner.invoke(app, ["route", "use", "cheap"], env=env)
     assert (used.exit_code, used.output.strip()) == (
         0,
-        "route: cheap/priority (applies when the server starts)",
+        "route: cheap/priority (no server running; applies when the server starts)",
     )
     after = orjson.loads(runner.invoke(app, ["route", "list", "--json"], env=env).stdout)
     assert [(r["name"], r["active"]) for r in after] == [("cheap", True), ("default", False)]
