@@ -77,6 +77,12 @@ class Proxy:
 ProxyFactory = Callable[..., Any]
 
 
+def admin_headers(settings: Settings) -> dict[str, str]:
+    """What the admin API needs: ``admin_token``, or the one a started server wrote to the data dir."""
+    token = settings.admin_token or (settings.data_dir / "admin.token").read_text().strip()
+    return {"authorization": f"Bearer {token}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

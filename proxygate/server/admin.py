@@ -1,14 +1,24 @@
 """The admin API under /admin/api: what `proxygate status`, `reset` and `route use` talk to.
 
-Guarded by ``admin_token`` (Bearer or X-ProxyGate-Admin-Token); with no token set, only
-loopback peers are served. Account entries carry ids and masked credentials, never secrets.
+Always behind a token, loopback included (a web page can reach loopback; server/guard.py):
+``admin_token`` when set, else one the server generates on first start into
+``<data_dir>/admin.token`` (mode 0600, the token alone on one line, reused on later starts;
+the CLI reads it from there). It is accepted as ``Authorization: Bearer`` or
+``X-ProxyGate-Admin-Token``; a call carrying it in a header may use any content type (curl,
+the CLI). A future cookie-authenticated call (the dashboard) must also send
+``Content-Type: application/json``: a page can forge a cookie-carrying text/plain POST, not that.
+
+Other modules register their admin routes wrapped in ``guard`` (``_guard`` is the same).
+Account entries carry ids and masked credentials, never secrets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import ipaddress
+import secrets
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,43 +26,79 @@ from aiohttp import web
 
 from proxygate.broker import Broker
 from proxygate.config import Settings
-from proxygate.errors import PoolError, ProxyError
+from proxygate.errors import PoolError, ProxyError, Unauthorized
 from proxygate.pool.files import PoolSnapshot
 from proxygate.server.broker_state import save_active_route
+from proxygate.server.guard import log_rejection, render_for_path
 from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
 from proxygate.store import Store, today
+from proxygate.store.files import write_bytes_atomic
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+"The token the admin API accepts: ``admin_token``, or the generated one in ``admin.token``."
+ADMIN_TOKEN_FILE = "admin.token"
+"In the data dir; the CLI reads the same file when ``admin_token`` is unset."
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def _guard(handler: Handler) -> Handler:
+def guard(handler: Handler) -> Handler:
+    """``handler`` served only to a caller presenting the admin token (401 JSON otherwise)."""
+
     async def guarded(request: web.Request) -> web.StreamResponse:
-        token = request.app[SETTINGS].admin_token
-        if token:
-            auth = request.headers.get("authorization", "")
-            given = (
-                auth[7:]
-                if auth[:7].lower() == "bearer "
-                else request.headers.get("x-proxygate-admin-token", "")
+        if not hmac.compare_digest(
+            presented_admin_token(request).encode(), request.app[ADMIN_TOKEN].encode()
+        ):
+            error = Unauthorized(
+                "missing or wrong admin token (send it as Authorization: Bearer or "
+                f"X-ProxyGate-Admin-Token; unless admin_token is set it is in <data_dir>/{ADMIN_TOKEN_FILE})"
             )
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return _json({"error": "missing or wrong admin token"}, 401)
-        elif not _is_loopback(request.remote):
-            return _json({"error": "the admin API is loopback-only unless admin_token is set"}, 403)
+            log_rejection(request, 401, "missing or wrong admin token")
+            return render_for_path(request, error)
         return await handler(request)
 
     return guarded
 
 
-def _is_loopback(remote: str | None) -> bool:
+_guard = guard
+
+
+def presented_admin_token(request: web.Request) -> str:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-proxygate-admin-token", "").strip()
+
+
+def admin_token_path(settings: Settings) -> Path:
+    return settings.data_dir / ADMIN_TOKEN_FILE
+
+
+def load_or_create_admin_token(settings: Settings) -> str:
+    """``admin_token``, else the token in ``<data_dir>/admin.token``, made (0600, atomic) if missing."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = admin_token_path(settings)
     try:
-        return remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        return False
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProxyError(f"cannot read the admin token {path}: {exc.__class__.__name__}") from None
+    if token and token.isprintable() and " " not in token:
+        path.chmod(0o600)
+        return token
+    token = secrets.token_urlsafe(32)
+    write_bytes_atomic(path, token.encode() + b"\n")
+    return token
+
+
+async def _load_admin_token(app: web.Application) -> None:
+    app[ADMIN_TOKEN] = await asyncio.to_thread(load_or_create_admin_token, app[SETTINGS])
 
 
 def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, store: Store) -> dict[str, Any]:
@@ -105,17 +151,14 @@ async def routes(request: web.Request) -> web.Response:
 
 
 async def use_route(request: web.Request) -> web.Response:
-    """Switch the active routing config at once, and remember it across restarts.
-
-    The name comes as JSON ``{"name": …}`` or as ``?name=`` (what the CLI sends).
-    """
-    name = request.query.get("name", "")
-    if request.can_read_body:
-        try:
-            data = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _json({"error": 'expected a JSON body {"name": …}'}, 400)
-        name = str(data.get("name", "")) if isinstance(data, dict) else ""
+    """Switch the active routing config at once, and remember it across restarts: ``{"name": …}``."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        data = None
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return _json({"error": 'expected a JSON body {"name": …}'}, 400)
     broker = request.app[BROKER]
     try:
         save_active_route(request.app[STORE], request.app[SETTINGS], name)
@@ -126,7 +169,8 @@ async def use_route(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/admin/api/status", _guard(status))
-    app.router.add_get("/admin/api/routes", _guard(routes))
-    app.router.add_post("/admin/api/route", _guard(use_route))
-    app.router.add_post("/admin/api/accounts/{ref}/reset", _guard(reset))
+    app.on_startup.append(_load_admin_token)
+    app.router.add_get("/admin/api/status", guard(status))
+    app.router.add_get("/admin/api/routes", guard(routes))
+    app.router.add_post("/admin/api/route", guard(use_route))
+    app.router.add_post("/admin/api/accounts/{ref}/reset", guard(reset))

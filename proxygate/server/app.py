@@ -13,7 +13,7 @@ import gc
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.request import getproxies
 
 import aiohttp
@@ -21,17 +21,15 @@ from aiohttp import web
 
 from proxygate.broker import AccountState, Broker, Headroom, Pin
 from proxygate.config import Settings
-from proxygate.errors import ProxyError
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
-from proxygate.server import admin, ingress, metrics, pooled_usage
+from proxygate.server import admin, guard, ingress, metrics, pooled_usage
 from proxygate.server.broker_state import restore_broker
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
 from proxygate.store import COOLDOWNS, HEADROOM, PINS, LMDBStore
 from proxygate.wire.codecs import CODECS
-from proxygate.wire.ir import Format
 
 log = logging.getLogger("proxygate")
 
@@ -40,7 +38,7 @@ Clock = Callable[[], float]
 
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
     # Bodies over the limit must reach our handler to get a 413 in the client's format.
-    app = web.Application(client_max_size=settings.max_body_bytes + 1, middlewares=[_client_format_errors])
+    app = web.Application(client_max_size=settings.max_body_bytes + 1, middlewares=guard.MIDDLEWARES)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_pool_and_broker(clock))
@@ -143,30 +141,6 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 def _has_proxy() -> bool:
     """A proxy for the schemes aiohttp proxies is set (NO_PROXY alone is not one)."""
     return any(scheme in getproxies() for scheme in ("http", "https", "ws", "wss"))
-
-
-@web.middleware
-async def _client_format_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Unknown paths and methods get a 404/405 in the client's format, not aiohttp's plain text."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status not in (404, 405):
-            raise
-        path = request.path
-        fmt = (
-            Format.anthropic
-            if "/messages" in path
-            else Format.gemini
-            if path.startswith("/v1beta")
-            else Format.chat
-        )
-        error = ProxyError(
-            f"no such endpoint: {request.method} {path}", status=404, error_class="unknown_endpoint"
-        )
-        return ingress.render_error(fmt, error, "")
 
 
 # A full collection walks every live object: with 1,000 open streams (each holding its parsed

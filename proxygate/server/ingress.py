@@ -12,19 +12,21 @@ Paths without the ``/v1`` prefix are accepted too: users often paste a base URL 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from aiohttp import web
 
-from proxygate.call import Call, Op, new_request_id
+from proxygate.call import Call, Op
 from proxygate.config import Settings
 from proxygate.errors import BodyTooLarge, ClientError, ProxyError, Unauthorized
+from proxygate.server.guard import REQUEST_ID_HEADER, log_rejection, render_error, request_id
 from proxygate.server.keys import MODELS, PIPELINE, SETTINGS
-from proxygate.wire.errors import client_status, error_body
 from proxygate.wire.ir import Format
+
+__all__ = ["add_routes", "check_shape", "check_token", "presented_token", "render_error"]
 
 _GEMINI_ACTIONS = {"generateContent": False, "streamGenerateContent": True}
 
@@ -48,15 +50,6 @@ def check_token(settings: Settings, request: web.Request, fmt: Format) -> None:
         raise Unauthorized(
             "missing or wrong proxygate token (send it as Authorization: Bearer, X-ProxyGate-Token or x-api-key)"
         )
-
-
-def render_error(fmt: Format, exc: ProxyError, request_id: str) -> web.Response:
-    status = client_status(fmt, exc.error_class, exc.status)
-    body = error_body(fmt, exc.error_class, exc.message, status=status, request_id=request_id)
-    headers = {"x-proxygate-request-id": request_id}
-    if status < 500 and status != 429:
-        headers["x-should-retry"] = "false"
-    return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
 
 async def _read_call(
@@ -83,9 +76,11 @@ async def _read_call(
         raise ClientError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ClientError("request body must be a JSON object")
+    check_shape(fmt, body, raw)
     model = path_model or body.get("model")
     if not isinstance(model, str) or not model:
         raise ClientError('missing "model"')
+    check_model_name(model)
     if gemini_stream is not None:
         is_stream = gemini_stream
         query = urlencode([(k, v) for k, v in parse_qsl(request.query_string) if k != "key"])
@@ -108,9 +103,92 @@ async def _read_call(
     )
 
 
+MAX_MODEL_BYTES = 256
+"Longest model name accepted (UTF-8 bytes): real ones are under 100, and the name is a store key."
+MAX_DEPTH = 254
+"Deepest JSON nesting accepted: what orjson can write back (the pipeline re-serialises bodies)."
+
+# Top-level fields the pipeline reads (conversation key, conversion, stages) → the JSON types
+# accepted; absent or null is always fine (the provider judges what is required).
+_OBJECT, _ARRAY, _STRING, _BOOLEAN = dict, list, str, bool
+_COMMON: dict[str, tuple[type, ...]] = {
+    "model": (_STRING,),
+    "metadata": (_OBJECT,),
+    "tools": (_ARRAY,),
+    "stream": (_BOOLEAN,),
+    "stream_options": (_OBJECT,),
+    "prompt_cache_key": (_STRING,),
+    "previous_response_id": (_STRING,),
+    "conversation": (_STRING, _OBJECT),
+}
+_FIELDS: dict[Format, dict[str, tuple[type, ...]]] = {
+    Format.anthropic: {**_COMMON, "messages": (_ARRAY,), "system": (_STRING, _ARRAY)},
+    Format.chat: {**_COMMON, "messages": (_ARRAY,)},
+    Format.responses: {**_COMMON, "input": (_STRING, _ARRAY), "instructions": (_STRING,)},
+    Format.gemini: {
+        **_COMMON,
+        "contents": (_ARRAY,),
+        "systemInstruction": (_OBJECT, _STRING),
+        "system_instruction": (_OBJECT, _STRING),
+        "generationConfig": (_OBJECT,),
+    },
+}
+# The list whose items are the conversation's turns: each must be an object.
+_TURNS = {
+    Format.anthropic: "messages",
+    Format.chat: "messages",
+    Format.responses: "input",
+    Format.gemini: "contents",
+}
+_JSON_TYPE = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+def check_shape(fmt: Format, body: Mapping[str, Any], raw: bytes = b"") -> None:
+    """Raise ``ClientError`` when a field the pipeline reads has the wrong JSON type.
+
+    Only what proxygate itself touches is checked; the provider still judges the rest.
+    """
+    for name, types in _FIELDS[fmt].items():
+        value = body.get(name)
+        if value is not None and (
+            not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        ):
+            expected = " or ".join(_JSON_TYPE[t] for t in types)
+            raise ClientError(f'"{name}" must be {_article(expected)}, not {_type_name(value)}')
+    turns = body.get(_TURNS[fmt])
+    if isinstance(turns, list):
+        for index, turn in enumerate(turns):
+            if not isinstance(turn, dict):
+                raise ClientError(f'"{_TURNS[fmt]}[{index}]" must be an object, not {_type_name(turn)}')
+            role = turn.get("role")
+            if role is not None and not isinstance(role, str):
+                raise ClientError(f'"{_TURNS[fmt]}[{index}].role" must be a string, not {_type_name(role)}')
+    # Counting brackets is cheap and bounds the depth; only a body with more gets the real check.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        try:
+            orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise ClientError(f"request body is nested deeper than {MAX_DEPTH} levels") from None
+
+
+def check_model_name(model: str) -> None:
+    if len(model.encode("utf-8", "surrogatepass")) > MAX_MODEL_BYTES:
+        raise ClientError(f"model name is longer than {MAX_MODEL_BYTES} bytes")
+    if not model.isprintable():
+        raise ClientError("model name contains control characters")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPE.get(type(value), type(value).__name__)
+
+
+def _article(expected: str) -> str:
+    return ("an " if expected[0] in "aeiou" else "a ") + expected
+
+
 def _handler(fmt: Format, op: Op = "generate") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        request_id = new_request_id()
+        rid = request_id(request)
         path_model: str | None = None
         gemini_stream: bool | None = None
         try:
@@ -123,10 +201,12 @@ def _handler(fmt: Format, op: Op = "generate") -> Callable[[web.Request], Awaita
                     )
                 gemini_stream = _GEMINI_ACTIONS[action]
             call = await _read_call(
-                request, fmt, request_id, op=op, path_model=path_model, gemini_stream=gemini_stream
+                request, fmt, rid, op=op, path_model=path_model, gemini_stream=gemini_stream
             )
         except ProxyError as exc:
-            return render_error(fmt, exc, request_id)
+            if exc.status in (401, 413):
+                log_rejection(request, exc.status, exc.message)
+            return render_error(fmt, exc, rid)
         return await request.app[PIPELINE].handle(request, call)
 
     return handle
@@ -134,11 +214,12 @@ def _handler(fmt: Format, op: Op = "generate") -> Callable[[web.Request], Awaita
 
 async def list_models(request: web.Request) -> web.Response:
     fmt = Format.gemini if request.path.startswith("/v1beta") else Format.chat
-    request_id = new_request_id()
+    rid = request_id(request)
     try:
         check_token(request.app[SETTINGS], request, fmt)
     except ProxyError as exc:
-        return render_error(fmt, exc, request_id)
+        log_rejection(request, exc.status, exc.message)
+        return render_error(fmt, exc, rid)
     models = await request.app[MODELS].names()
     data: dict[str, Any]
     if fmt is Format.gemini:
@@ -172,9 +253,7 @@ async def list_models(request: web.Request) -> web.Response:
             "first_id": models[0] if models else None,
             "last_id": models[-1] if models else None,
         }
-    return web.json_response(
-        data, dumps=lambda d: orjson.dumps(d).decode(), headers={"x-proxygate-request-id": request_id}
-    )
+    return web.json_response(data, dumps=lambda d: orjson.dumps(d).decode(), headers={REQUEST_ID_HEADER: rid})
 
 
 async def healthz(request: web.Request) -> web.Response:

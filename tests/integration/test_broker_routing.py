@@ -14,7 +14,7 @@ from aiohttp import web
 from proxygate.config import load_settings
 from proxygate.server.app import create_app
 from proxygate.server.keys import BROKER
-from tests.conftest import FakeClock, write_account
+from tests.conftest import FakeClock, admin_headers, write_account
 from tests.upstream import ScriptedUpstream, anthropic_message
 
 SESSION = {"x-claude-code-session-id": "6c1d1f8e-0000-4000-8000-000000000001"}
@@ -126,12 +126,17 @@ async def test_restart_keeps_pins_spent_windows_and_the_chosen_route(tmp_path: P
             assert [(await ask(url, SESSION))[0] for _ in range(3)] == [other] * 3  # moved once
             async with (
                 aiohttp.ClientSession() as client,
-                client.post(url + "/admin/api/route", json={"name": "rr"}) as resp,
+                client.post(
+                    url + "/admin/api/route", json={"name": "rr"}, headers=admin_headers(settings)
+                ) as resp,
             ):
                 assert (resp.status, await resp.json()) == (200, {"route": "rr/round-robin"})
             assert await ask(url, SESSION) == (other, "rr/round-robin")
         async with serving(create_app(settings, clock=clock)) as url:  # the restart
-            async with aiohttp.ClientSession() as client, client.get(url + "/admin/api/status") as resp:
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(url + "/admin/api/status", headers=admin_headers(settings)) as resp,
+            ):
                 status = await resp.json()
             by_id = {a["id"]: a for a in status["accounts"]}
             assert status["route"] == "rr/round-robin"
@@ -151,7 +156,7 @@ async def test_route_list_over_the_admin_api(start_proxy, upstream) -> None:
         {"a": {"provider": "anthropic", "api_key": "sk-ant-aaaa-0000", "base_url": upstream.url}},
         config='[routing.configs.cheap]\nstrategy = "priority"\ntiers.haiku = { accounts = ["a"], model = "claude-3-5-haiku" }\n',
     )
-    async with aiohttp.ClientSession() as client:
+    async with aiohttp.ClientSession(headers=admin_headers(proxy.settings)) as client:
         async with client.get(proxy.url + "/admin/api/routes") as resp:
             routes = await resp.json()
         async with client.post(proxy.url + "/admin/api/route", json={"name": "nope"}) as resp:

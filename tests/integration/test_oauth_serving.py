@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxygate.providers.subscriptions import CLAUDE_CODE_IDENTITY
 from tests import oauth_fakes
+from tests.conftest import admin_headers
 from tests.oauth_fakes import FakeAuthServer, oauth_account
 from tests.upstream import ScriptedUpstream, responses_sse, status
 
@@ -183,7 +184,10 @@ async def test_a_dead_refresh_token_marks_needs_reauth_and_others_serve(
     assert code == 200
     assert headers["x-proxygate-account"] == "live@example.com"
     assert [r.headers["chatgpt-account-id"] for r in upstream.requests] == ["acct-2"]
-    async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/admin/api/status") as resp:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"{proxy.url}/admin/api/status", headers=admin_headers(proxy.settings)) as resp,
+    ):
         accounts_status = {a["id"]: a for a in (await resp.json())["accounts"]}
     dead = accounts_status["dead@example.com"]
     assert dead["state"] == "needs re-auth"

@@ -1,0 +1,215 @@
+"""The edge every request passes first: a request id, the browser guard, errors in the client's format.
+
+The one idea: proxygate listens on loopback without tokens, so the only stranger who can reach it
+is a web page in the user's browser. Pages reach it two ways, and both are closed here, the way
+Jupyter and the Docker API close them:
+
+- DNS rebinding: a page on ``attacker.example`` re-resolves its name to 127.0.0.1 and reads our
+  answers as same-origin. The browser still sends ``Host: attacker.example``, so on loopback only
+  ``127.0.0.1``, ``localhost`` and ``[::1]`` (any port) plus ``allowed_hosts`` are served.
+- CSRF: a page POSTs a "simple request" (``Content-Type: text/plain``, no preflight) to spend quota
+  or reset accounts. Browsers always send ``Origin`` on such POSTs and CLI tools and SDKs never do,
+  so an ``Origin`` that is not in ``allowed_origins`` (nor our own ``http://<allowed Host>``) is
+  refused on every route but ``/healthz``.
+
+The admin API also always needs a token (server/admin.py). Middlewares, outermost first:
+``assign_request_id`` → ``browser_guard`` → ``client_format_errors`` → the handler.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from proxygate.call import new_request_id
+from proxygate.config import Settings
+from proxygate.errors import ClientError, ProxyError
+from proxygate.server.keys import SETTINGS
+from proxygate.wire.errors import client_status, error_body
+from proxygate.wire.ir import Format
+
+log = logging.getLogger("proxygate")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUEST_ID = web.RequestKey("request_id", str)
+"Assigned once per request by ``assign_request_id``; handlers and the pipeline use it."
+REQUEST_ID_HEADER = "x-proxygate-request-id"
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+"Host names a browser sends for the loopback server itself (any port)."
+UNGUARDED_PATHS = frozenset({"/healthz"})
+"Answered whatever the Origin: it tells a page nothing and monitors may run in a browser."
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id (one is made for a request that bypassed the middleware, e.g. in a test)."""
+    found = request.get(REQUEST_ID)
+    if found is None:
+        found = request[REQUEST_ID] = new_request_id()
+    return found
+
+
+def client_format(path: str) -> Format:
+    """The wire format a client on ``path`` reads its errors in (Chat's for anything unknown)."""
+    if "/messages" in path:
+        return Format.anthropic
+    if path.startswith("/v1beta"):
+        return Format.gemini
+    if path.startswith(("/v1/responses", "/responses", "/backend-api")):
+        return Format.responses
+    return Format.chat
+
+
+def render_error(fmt: Format, exc: ProxyError, request_id: str) -> web.Response:
+    """``exc`` as the client's own error body, with the request id and SDK retry advice."""
+    status = client_status(fmt, exc.error_class, exc.status)
+    body = error_body(fmt, exc.error_class, exc.message, status=status, request_id=request_id)
+    headers = {REQUEST_ID_HEADER: request_id}
+    if status < 500 and status != 429:
+        headers["x-should-retry"] = "false"
+    return web.Response(status=status, body=body, headers=headers, content_type="application/json")
+
+
+def render_for_path(request: web.Request, exc: ProxyError) -> web.Response:
+    """An error for whatever route ``request`` asked: the admin API's JSON, else the client's format."""
+    rid = request_id(request)
+    if not is_admin_path(request.path) and request.path not in UNGUARDED_PATHS:
+        return render_error(client_format(request.path), exc, rid)
+    return web.Response(
+        status=exc.status,
+        body=orjson.dumps({"error": exc.message}),
+        headers={REQUEST_ID_HEADER: rid},
+        content_type="application/json",
+    )
+
+
+def is_admin_path(path: str) -> bool:
+    return path.startswith("/admin/") or path == "/metrics"
+
+
+def log_rejection(request: web.Request, status: int, message: str) -> None:
+    """One log line for a refused request: status, method, path (control characters escaped), id."""
+    log.warning(
+        "%s %d %s %s: %s",
+        request_id(request),
+        status,
+        escape_controls(request.method),
+        escape_controls(request.path),
+        message,
+    )
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as escapes: a CR/LF in a path forges no log line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+# -- middlewares ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def assign_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer carries ``x-proxygate-request-id``: 404s, 405s and crashes too."""
+    rid = request[REQUEST_ID] = new_request_id()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if not exc.headers.get(REQUEST_ID_HEADER):
+            exc.headers[REQUEST_ID_HEADER] = rid
+        raise
+    except Exception:
+        # A bug, not the client's fault: log it with the id and answer in the client's format
+        # (aiohttp's own 500 is plain text). Once the answer has started, only closing is left.
+        if request.writer.output_size > 0:
+            raise
+        log.exception("%s %s %s failed", rid, request.method, escape_controls(request.path))
+        return render_for_path(request, ProxyError("internal error in proxygate; see its log"))
+    if not response.prepared and not response.headers.get(REQUEST_ID_HEADER):
+        response.headers[REQUEST_ID_HEADER] = rid
+    return response
+
+
+@web.middleware
+async def browser_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """403 for a foreign Host (DNS rebinding) or a foreign Origin (CSRF); see the module docstring."""
+    settings = request.app[SETTINGS]
+    host = request.headers.get("host")
+    if host is not None and not is_allowed_host(settings, host):
+        return _forbidden(request, f"Host {host!r} is not allowed (allowed_hosts)")
+    origin = request.headers.get("origin")
+    if (
+        origin is not None
+        and request.path not in UNGUARDED_PATHS
+        and not is_allowed_origin(settings, origin, host)
+    ):
+        return _forbidden(request, f"Origin {origin!r} is not allowed (allowed_origins)")
+    return await handler(request)
+
+
+def _forbidden(request: web.Request, message: str) -> web.Response:
+    # Client-chosen text goes into the answer and the log escaped and cut short.
+    message = escape_controls(message[:300])
+    log_rejection(request, 403, message)
+    return render_for_path(request, ClientError(message, status=403, error_class="permission"))
+
+
+def is_allowed_host(settings: Settings, host: str) -> bool:
+    """Loopback names (any port) and ``allowed_hosts``; beyond loopback, any when that is unset."""
+    name = _host_name(host)
+    allowed = {h.lower() for h in settings.allowed_hosts}
+    if name in LOOPBACK_HOSTS or name in allowed or host.strip().lower() in allowed:
+        return True
+    return not _listens_on_loopback(settings) and not settings.allowed_hosts
+
+
+def is_allowed_origin(settings: Settings, origin: str, host: str | None) -> bool:
+    """An ``allowed_origins`` entry, or our own page: ``http://<the request's allowed Host>``."""
+    origin = origin.lower().rstrip("/")
+    if origin in (o.lower().rstrip("/") for o in settings.allowed_origins):
+        return True
+    return host is not None and origin == f"http://{host.lower()}"
+
+
+def _host_name(host: str) -> str:
+    """``Host`` without its port, lower-cased: ``[::1]:8080`` → ``[::1]``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() else host
+
+
+def _listens_on_loopback(settings: Settings) -> bool:
+    if settings.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def client_format_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and methods get a 404/405 in the client's format, not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405):
+            raise
+        error = ProxyError(
+            f"no such endpoint: {request.method} {escape_controls(request.path)[:300]}",
+            status=404,
+            error_class="unknown_endpoint",
+        )
+        return render_error(client_format(request.path), error, request_id(request))
+
+
+MIDDLEWARES = (assign_request_id, browser_guard, client_format_errors)
