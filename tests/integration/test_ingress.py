@@ -138,3 +138,81 @@ async def test_hot_reload_add_bad_and_remove(upstream, start_proxy) -> None:
             break
         await asyncio.sleep(0.02)
     assert status == 404
+
+
+async def test_wrong_typed_fields_are_a_400_in_the_clients_format_before_anything_else(
+    upstream, start_proxy
+) -> None:
+    """Once a bare 500 text/plain: the conversation key read these fields before any validation."""
+    proxy = await start_proxy({"a": ant_key(upstream.url)})
+    cases = [
+        ("/v1/messages", {"model": "claude-x", "messages": 123}, '"messages" must be an array, not number'),
+        ("/v1/messages", {"model": "claude-x", "messages": ["hi"]}, '"messages[0]" must be an object, not string'),
+        ("/v1/messages", {"model": "claude-x", "messages": [], "system": 5}, '"system" must be a string or array, not number'),
+        ("/v1/messages", {"model": "claude-x", "messages": [], "metadata": "x"}, '"metadata" must be an object, not string'),
+        ("/v1/messages", {"model": 7, "messages": []}, '"model" must be a string, not number'),
+        ("/v1/chat/completions", {"model": "claude-x", "messages": {"role": "user"}}, '"messages" must be an array, not object'),
+        ("/v1/chat/completions", {"model": "claude-x", "messages": [], "stream": "yes"}, '"stream" must be a boolean, not string'),
+        ("/v1/chat/completions", {"model": "claude-x", "messages": [{"role": 1}]}, '"messages[0].role" must be a string, not number'),
+        ("/v1/responses", {"model": "claude-x", "input": 42}, '"input" must be a string or array, not number'),
+        ("/v1/responses", {"model": "claude-x", "input": "hi", "tools": {}}, '"tools" must be an array, not object'),
+        ("/v1/responses", {"model": "claude-x", "input": [None]}, '"input[0]" must be an object, not null'),
+        ("/v1beta/models/claude-x:generateContent", {"contents": 5}, '"contents" must be an array, not number'),
+        ("/v1beta/models/claude-x:generateContent", {"contents": [], "systemInstruction": 1}, '"systemInstruction" must be an object or string, not number'),
+    ]  # fmt: skip
+    for path, body, message in cases:
+        status, headers, error = await call(proxy.url, path, json=body)
+        assert (path, status) == (path, 400)
+        assert headers["x-proxygate-request-id"].startswith("pg_")
+        if path.startswith("/v1beta"):
+            assert error == {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}
+        elif path == "/v1/messages":
+            assert error["error"] == {"type": "invalid_request_error", "message": message}
+        else:
+            assert error["error"] == {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+    deep: object = "x"
+    for _ in range(300):
+        deep = [deep]
+    status, _, error = await call(
+        proxy.url, "/v1/messages", json={"model": "claude-x", "messages": [{"role": "user", "content": deep}]}
+    )
+    assert (status, error["error"]["message"]) == (400, "request body is nested deeper than 254 levels")
+    assert upstream.requests == []
+
+
+async def test_model_names_over_256_bytes_are_refused_before_the_upstream(upstream, start_proxy) -> None:
+    proxy = await start_proxy({"a": {**ant_key(upstream.url), "models": ["*"]}})
+    for model in ("claude-" + "a" * 600, "é" * 129, "claude-x\r\nforged: 1"):
+        status, _, error = await call(proxy.url, "/v1/messages", json={"model": model, "messages": []})
+        assert status == 400, model
+        assert error["error"]["message"] in (
+            "model name is longer than 256 bytes",
+            "model name contains control characters",
+        )
+        status, _, error = await call(
+            proxy.url, "/v1/chat/completions", json={"model": model, "messages": []}
+        )
+        assert status == 400
+    long_path_model = "gemini-" + "b" * 300
+    status, _, error = await call(
+        proxy.url, f"/v1beta/models/{long_path_model}:generateContent", json={"contents": []}
+    )
+    assert (status, error) == (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "model name is longer than 256 bytes",
+                "status": "INVALID_ARGUMENT",
+            }
+        },
+    )
+    assert upstream.requests == []
+    # 256 bytes exactly is a name like any other.
+    status, _, _ = await call(proxy.url, "/v1/messages", json={"model": "c" * 256, "messages": []})
+    assert status == 200
