@@ -33,8 +33,8 @@ import orjson
 from proxygate.wire.ir import Format
 
 _OLD_USER_ID_SESSION = re.compile(r"session_([0-9a-fA-F-]{36})")  # sub2api's pattern
-MAX_KEY_CHARS = 200
-"Longer client-chosen keys are hashed: the store's keys stay small (LMDB allows 511 bytes)."
+MAX_KEY_CHARS = 128
+"Longer client-chosen values are hashed: the store's keys stay small (LMDB allows 511 bytes)."
 SWEEP_EVERY = 1024
 "Expired pins are dropped every this many new pins, so the table stays bounded by traffic."
 
@@ -85,8 +85,13 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 
 def _key(kind: str, value: str) -> str:
-    if len(value) > MAX_KEY_CHARS:
-        value = hashlib.blake2b(value.encode(), digest_size=16).hexdigest()
+    """``kind:value``, the value hashed unless it is short printable ASCII.
+
+    Client bytes never reach a key as they are: a non-UTF-8 header byte arrives as a lone
+    surrogate (``'\\udcff'``), which no encoder accepts (issue 10 §2).
+    """
+    if len(value) > MAX_KEY_CHARS or not (value.isascii() and value.isprintable()):
+        value = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     return f"{kind}:{value}"
 
 

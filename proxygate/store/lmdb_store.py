@@ -151,7 +151,9 @@ _Prepared = _Usage | _State
 
 
 class LMDBStore:
-    def __init__(self, data_dir: Path, usage: UsageSettings | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, usage: UsageSettings | None = None, *, map_size: int = MAP_SIZE
+    ) -> None:
         self.settings = usage or UsageSettings()
         path = data_dir / "proxygate.lmdb"
         try:
@@ -159,7 +161,7 @@ class LMDBStore:
             # lmdb.open(mode=0o600) would make the directory 0600 too (no search bit): only
             # root could then open it (issue 10 §1). The directory is ours, 0700; files 0600.
             ensure_private_dir(path)
-            self._env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=16, mode=0o600)
+            self._env = lmdb.open(str(path), map_size=map_size, max_dbs=16, mode=0o600)
         except (lmdb.Error, OSError) as exc:
             reason = " ".join(str(exc).split())  # lmdb's messages carry line breaks
             raise StoreError(f"cannot open the usage store in {data_dir}: {reason}") from None
