@@ -32,6 +32,7 @@ from proxygate.broker.routing import (
     Budgets,
     Candidate,
     Route,
+    RouteCache,
     StrategyContext,
     build_route,
     day_and_month,
@@ -105,7 +106,7 @@ class Broker:
         self._on_headroom = on_headroom
         self._on_pin = on_pin
         self._states: dict[str, AccountState] = {}
-        self._routes: dict[str, Route] = {}
+        self._routes = RouteCache()
         self._headroom_persisted: dict[str, float] = {}
         self.pins = PinTable(settings.pin_ttl_s)
         self.budgets = Budgets(budgets or {})
@@ -165,10 +166,10 @@ class Broker:
         return found
 
     def route(self, model: str) -> Route:
-        """The active config's candidates for ``model``, computed once per pool and config."""
+        """The active config's candidates for ``model``, computed once per pool and config (when routable)."""
         found = self._routes.get(model)
         if found is None:
-            found = self._routes[model] = build_route(
+            found = build_route(
                 model,
                 self.snapshot.accounts,
                 self.state,
@@ -176,6 +177,7 @@ class Broker:
                 aliases=self.settings.aliases,
                 apikey_first=self.settings.priority == "apikey-first",
             )
+            self._routes.put(found)
         return found
 
     def use_route(self, name: str) -> None:
