@@ -28,6 +28,7 @@ from proxygate.server.broker_state import restore_broker
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
+from proxygate.server.tasks import supervise
 from proxygate.store import COOLDOWNS, HEADROOM, PINS, LMDBStore
 from proxygate.wire.codecs import CODECS
 
@@ -51,15 +52,17 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    store = LMDBStore(app[SETTINGS].data_dir)
+    settings = app[SETTINGS]
+    store = LMDBStore(settings.data_dir, settings.usage)
     app[STORE] = store
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(store.run_committer(stop))
+        tasks.create_task(supervise("store committer", lambda: store.run_committer(stop)))
         try:
             yield
         finally:
             stop.set()
+            store.wake()
     await asyncio.to_thread(store.close)
 
 
@@ -107,7 +110,9 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
 
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(watch_pool(settings.pool_dir, on_change, stop))
+            tasks.create_task(
+                supervise("pool watcher", lambda: watch_pool(settings.pool_dir, on_change, stop))
+            )
             try:
                 yield
             finally:

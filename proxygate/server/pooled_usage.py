@@ -25,6 +25,7 @@ from proxygate.errors import ProxyError
 from proxygate.server.ingress import check_token, render_error
 from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, UPSTREAM
 from proxygate.server.quota_poll import QuotaPoller
+from proxygate.server.tasks import supervise
 from proxygate.wire.ir import Format
 
 # Codex's defaults when no account reported a window length (peers.md §3.2: 300 min, 7 d).
@@ -47,7 +48,7 @@ async def quota_polling(app: web.Application) -> AsyncIterator[None]:
     )
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(poller.run(stop))
+        tasks.create_task(supervise("quota poller", lambda: poller.run(stop)))
         try:
             yield
         finally:

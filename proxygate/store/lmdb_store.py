@@ -233,15 +233,15 @@ class LMDBStore:
         with self._env_lock:
             try:
                 self._commit(prepared)
-            except lmdb.Error as exc:
-                # Find the operation LMDB refuses: each alone, the bad ones dropped.
+            except Exception as exc:  # find the bad write; never lose the batch
+                # Each alone: the ones LMDB refuses (or that meet a corrupt row) are dropped.
                 log.warning(
                     "usage store: a batch of %d writes failed (%s); retrying one by one", len(ops), exc
                 )
                 for op in prepared:
                     try:
                         self._commit([op])
-                    except lmdb.Error as op_exc:
+                    except Exception as op_exc:
                         self._drop(op, op_exc)
 
     def _prepare(self, op: tuple[str, Any, Any]) -> _Prepared | None:
