@@ -13,16 +13,18 @@ from proxygate.cli.app import ConfigOption, app, console, reported, settings_fro
 from proxygate.config import Settings
 from proxygate.errors import ConfigError
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
+def setup_logging(settings: Settings) -> None:
+    """Every line ``serve`` writes goes through one formatter (text or json), and to the log file."""
+    from proxygate.server import logs
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=_LEVELS[level],
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
+    logs.setup(
+        settings.log_level,
+        settings.log_format,
+        log_file=settings.log_file,
+        log_file_max_mb=settings.log_file_max_mb,
+        log_file_count=settings.log_file_count,
     )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -50,17 +52,23 @@ def serve(
     addr: Annotated[str | None, typer.Option(help="Listen on HOST:PORT (default 127.0.0.1:19527).")] = None,
     host: Annotated[str | None, typer.Option(help="Listen host (keeps the configured port).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (keeps the configured host).")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level", help="debug, info, warn or error (default: log_level, or info).", metavar="LEVEL"
+        ),
+    ] = None,
 ) -> None:
     """Run the proxy until SIGINT/SIGTERM (then drain streams in flight)."""
     from proxygate.server.app import run
 
     with reported():
-        settings = settings_from(config, addr=addr)
+        settings = settings_from(config, addr=addr, log_level=log_level)
         if host is not None or port is not None:
             addr = f"{host or settings.host}:{settings.port if port is None else port}"
-            settings = settings_from(config, addr=addr)
+            settings = settings_from(config, addr=addr, log_level=log_level)
         check_exposure(settings)
-        setup_logging(settings.log_level)
+        setup_logging(settings)
         logging.getLogger("proxygate").info(
             "config: %s; pool: %s; data: %s",
             settings.config_path or "defaults",

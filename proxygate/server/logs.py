@@ -1,0 +1,185 @@
+"""The server's log: one handler set on the root logger, so every logger (ours, aiohttp's,
+asyncio's, ``warnings``) goes through the same formatter and the same escaping.
+
+    text   ``2026-12-05T10:00:00 INFO    proxygate.request: pg_… anthropic …``
+    json   one JSON object a line: ``ts``, ``level``, ``logger``, ``message``, and
+           ``request_id`` when the line is about a request, ``exc`` for a traceback
+
+What a client or a file chose (model names, ids, session keys, paths) reaches log messages
+as it came. A CR/LF in it must not forge a log line (issue 10 §5), so the formatter, not
+each call site, makes every record exactly one line start: in text, control characters
+(C0, DEL, C1) and lone surrogates are written as ``\\xNN``/``\\uNNNN`` and a traceback's
+lines are indented; in json, orjson escapes them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.handlers
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal
+
+import orjson
+
+from proxygate.features.metrics import REQUEST_SCOPE
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+LogFormat = Literal["text", "json"]
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+# C0 controls, DEL, C1 controls, and lone surrogates (undecodable bytes of a header kept by
+# surrogateescape): none belongs in a log line, and surrogates cannot even be written.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_REQUEST_ID = re.compile(r"\bpg_[0-9a-f]{24}\b")  # call.new_request_id()
+_CONTINUATION = "\n    "
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_control(text: str) -> str:
+    """``a\\r\\nb`` → ``a\\x0d\\x0ab``: printable, one line, whatever the input."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def request_id_of(record: logging.LogRecord, message: str) -> str:
+    """The id of the request a record is about: given as ``extra``, the current task's, or named in it."""
+    given = getattr(record, "request_id", None)
+    if isinstance(given, str) and given:
+        return given
+    scope = REQUEST_SCOPE.get()
+    if scope is not None and scope.request_id:
+        return scope.request_id
+    found = _REQUEST_ID.search(message)
+    return found.group() if found else ""
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, its message escaped; traceback lines indented under it."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, DATE_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if "\n" in line:  # exc_info / stack_info: only a real record starts at column 0
+            head, _, rest = line.partition("\n")
+            line = head + _CONTINUATION + _CONTINUATION.join(escape_control(x) for x in rest.split("\n"))
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (orjson escapes control characters)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        entry: dict[str, Any] = {
+            "ts": _iso_utc(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        if request_id := request_id_of(record, message):
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        try:
+            return orjson.dumps(entry).decode()
+        except TypeError:  # a lone surrogate: orjson refuses strings that are not UTF-8
+            return orjson.dumps({k: _utf8(v) for k, v in entry.items()}).decode()
+
+
+def _utf8(value: Any) -> Any:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _iso_utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file created 0600 in a 0700 directory (it names accounts and models)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        path = Path(self.baseFilename)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file from an older run keeps no wider mode
+        return io.TextIOWrapper(open(fd, "ab"), encoding=self.encoding or "utf-8", errors=self.errors)
+
+
+def formatter_for(log_format: LogFormat) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def setup(
+    level: str,
+    log_format: LogFormat = "text",
+    *,
+    log_file: Path | None = None,
+    log_file_max_mb: float = 10.0,
+    log_file_count: int = 5,
+    stream: IO[str] | None = None,
+) -> list[logging.Handler]:
+    """Route every logger, ``warnings`` and uncaught exceptions through our handlers.
+
+    Returns the handlers installed on the root logger (stderr, then the file when set).
+    """
+    formatter = formatter_for(log_format)
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if log_file is not None:
+        handlers.append(
+            PrivateRotatingFileHandler(
+                log_file,
+                maxBytes=max(int(log_file_max_mb * 1024 * 1024), 1024),
+                backupCount=max(log_file_count, 1),
+                encoding="utf-8",
+                delay=False,
+            )
+        )
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(LEVELS[level])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn → logger "py.warnings", formatted like the rest
+    sys.excepthook = _log_uncaught
+    return handlers
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("proxygate").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+__all__ = [
+    "JsonFormatter",
+    "PrivateRotatingFileHandler",
+    "TextFormatter",
+    "escape_control",
+    "formatter_for",
+    "request_id_of",
+    "setup",
+]
