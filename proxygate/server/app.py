@@ -23,7 +23,7 @@ from proxygate.broker import AccountState, Broker, Headroom, Pin
 from proxygate.config import Settings
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
-from proxygate.server import admin, guard, ingress, metrics, pooled_usage
+from proxygate.server import admin, guard, ingress, metrics, pooled_usage, usage_api
 from proxygate.server.broker_state import restore_broker
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
 from proxygate.server.models import ModelCatalog
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     admin.add_routes(app)
     pooled_usage.add_routes(app)  # GET /backend-api/wham/usage + subscription quota polling
     metrics.add_routes(app)  # GET /metrics
+    usage_api.add_routes(app)  # GET /admin/api/usage, /admin/api/requests
     return app
 
 
