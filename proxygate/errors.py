@@ -9,7 +9,8 @@
     │   ├── RateLimited              429 (retry_after_s when the provider said)
     │   ├── Overloaded               529 / 503: capacity, not quota
     │   ├── UpstreamTimeout          connect / first byte / idle deadline passed
-    │   └── ConnectionLost           reset, refused, truncated stream
+    │   ├── ConnectionLost           reset, refused, truncated stream or answer
+    │   └── ResponseLimit            the answer passed max_response_mb or max_stream_s
     ├── AllAccountsBusy              every candidate is cooling down (a 429 to the client)
     ├── PoolError                    a pool file or account id problem (CLI)
     ├── StoreError                   the usage store cannot be opened or written
@@ -81,6 +82,14 @@ class UpstreamTimeout(UpstreamError):
 
 
 class ConnectionLost(UpstreamError):
+    error_class = "server"
+    status = 502
+
+
+class ResponseLimit(UpstreamError):
+    """The answer passed a local cap (``max_response_mb``, ``max_stream_s``). Never failed over
+    and never a cooldown: any account would pass the same cap on the same request."""
+
     error_class = "server"
     status = 502
 

@@ -8,6 +8,7 @@ recorded (method, path, query, headers, JSON body) so tests can assert what was 
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,5 +289,83 @@ def delayed(seconds: float, script: Script) -> Script:
     async def reply(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(seconds)
         return await script(request)
+
+    return reply
+
+
+def cut_json_after(body: bytes, n_bytes: int, *, chunked: bool = False) -> Script:
+    """Announce the whole JSON body (its length, or chunked), send ``n_bytes`` of it, reset."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "application/json"})
+        if chunked:
+            out.enable_chunked_encoding()
+        else:
+            out.content_length = len(body)
+        await out.prepare(request)
+        await out.write(body[:n_bytes])
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return out
+
+    return reply
+
+
+def gzip_reply(body: bytes, content_type: str = "application/json", *, always: bool = True) -> Script:
+    """Answer gzip-compressed: always (an upstream that ignores Accept-Encoding), or only when
+    the request accepts gzip (as real providers do)."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        if not always and "gzip" not in request.headers.get("accept-encoding", ""):
+            return web.Response(body=body, content_type=content_type)
+        return web.Response(
+            body=gzip.compress(body), headers={"content-encoding": "gzip", "content-type": content_type}
+        )
+
+    return reply
+
+
+def pings_forever(head: bytes, ping: bytes = b"event: ping\ndata: {}\n\n", every_s: float = 0.05) -> Script:
+    """Send ``head`` (e.g. message_start), then a keep-alive ping every ``every_s``, never ending."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        await out.write(head)
+        while True:
+            await asyncio.sleep(every_s)
+            await out.write(ping)
+
+    return reply
+
+
+def hold_after(head: bytes, released: asyncio.Event | None = None) -> Script:
+    """Send ``head``, then hold the stream open until cancelled (or ``released``)."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        await out.write(head)
+        await (released.wait() if released is not None else asyncio.sleep(3600))
+        return out
+
+    return reply
+
+
+def streamed_body(
+    parts: int, part: bytes, content_type: str = "application/json", head: bytes = b""
+) -> Script:
+    """``head`` then ``parts`` × ``part``, chunked: a body as large as wanted, never held whole."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": content_type})
+        await out.prepare(request)
+        if head:
+            await out.write(head)
+        for _ in range(parts):
+            await out.write(part)
+        await out.write_eof()
+        return out
 
     return reply

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from proxygate.call import Op
-from proxygate.pool.records import Account
+from proxygate.pool.records import Account, mask
 from proxygate.providers.subscriptions import subscription_headers
 from proxygate.wire.ir import Format
 
@@ -21,9 +21,10 @@ from proxygate.wire.ir import Format
 OAUTH_BETA = "oauth-2025-04-20"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
-# RFC 9110 §7.6.1 hop-by-hop headers, the client's credentials for *us*, and what aiohttp
-# sets itself. accept-encoding is dropped so upstreams answer uncompressed: usage is sniffed
-# from the bytes, and loopback clients gain nothing from compression.
+# RFC 9110 §7.6.1 hop-by-hop headers, the client's credentials for *us*, what aiohttp sets
+# itself, and what tells the provider about the browser or the hops in front of us (issue 10
+# §4). The client's accept-encoding is replaced by identity (``build_request``).
+_DROP_REQUEST_PREFIXES = ("x-proxygate-", "x-forwarded-")
 _DROP_REQUEST = frozenset(
     {
         "host",
@@ -40,8 +41,11 @@ _DROP_REQUEST = frozenset(
         "authorization",
         "x-api-key",
         "x-goog-api-key",
-        "x-proxygate-token",
         "cookie",
+        "origin",
+        "referer",
+        "forwarded",
+        "x-real-ip",
     }
 )
 _DROP_RESPONSE = frozenset(
@@ -101,9 +105,12 @@ def build_request(
     if same_format:
         for name, value in client_headers.items():
             lower = name.lower()
-            if lower not in _DROP_REQUEST:
+            if lower not in _DROP_REQUEST and not lower.startswith(_DROP_REQUEST_PREFIXES):
                 headers[lower] = value
     headers["content-type"] = "application/json"
+    # Else aiohttp asks for gzip, deflate: usage is sniffed from the bytes, and loopback
+    # clients gain nothing from compression (relay.py still inflates an upstream that insists).
+    headers["accept-encoding"] = "identity"
     headers["accept"] = "text/event-stream" if is_stream else "application/json"
     if fmt is Format.anthropic:
         headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
@@ -115,6 +122,27 @@ def build_request(
     if query and same_format and fmt is not Format.gemini:
         url = f"{url}?{query}"
     return UpstreamRequest(url, headers)
+
+
+def scrub(account: Account, text: str) -> str:
+    """``text`` from the upstream with the account's own credentials masked (``sk-…f3a9``).
+
+    Providers echo a rejected key in their 401 message (``invalid x-api-key sk-ant-…``); what
+    they say is logged, stored as a cooldown reason and shown to clients (issue 10 §5).
+    """
+    for secret in (account.api_key, account.access_token, account.refresh_token):
+        if secret and secret in text:
+            text = text.replace(secret, mask(secret))
+    return text
+
+
+def scrub_bytes(account: Account, body: bytes) -> bytes:
+    """``scrub`` for a body passed on verbatim."""
+    for secret in (account.api_key, account.access_token, account.refresh_token):
+        raw = secret.encode()
+        if raw and raw in body:
+            body = body.replace(raw, mask(secret).encode())
+    return body
 
 
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:

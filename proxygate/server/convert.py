@@ -8,6 +8,7 @@ stays the upstream's. The codecs are sans-I/O (``wire/``); this module is their 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -18,9 +19,19 @@ from aiohttp import web
 from proxygate.broker import Lease
 from proxygate.call import Call
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
-from proxygate.server.relay import Upstream, answered, client_gone, fail_stream, send, start_response
+from proxygate.providers.upstream import scrub
+from proxygate.server.relay import (
+    Upstream,
+    answered,
+    client_gone,
+    fail_stream,
+    read_answer,
+    send,
+    start_response,
+)
 from proxygate.wire import ir
 from proxygate.wire.codecs import CODECS
+from proxygate.wire.sse import SSEError
 from proxygate.wire.tokens import estimate_input_tokens
 
 
@@ -64,16 +75,20 @@ async def relay(
     *,
     idle_s: float,
     is_stream: bool,
+    max_bytes: int,
 ) -> web.StreamResponse:
+    """Answer in the client's format. Raises ``UpstreamError`` only before the first byte."""
     source, target = CODECS[lease.upstream_format], CODECS[call.fmt]
     stamp = client_stamp(call.fmt)
     headers.pop("content-type", None)
     if not is_stream:
-        raw = await upstream.read_all(idle_s)
+        raw = await read_answer(upstream, idle_s, max_bytes)
         try:
             response = source.decode_response(orjson.loads(raw))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise UpstreamError(f"unreadable {lease.upstream_format.value} answer: {exc}") from None
+            raise UpstreamError(
+                scrub(lease.account, f"unreadable {lease.upstream_format.value} answer: {exc}")
+            ) from None
         call.usage = response.usage
         body = orjson.dumps(target.encode_response(response.with_model(call.model), **stamp))
         return web.Response(
@@ -86,12 +101,13 @@ async def relay(
         model=call.model, response_id=response_id(call.fmt), include_usage=include_usage, **stamp
     )
     out = await start_response(request, 200, headers, is_stream=True)
+    watch = StreamWatch(lease)
     try:
         async for chunk in upstream.chunks(idle_s):
-            data = b"".join(encoder.encode(event) for event in decoder.feed(chunk))
+            data = b"".join(encoder.encode(event) for event in watch.events(decoder.feed(chunk)))
             if data:
                 await send(out, call, data)
-        data = b"".join(encoder.encode(event) for event in decoder.close()) + encoder.close()
+        data = b"".join(encoder.encode(event) for event in watch.events(decoder.close())) + encoder.close()
         if data:
             await send(out, call, data)
     except aiohttp.ClientConnectionResetError:
@@ -103,9 +119,32 @@ async def relay(
         await fail_stream(
             out, call, ConnectionLost(f"upstream connection lost mid-stream: {type(exc).__name__}")
         )
-    except ir.ProtocolError as exc:
+    except SSEError as exc:  # an event over the 16 MiB cap
+        await fail_stream(out, call, ConnectionLost(f"upstream stream broken: {exc}"))
+    except UpstreamError as exc:  # a truncated or unparseable stream, max_stream_s
+        exc.message = scrub(lease.account, exc.message)  # may quote the upstream's bytes
         await fail_stream(out, call, exc)
-    if decoder.finish is not None:
-        call.usage = decoder.finish.usage
+    finally:
+        # Also when the client left (cancelled): the start told the input tokens.
+        call.usage = decoder.finish.usage if decoder.finish is not None else watch.usage
     await out.write_eof()
     return out
+
+
+class StreamWatch:
+    """Watches the IR events on their way to the encoder: the usage known so far, and error
+    messages from the upstream with the account's credentials masked."""
+
+    __slots__ = ("account", "usage")
+
+    def __init__(self, lease: Lease) -> None:
+        self.account = lease.account
+        self.usage = ir.Usage()
+
+    def events(self, events: list[ir.StreamEvent]) -> list[ir.StreamEvent]:
+        for i, event in enumerate(events):
+            if type(event) is ir.Start:
+                self.usage = event.usage
+            elif type(event) is ir.Error:
+                events[i] = dataclasses.replace(event, message=scrub(self.account, event.message))
+        return events

@@ -2,12 +2,14 @@
 
     default_stages()   the feature set, in order, on one screen
     Pipeline.handle    run the stages, then forward with failover, then the stages' on_done
-    Pipeline._forward  acquire a lease; send; on 429/529/5xx/reset before the first byte,
-                       release with that outcome and try the next account
+    Pipeline._forward  acquire a lease; send; on 429/529/5xx/reset/a cut answer before the
+                       first byte, release with that outcome and try the next account
     Pipeline._relay    same format: bytes untouched, usage sniffed on the side;
                        other format: upstream events → IR → the client's format, chunk by chunk
 
 Every error the client sees is rendered in its own wire format and carries the request id.
+What the upstream says about itself (error bodies, messages, cooldown reasons) is scrubbed of
+the account's credentials before it is logged, stored or returned (issue 10 §5).
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from aiohttp import web
 from proxygate.broker import Ask, Broker, Lease, Outcome, conversation
 from proxygate.call import Call
 from proxygate.config import Settings
-from proxygate.errors import AllAccountsBusy, ClientError, ProxyError, UpstreamError
+from proxygate.errors import (
+    AllAccountsBusy,
+    ClientError,
+    ConnectionLost,
+    ProxyError,
+    ResponseLimit,
+    UpstreamError,
+)
+from proxygate.features.capture import dataset_capture
 from proxygate.features.metrics import RequestMetrics
 from proxygate.features.pricing import Pricing
 from proxygate.features.usage import UsageRecorder
@@ -32,20 +42,21 @@ from proxygate.pool.records import Account
 from proxygate.prices import load_prices
 from proxygate.providers.oauth import TokenKeeper
 from proxygate.providers.subscriptions import adjust_body, explain_refusal
-from proxygate.providers.upstream import build_request, response_headers
+from proxygate.providers.upstream import build_request, response_headers, scrub, scrub_bytes
 from proxygate.server import convert
 from proxygate.server.collect import collected_response
 from proxygate.server.relay import (
     Upstream,
     answered,
     open_upstream,
+    read_answer,
     relay_bytes,
     retry_after_s,
     start_response,
 )
 from proxygate.store.base import Store
 from proxygate.wire.errors import client_status, error_body
-from proxygate.wire.ir import Format
+from proxygate.wire.ir import Format, Usage
 from proxygate.wire.usage import UsageSniffer
 
 log = logging.getLogger("proxygate.pipeline")
@@ -61,6 +72,7 @@ def default_stages(settings: Settings, store: Store) -> list[Any]:
         Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
+        *dataset_capture(settings.capture),  # successes as fine-tuning records; none when off
     ]
 
 
@@ -97,6 +109,8 @@ class Pipeline:
         status = client_status(call.fmt, exc.error_class, exc.status)
         call.status, call.error_class, call.error = status, call.error_class or exc.error_class, exc.message
         headers = {"x-proxygate-request-id": call.request_id}
+        if call.route:  # the broker was asked: say which routing config answered
+            headers["x-proxygate-route"] = self.broker.route_label(failover=call.attempts > 1)
         retry = retry_after if retry_after is not None else getattr(exc, "retry_after_s", None)
         if retry is not None:
             headers["retry-after"] = str(max(int(retry + 0.999), 1))
@@ -118,6 +132,7 @@ class Pipeline:
                 lease = self.broker.acquire(ask, exclude=tried)
             except AllAccountsBusy as busy:
                 if last_error is None:
+                    log.warning("%s 429: %s", call.request_id, busy.message)
                     raise
                 # Every account failed for this request: say what the last one said, and when to retry.
                 return self.error_response(call, last_error, retry_after=busy.retry_after_s)
@@ -129,6 +144,7 @@ class Pipeline:
             try:
                 upstream = await self._send(call, lease)
             except UpstreamError as exc:
+                exc.message = scrub(lease.account, exc.message)
                 log.warning("%s %s: %s; failing over", call.request_id, lease.account.id, exc.message)
                 lease.release(_outcome_of(exc))
                 tried.append(lease.account.id)
@@ -148,7 +164,14 @@ class Pipeline:
                 tried.append(lease.account.id)
                 last_error = failed_over
                 continue
-            return await self._finish(request, call, lease, upstream)
+            try:
+                return await self._finish(request, call, lease, upstream)
+            except ResponseLimit as exc:  # any account would pass it again
+                return self.error_response(call, exc)
+            except UpstreamError as exc:  # the answer broke before its first byte reached the client
+                log.warning("%s %s: %s; failing over", call.request_id, lease.account.id, exc.message)
+                tried.append(lease.account.id)
+                last_error = exc
 
     def _answer_locally(self, call: Call, lease: Lease) -> web.Response:
         """count_tokens / compact for an account of another format: no upstream has the endpoint."""
@@ -208,10 +231,11 @@ class Pipeline:
         status = upstream.status
         try:
             raw = await upstream.read_all(self.settings.timeouts.idle_s, limit=MAX_ERROR_BODY)
-        except (TimeoutError, aiohttp.ClientError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError, UpstreamError):
             raw = b""
         finally:
             upstream.close()
+        raw = scrub_bytes(lease.account, raw)  # a 401 may echo the key: never log, store or return it
         # Quota windows from the headers and a 429's body scope the cooldown (broker/headroom.py).
         self.broker.observe(
             lease.account.id, upstream.response.headers, status=status, body=raw, model=lease.model
@@ -239,14 +263,24 @@ class Pipeline:
     async def _finish(
         self, request: web.Request, call: Call, lease: Lease, upstream: Upstream
     ) -> web.StreamResponse:
+        """Relay the answer; raises ``UpstreamError`` only while nothing reached the client."""
         outcome = Outcome.client_error()  # if the client goes away, the account was not at fault
         try:
             response = await self._relay(request, call, lease, upstream)
+            call.error = scrub(lease.account, call.error)
             if not call.error_class:
                 outcome = Outcome.ok()
-            elif call.error_class != "cancelled":  # a client that left keeps client_error
+            elif call.error_class != "cancelled" and not upstream.ran_past_deadline:
+                # A client that left, or our max_stream_s, keeps client_error: no cooldown.
                 outcome = Outcome.error(call.error)
             return response
+        except ResponseLimit:
+            raise  # our cap, not the account's fault: no cooldown
+        except UpstreamError as exc:
+            exc.message = scrub(lease.account, exc.message)
+            call.status, call.usage = 0, Usage()
+            outcome = _outcome_of(exc)
+            raise
         finally:
             upstream.close()
             lease.release(outcome)
@@ -256,32 +290,47 @@ class Pipeline:
         self, request: web.Request, call: Call, lease: Lease, upstream: Upstream
     ) -> web.StreamResponse:
         idle_s = self.settings.timeouts.idle_s
-        # Past this point there is no failover, so nothing needs the request any more: a long
-        # stream must not keep a 20-100 KB body alive (1,000 open streams: bench/README.md).
-        call.body, call.raw_body = {}, b""
+        max_bytes = self.settings.max_response_bytes
+        # max_stream_s counts from the request's arrival; keep-alive pings cannot extend it.
+        upstream.deadline = call.started + self.settings.max_stream_s
         headers = self._headers(call, lease, upstream.response.headers)
         call.status = upstream.status
         same = lease.upstream_format is call.fmt
         upstream_streams = "text/event-stream" in upstream.response.headers.get("content-type", "")
         if upstream_streams and not call.is_stream:  # the ChatGPT backend only streams
-            return await collected_response(call, lease, upstream, headers, idle_s=idle_s)
+            return await collected_response(
+                call, lease, upstream, headers, idle_s=idle_s, max_bytes=max_bytes
+            )
         is_stream = call.is_stream and upstream_streams
+        if is_stream:
+            # A stream starts answering now, so there is no failover and nothing needs the
+            # request any more: it must not keep a 20-100 KB body alive (bench/README.md).
+            call.body, call.raw_body = {}, b""
         if not same:
             return await convert.relay(
-                request, call, lease, upstream, headers, idle_s=idle_s, is_stream=is_stream
+                request,
+                call,
+                lease,
+                upstream,
+                headers,
+                idle_s=idle_s,
+                is_stream=is_stream,
+                max_bytes=max_bytes,
             )
         strip_usage_chunk = _wants_usage_injected(call)
         # Only the Chat usage-chunk filter needs every event; otherwise usage is read sparsely.
         sniffer = UsageSniffer(call.fmt, is_stream=is_stream, needs_events=strip_usage_chunk)
         if not is_stream:
-            body = await upstream.read_all(idle_s)
+            body = await read_answer(upstream, idle_s, max_bytes)
             sniffer.feed(body)
             sniffer.close()
+            if not sniffer.is_complete and "json" in headers.get("content-type", ""):
+                # A connection closed mid-body without a length: only the JSON shows the cut.
+                raise ConnectionLost("upstream answer is not complete JSON")
             call.usage = sniffer.usage
             return web.Response(status=upstream.status, body=answered(call, body), headers=headers)
         out = await start_response(request, upstream.status, headers, is_stream=True)
         await relay_bytes(upstream, out, call, sniffer, idle_s, strip_usage_chunk=strip_usage_chunk)
-        call.usage = sniffer.usage
         await out.write_eof()
         return out
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
@@ -21,40 +22,95 @@ from aiohttp import web
 
 from proxygate.call import Call
 from proxygate.config import TimeoutSettings
-from proxygate.errors import ConnectionLost, UpstreamError, UpstreamTimeout
+from proxygate.errors import ConnectionLost, ResponseLimit, UpstreamError, UpstreamTimeout
 from proxygate.wire.errors import stream_error_event
-from proxygate.wire.sse import encode_event
+from proxygate.wire.sse import SSEError, encode_event
 from proxygate.wire.usage import UsageSniffer
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+# An inflated piece is at most this big, so a small compressed chunk cannot balloon at once.
+INFLATE_PIECE = 1024 * 1024
+
+
 @dataclass(slots=True)
 class Upstream:
-    """An upstream response whose status, headers and first chunk have arrived."""
+    """An upstream response whose status, headers and first chunk have arrived.
+
+    ``chunks`` yields the body decoded (an upstream that compresses although we asked for
+    identity is inflated) and enforces two deadlines: ``idle_s`` between chunks, and
+    ``deadline`` (``time.monotonic()``, from ``max_stream_s``) for the whole answer, which
+    keep-alive pings cannot push back.
+    """
 
     response: aiohttp.ClientResponse
     first_chunk: bytes
+    inflater: zlib._Decompress | None = None
+    deadline: float | None = None
+    ran_past_deadline: bool = False
+    "The answer was ended by ``max_stream_s``: our cap, not the account's fault."
 
     @property
     def status(self) -> int:
         return self.response.status
 
     async def chunks(self, idle_s: float) -> AsyncIterator[bytes]:
-        if self.first_chunk:
-            yield self.first_chunk
+        first = self.first_chunk
+        self.first_chunk = b""  # yielded once, even if a second reader starts over
+        if first:
+            if self.inflater is None:
+                yield first
+            else:
+                for piece in self._inflate(first):
+                    yield piece
         content = self.response.content
+        deadline = self.deadline
         while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._too_long()
             # What is buffered already needs no idle deadline (a timer per chunk costs ~6 µs).
             chunk = content.read_nowait()
             if not chunk:
                 if content.at_eof():
-                    return
-                async with asyncio.timeout(idle_s):
-                    chunk = await content.readany()
+                    break
+                wait_s = idle_s if deadline is None else min(idle_s, deadline - time.monotonic())
+                try:
+                    async with asyncio.timeout(wait_s):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise self._too_long() from None
+                    raise
                 if not chunk:
-                    return
-            yield chunk
+                    break
+            if self.inflater is None:
+                yield chunk
+            else:
+                for piece in self._inflate(chunk):
+                    yield piece
+        if self.inflater is not None:
+            try:
+                rest = self.inflater.flush()
+            except zlib.error as exc:
+                raise ConnectionLost(f"compressed upstream answer is corrupt: {exc}") from None
+            if rest:
+                yield rest
+
+    def _inflate(self, data: bytes) -> list[bytes]:
+        assert self.inflater is not None
+        pieces: list[bytes] = []
+        try:
+            while data:
+                pieces.append(self.inflater.decompress(data, INFLATE_PIECE))
+                data = self.inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise ConnectionLost(f"compressed upstream answer is corrupt: {exc}") from None
+        return pieces
+
+    def _too_long(self) -> ResponseLimit:
+        self.ran_past_deadline = True
+        return ResponseLimit("upstream answer ran past max_stream_s", status=504, error_class="timeout")
 
     async def read_all(self, idle_s: float, *, limit: int | None = None) -> bytes:
         """The whole body, or its first ``limit`` bytes (the rest is never buffered)."""
@@ -71,6 +127,32 @@ class Upstream:
         self.response.close()
 
 
+async def read_answer(upstream: Upstream, idle_s: float, max_bytes: int) -> bytes:
+    """A whole non-streamed answer. Nothing has reached the client yet, so a cut or a silence
+    is an ``UpstreamError`` to fail over on; passing ``max_bytes`` is a ``ResponseLimit``."""
+    try:
+        body = await upstream.read_all(idle_s, limit=max_bytes + 1)
+    except TimeoutError:
+        raise UpstreamTimeout(f"upstream silent for {idle_s:.0f}s mid-answer") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ConnectionLost(f"upstream answer cut: {type(exc).__name__}") from None
+    if len(body) > max_bytes:
+        raise ResponseLimit(f"upstream answer larger than {max_bytes // (1024 * 1024)} MB (max_response_mb)")
+    return body
+
+
+def _inflater(encoding: str) -> zlib._Decompress | None:
+    """A decoder for a body we did not ask to be compressed (we send identity)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # zlib-wrapped, as RFC 9110 says
+    raise ConnectionLost(f"upstream answered with content-encoding {encoding!r} although asked for identity")
+
+
 async def open_upstream(
     session: aiohttp.ClientSession,
     url: str,
@@ -84,7 +166,11 @@ async def open_upstream(
         async with asyncio.timeout(timeouts.first_byte_s):
             response = await session.post(url, data=body, headers=headers)
             first = await response.content.readany()
-        return Upstream(response, first)
+        return Upstream(response, first, _inflater(response.headers.get("content-encoding", "")))
+    except ConnectionLost:
+        if response is not None:
+            response.close()
+        raise
     except TimeoutError:
         if response is not None:
             response.close()
@@ -178,9 +264,18 @@ async def relay_bytes(
     except aiohttp.ClientConnectionResetError:
         client_gone(call)
         return
+    except UpstreamError as exc:  # max_stream_s, a corrupt compressed body
+        await fail_stream(out, call, exc)
+        return
+    except SSEError as exc:  # an event over the 16 MiB cap: the stream cannot go on
+        await fail_stream(out, call, ConnectionLost(f"upstream stream broken: {exc}"))
+        return
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         await fail_stream(out, call, _broken(exc, idle_s))
         return
+    finally:
+        # Also when the client left (cancelled): message_start already told the input tokens.
+        call.usage = sniffer.usage
     if sniffer.is_stream and not sniffer.is_complete:
         await fail_stream(out, call, ConnectionLost("upstream stream ended before its final event"))
     elif sniffer.error:

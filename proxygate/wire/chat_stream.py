@@ -156,9 +156,11 @@ class StreamDecoder(SSEStreamDecoder):
         self._usage = Usage()
 
     def _end(self, out: list[StreamEvent]) -> None:
+        # EOF before [DONE] is an upstream failure even after a finish_reason: the usage chunk
+        # may still have been due, and the fast path judges the same (protocols.md §5.14.1 rule 5).
         if self._finish_reason is None:
             raise StreamTruncated("chat: stream ended before a finish_reason and [DONE]")
-        self._finalize(out)  # EOF after finish_reason: servers that omit [DONE]
+        raise StreamTruncated("chat: stream ended after its finish_reason but before [DONE]")
 
     def _data(self, data: str, out: list[StreamEvent]) -> None:
         if data.strip() == "[DONE]":

@@ -563,10 +563,13 @@ def test_eof_before_finish_is_truncation() -> None:
         assert_split_invariant(chat.StreamDecoder, data)
 
 
-def test_eof_after_finish_without_done_still_finishes() -> None:
+def test_eof_after_finish_without_done_is_truncation() -> None:
+    """EOF before [DONE] is an upstream failure on both paths (protocols.md §5.14.1 rule 5)."""
     data = sse(delta({"content": "a"}), delta({}, "stop"), done=False) + b": comment\n\n"
-    events = assert_split_invariant(chat.StreamDecoder, data)
-    assert events[-1] == Finish(StopReason.end_turn)
+    with pytest.raises(
+        StreamTruncated, match=r"^chat: stream ended after its finish_reason but before \[DONE\]$"
+    ):
+        assert_split_invariant(chat.StreamDecoder, data)
 
 
 # ------------------------------------------------------------------ stream encoding
