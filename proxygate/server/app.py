@@ -142,6 +142,9 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         for _ in CODECS.values():  # import every codec now, not on the first converted request
             pass
         yield
+        for stage in app[PIPELINE].stages:  # stages that write on the side (capture) flush
+            if close := getattr(stage, "close", None):
+                await close()
 
 
 def _has_proxy() -> bool:

@@ -1,0 +1,353 @@
+"""Dataset capture through the real proxy, with the official SDKs as clients (issue 11).
+
+A Claude-Code-like conversation (anthropic SDK, streaming, five turns with tool calls and thinking)
+and a Chat conversation converted to an Anthropic upstream are captured, exported by the real
+``proxygate capture export`` command in a subprocess, and checked against the OpenAI chat
+fine-tuning rules and against the turns actually sent and received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import orjson
+import pytest
+
+from tests.upstream import ok_json, ok_sse, status
+
+ANT = {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "models": ["*"]}
+SESSION = "0d9c2b1e-5a4f-4c1e-9f57-6a1f0b2c3d4e"
+TOOLS = [
+    {
+        "name": "read_file",
+        "description": "Read a file.",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    }
+]
+
+
+def ant_sse(blocks: list[dict[str, Any]], stop_reason: str = "end_turn") -> bytes:
+    """An Anthropic stream of ``blocks`` (text, thinking with a signature, tool_use)."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_up",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-sonnet-4-5",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 10, "output_tokens": 1},
+                },
+            },
+        )
+    ]
+    for i, block in enumerate(blocks):
+        match block["type"]:
+            case "text":
+                start: dict[str, Any] = {"type": "text", "text": ""}
+                deltas = [
+                    {"type": "text_delta", "text": block["text"][:3]},
+                    {"type": "text_delta", "text": block["text"][3:]},
+                ]
+            case "thinking":
+                start = {"type": "thinking", "thinking": "", "signature": ""}
+                deltas = [
+                    {"type": "thinking_delta", "thinking": block["thinking"]},
+                    {"type": "signature_delta", "signature": "EqQBCkgIARABGAIiQ-secret-signature"},
+                ]
+            case _:
+                start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                args = orjson.dumps(block["input"]).decode()
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": args[:5]},
+                    {"type": "input_json_delta", "partial_json": args[5:]},
+                ]
+        events.append(
+            ("content_block_start", {"type": "content_block_start", "index": i, "content_block": start})
+        )
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": 7},
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return b"".join(b"event: " + n.encode() + b"\ndata: " + orjson.dumps(d) + b"\n\n" for n, d in events)
+
+
+def export(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``proxygate capture export ARGS`` in its own process, in ``cwd`` (its config.toml): no server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "proxygate", "capture", "export", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(Path(__file__).parents[2])},
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_fine_tuning_valid(example: dict[str, Any]) -> None:
+    """The OpenAI chat fine-tuning rules: roles, tool_call ids answered by tool messages, assistant last."""
+    assert set(example) <= {"messages", "tools"}
+    messages = example["messages"]
+    assert messages[-1]["role"] == "assistant"
+    open_calls: set[str] = set()
+    for message in messages:
+        assert message["role"] in ("system", "user", "assistant", "tool")
+        if message["role"] == "tool":
+            open_calls.remove(message["tool_call_id"])  # KeyError: a result without its call
+            assert isinstance(message["content"], str)
+        else:
+            assert not open_calls, f"tool calls {open_calls} not answered before a {message['role']} message"
+        for call in message.get("tool_calls", []):
+            assert call["type"] == "function" and orjson.loads(call["function"]["arguments"]) is not None
+            open_calls.add(call["id"])
+    assert not open_calls
+    for tool in example.get("tools", []):
+        assert tool["type"] == "function" and tool["function"]["name"]
+
+
+def capture_lines(capture_dir: Path) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(line)
+        for p in sorted(capture_dir.glob("capture-*.jsonl"))
+        for line in p.read_bytes().splitlines()
+    ]
+
+
+async def test_claude_code_like_session_exports_as_one_valid_conversation(
+    upstream, start_proxy, tmp_path
+) -> None:
+    proxy = await start_proxy(
+        {"ant": {**ANT, "base_url": upstream.url}}, env={"PROXYGATE_CAPTURE_ENABLED": "true"}
+    )
+    capture_dir = proxy.settings.capture.dir
+    client = anthropic.AsyncAnthropic(
+        base_url=proxy.url,
+        api_key="client",
+        max_retries=0,
+        default_headers={"x-claude-code-session-id": SESSION},
+    )
+    answers = [
+        [
+            {"type": "thinking", "thinking": "Look at the file first."},
+            {"type": "text", "text": "Let me read it."},
+            {"type": "tool_use", "id": "toolu_01", "name": "read_file", "input": {"path": "a.py"}},
+        ],
+        [{"type": "text", "text": "It defines main()."}],
+        [
+            {"type": "tool_use", "id": "toolu_02", "name": "read_file", "input": {"path": "b.py"}},
+            {"type": "tool_use", "id": "toolu_03", "name": "read_file", "input": {"path": "c.py"}},
+        ],
+        [{"type": "text", "text": "Both import a."}],
+        [{"type": "text", "text": "Done: renamed."}],
+    ]
+    results = {"toolu_01": "def main(): pass", "toolu_02": "import a", "toolu_03": "from a import main"}
+    user_turns = ["What does a.py do?", None, "And b.py, c.py?", None, "Rename main to run."]
+    history: list[dict[str, Any]] = []
+    # What a fine-tuning example of this conversation must hold, built from what was sent and received.
+    expected: list[dict[str, Any]] = [{"role": "system", "content": "You are a coding agent."}]
+    pending_results: list[dict[str, Any]] = []
+    for turn, answer in enumerate(answers):
+        if user_turns[turn] is not None:
+            history.append({"role": "user", "content": [{"type": "text", "text": user_turns[turn]}]})
+            expected.append({"role": "user", "content": user_turns[turn]})
+        else:
+            history.append({"role": "user", "content": pending_results})
+        upstream.push(ok_sse(ant_sse(answer, "tool_use" if answer[-1]["type"] == "tool_use" else "end_turn")))
+        async with client.messages.stream(
+            model="claude-sonnet-4-5",
+            max_tokens=1000,
+            system=[
+                {
+                    "type": "text",
+                    "text": f"x-anthropic-billing-header: cc_version=2.1.0.{turn:03x}; cch={turn:05x};",
+                },
+                {"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}},
+            ],
+            tools=TOOLS,
+            messages=history,
+            metadata={"user_id": orjson.dumps({"session_id": SESSION}).decode()},
+        ) as stream:
+            final = await stream.get_final_message()
+        history.append(
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]}
+        )
+        text = "".join(b.text for b in final.content if b.type == "text")
+        calls = [b for b in final.content if b.type == "tool_use"]
+        thinking = "".join(b.thinking for b in final.content if b.type == "thinking")
+        message: dict[str, Any] = {"role": "assistant"}
+        if text or not calls:
+            message["content"] = text
+        if thinking:
+            message["reasoning_content"] = thinking
+        if calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": orjson.dumps(c.input).decode()},
+                }
+                for c in calls
+            ]
+        expected.append(message)
+        pending_results = [
+            {"type": "tool_result", "tool_use_id": c.id, "content": results[c.id]} for c in calls
+        ]
+        expected += [{"role": "tool", "tool_call_id": c.id, "content": results[c.id]} for c in calls]
+    await client.close()
+
+    # On disk within 5 s, while the server still runs.
+    for _ in range(50):
+        if len(capture_lines(capture_dir)) == 5:
+            break
+        await asyncio.sleep(0.1)
+    records = capture_lines(capture_dir)
+    assert [r["metadata"]["turn"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["metadata"]["restart"] for r in records] == [False] * 5
+    assert {r["metadata"]["conversation"] for r in records} == {f"cc:{SESSION}"}
+    # Last-turn mode: every message of the conversation is stored exactly once, tools once.
+    stored = [m for r in records for m in r["messages"]]
+    assert len(stored) == len(expected)
+    assert [("tools" in r) for r in records] == [True, False, False, False, False]
+    assert b"secret-signature" not in b"".join(p.read_bytes() for p in capture_dir.iterdir())
+    assert b"x-anthropic-billing-header" not in b"".join(p.read_bytes() for p in capture_dir.iterdir())
+    assert stat.S_IMODE(capture_dir.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in capture_dir.iterdir()} == {0o600}
+
+    out = tmp_path / "dataset.jsonl"
+    done = export(tmp_path, "--out", str(out))  # the config's <data_dir>/capture
+    assert done.returncode == 0, done.stderr
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 1
+    example = orjson.loads(lines[0])
+    assert_fine_tuning_valid(example)
+    assert example["messages"] == expected
+    assert example["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "read_file",
+                "description": "Read a file.",
+                "parameters": TOOLS[0]["input_schema"],
+            },
+        }
+    ]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+async def test_chat_client_over_an_anthropic_upstream_is_captured_in_chat_shape(
+    upstream, start_proxy, tmp_path
+) -> None:
+    proxy = await start_proxy(
+        {"ant": {**ANT, "base_url": upstream.url}},
+        config='[capture]\nenabled = true\ndir = "captured"\ngzip = true\n',
+    )
+    capture_dir = proxy.settings.capture.dir
+    assert capture_dir == tmp_path / "captured"
+    client = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="client", max_retries=0)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "now",
+                "description": "The time.",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What time is it?"},
+    ]
+    upstream.push(
+        ok_sse(ant_sse([{"type": "tool_use", "id": "toolu_9", "name": "now", "input": {}}], "tool_use"))
+    )
+    stream = await client.chat.completions.create(
+        model="claude-x", messages=messages, tools=tools, stream=True
+    )
+    chunks = [c async for c in stream]
+    call = next(
+        c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls
+    )
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": "now", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": "12:00"},
+    ]
+    upstream.push(
+        ok_json(
+            {
+                "id": "msg_2",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-x",
+                "content": [{"type": "text", "text": "It is noon."}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 5, "output_tokens": 4},
+            }
+        )
+    )
+    done = await client.chat.completions.create(model="claude-x", messages=messages, tools=tools)
+    assert done.choices[0].message.content == "It is noon."
+    # A failed turn is not captured.
+    upstream.push(status(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}))
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(
+            model="claude-x", messages=[*messages, {"role": "user", "content": "x"}]
+        )
+    await client.close()
+    await proxy.runner.cleanup()  # a clean stop flushes the writer
+
+    files = sorted(capture_dir.iterdir())
+    assert [p.suffix for p in files] == [".gz"]
+    out = tmp_path / "chat.jsonl"
+    result = export(tmp_path, "--dir", str(capture_dir), "--out", str(out), "--since", "1h")
+    assert result.returncode == 0, result.stderr
+    [example] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert_fine_tuning_valid(example)
+    assert example == {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What time is it?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": call.id, "type": "function", "function": {"name": "now", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": "12:00"},
+            {"role": "assistant", "content": "It is noon."},
+        ],
+        "tools": tools,
+    }
