@@ -217,7 +217,7 @@ class Settings:
     max_response_mb: float = 64.0
     "Largest non-streaming upstream answer read; larger is a 502 in the client's format."
     max_stream_s: float = 3600.0
-    "Longest a stream may run (keep-alive pings do not extend it); then it ends with an error event."
+    "Longest an answer may run (pings do not extend it): a stream ends with an error event, else 504."
     header_timeout_s: float = 30.0
     "A client must send its request line and headers within this."
     body_min_bytes_per_s: int = 65536
