@@ -7,7 +7,7 @@ forgets neither a spent quota window nor a conversation's account (issue #4).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from proxygate.broker import AccountState, Broker, Headroom
@@ -60,17 +60,17 @@ def save_active_route(store: Store, settings: Settings, name: str) -> None:
 
 
 def _restore_usage(broker: Broker, store: Store, settings: Settings) -> None:
-    now = datetime.fromtimestamp(broker.clock(), UTC)
+    now_ts = broker.clock()
+    now = datetime.fromtimestamp(now_ts, UTC)
     today = now.strftime("%Y-%m-%d")
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     day_tokens: dict[str, int] = {}
     month_tokens: dict[str, int] = {}
-    for offset in range(now.day):  # every day of this month so far, today last
-        day = (now - timedelta(days=now.day - 1 - offset)).strftime("%Y-%m-%d")
-        for row in store.usage(day):
-            if row.account_id in settings.budgets:
-                month_tokens[row.account_id] = month_tokens.get(row.account_id, 0) + row.totals.tokens
-                if day == today:
-                    day_tokens[row.account_id] = day_tokens.get(row.account_id, 0) + row.totals.tokens
+    for row in store.usage_rows(month_start.timestamp(), now_ts):  # this month's daily rows, one read
+        if row.account_id in settings.budgets:
+            month_tokens[row.account_id] = month_tokens.get(row.account_id, 0) + row.totals.tokens
+            if row.day == today:
+                day_tokens[row.account_id] = day_tokens.get(row.account_id, 0) + row.totals.tokens
     for account_id in settings.budgets:
         broker.restore_usage(
             account_id, day_tokens=day_tokens.get(account_id, 0), month_tokens=month_tokens.get(account_id, 0)
