@@ -21,6 +21,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
@@ -174,12 +176,140 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
     logging.getLogger("proxygate").critical("uncaught exception", exc_info=(kind, exc, tb))
 
 
+# -- reading the running server's log (``proxygate logs``) -------------------------------------
+
+UNIT = "proxygate"
+"The service name the units in packaging/ install (systemd: proxygate.service)."
+
+_USER_UNIT_DIRS = ("/etc/systemd/user", "/usr/lib/systemd/user", "/usr/local/lib/systemd/user")
+_SYSTEM_UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """Where the server's log can be read: a file, the journal, or nowhere (``where`` says why)."""
+
+    kind: Literal["file", "journal", "none"]
+    path: Path | None = None
+    journal_args: tuple[str, ...] = ()
+    "``journalctl`` arguments selecting the unit."
+    where: str = ""
+
+
+def find_log_source(
+    log_file: Path | None,
+    data_dir: Path,
+    *,
+    home: Path,
+    environ: Mapping[str, str],
+    proc: Path = Path("/proc"),
+) -> LogSource:
+    """The log file when configured; else the systemd journal when a unit exists; else the
+    running server's stderr when it is a file; else a sentence saying where the output goes."""
+    if log_file is not None:
+        return LogSource("file", log_file)
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    unit = f"{UNIT}.service"
+    if any((Path(d) / unit).is_file() for d in (config_home / "systemd" / "user", *_USER_UNIT_DIRS)):
+        return LogSource("journal", journal_args=("--user", "-u", UNIT))
+    if any((Path(d) / unit).is_file() for d in _SYSTEM_UNIT_DIRS):
+        return LogSource("journal", journal_args=("-u", UNIT))
+    pid = _running_pid(data_dir)
+    if pid is None:
+        return LogSource(
+            "none",
+            where="no server is running, no log_file is set and there is no systemd unit: "
+            "`proxygate serve` writes its log to the stderr of whatever starts it; "
+            'set log_file = "~/.proxygate/proxygate.log" in config.toml to keep it in a file',
+        )
+    try:
+        target = os.readlink(proc / str(pid) / "fd" / "2")
+    except OSError:
+        target = ""
+    if target.startswith("/") and Path(target).is_file():
+        return LogSource("file", Path(target))
+    told = f"to {escape_control(target)}" if target else "to the stderr it was started with"
+    return LogSource(
+        "none",
+        where=f"the server (pid {pid}) writes its log {told}; no log_file is set and there is no "
+        'systemd unit; set log_file = "~/.proxygate/proxygate.log" in config.toml to keep it in a file',
+    )
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    """The pid in ``<data_dir>/server.json`` when that process is alive."""
+    try:
+        pid = int(orjson.loads((data_dir / "server.json").read_bytes())["pid"])
+        os.kill(pid, 0)
+    except PermissionError:
+        return pid
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return pid
+
+
+TAIL_BLOCK = 64 * 1024
+
+
+def last_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a file, read backwards from its end (log files grow large)."""
+    if n <= 0:
+        return []
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(TAIL_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-n:]
+
+
+def follow_lines(
+    path: Path, *, poll_s: float = 0.25, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[str]:
+    """Lines appended to ``path`` from now on, across rotation (a new inode, or a shorter file)."""
+    f = path.open("rb")
+    f.seek(0, os.SEEK_END)
+    inode = os.fstat(f.fileno()).st_ino
+    pending = b""
+    try:
+        while True:
+            chunk = f.read()
+            if chunk:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    yield raw.decode("utf-8", "replace")
+                continue
+            try:
+                current = path.stat()
+            except FileNotFoundError:  # between the rename and the new file
+                sleep(poll_s)
+                continue
+            if current.st_ino != inode or current.st_size < f.tell():
+                f.close()
+                f = path.open("rb")
+                inode = os.fstat(f.fileno()).st_ino
+                continue
+            sleep(poll_s)
+    finally:
+        f.close()
+
+
 __all__ = [
     "JsonFormatter",
+    "LogSource",
     "PrivateRotatingFileHandler",
     "TextFormatter",
     "escape_control",
+    "find_log_source",
+    "follow_lines",
     "formatter_for",
+    "last_lines",
     "request_id_of",
     "setup",
 ]
