@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import aiohttp
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxygate.broker import Headroom
@@ -177,3 +181,20 @@ async def test_loopback_scrapes_with_no_token_or_with_the_admin_token_file(upstr
         code, text = await scrape(proxy.url, headers)
         assert code == 200
         assert "proxygate_requests" in {f.name for f in text_string_to_metric_families(text)}
+
+
+DASHBOARD = Path(__file__).parents[2] / "packaging" / "grafana-dashboard.json"
+SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+
+
+async def test_every_metric_the_grafana_dashboard_queries_exists(upstream, start_proxy) -> None:
+    proxy = await start_proxy(two_keys(upstream.url))
+    exposed: set[str] = set()
+    for family in text_string_to_metric_families((await scrape(proxy.url))[1]):
+        exposed.add(family.name)
+        exposed.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ()))
+    dashboard = orjson.loads(DASHBOARD.read_bytes())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bproxygate_[a-z_]+\b", expr)}
+    assert len(used) >= 14
+    assert sorted(used - exposed) == []
