@@ -10,6 +10,7 @@ go through the normal code exchange with the device redirect URI.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from proxygate.config import OpenAIOAuthSettings
 # RFC 8628 §3.5: on slow_down the interval grows by 5 seconds.
 SLOW_DOWN_STEP_S = 5.0
 DEFAULT_INTERVAL_S = 5.0
+# The server's interval is used within these bounds: 0 would poll thousands of times a
+# second, NaN or an hour would hang the login (RFC 8628 §3.2 suggests 5 s).
+MIN_INTERVAL_S = 1.0
+MAX_INTERVAL_S = 60.0
 DEVICE_TIMEOUT_S = 15 * 60.0  # the user code's lifetime (peers.md §3.2)
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -68,13 +73,25 @@ async def request_device_code(session: aiohttp.ClientSession, settings: OpenAIOA
     ):
         code, message = error_code(body)
         raise LoginError(f"device login refused: HTTP {status} {code} {message}".strip())
-    try:
-        interval = float(body.get("interval") or DEFAULT_INTERVAL_S)
-    except (TypeError, ValueError):
-        interval = DEFAULT_INTERVAL_S
     return DeviceCode(
-        str(body["device_auth_id"]), str(body["user_code"]), interval, settings.device_verify_url
+        str(body["device_auth_id"]),
+        str(body["user_code"]),
+        poll_interval_s(body.get("interval")),
+        settings.device_verify_url,
     )
+
+
+def poll_interval_s(value: Any) -> float:
+    """The server's poll interval (a number or numeric string), clamped to 1–60 s; 5 s if absent."""
+    if value is None or value == "" or isinstance(value, bool):
+        return DEFAULT_INTERVAL_S
+    try:
+        interval = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return DEFAULT_INTERVAL_S
+    if not math.isfinite(interval):
+        return DEFAULT_INTERVAL_S if math.isnan(interval) else MAX_INTERVAL_S
+    return min(max(interval, MIN_INTERVAL_S), MAX_INTERVAL_S)
 
 
 async def poll_device_grant(
@@ -86,7 +103,7 @@ async def poll_device_grant(
     timeout_s: float = DEVICE_TIMEOUT_S,
 ) -> DeviceGrant:
     """Poll until the user approved; ``LoginError`` on denial, expiry or timeout."""
-    interval = device.interval_s
+    interval = poll_interval_s(device.interval_s)
     deadline = time.monotonic() + timeout_s
     body_out = {"device_auth_id": device.device_auth_id, "user_code": device.user_code}
     while True:
@@ -96,7 +113,7 @@ async def poll_device_grant(
         code, message = error_code(body)
         # CPA sees 403/404 while the user has not approved yet; RFC 8628 says authorization_pending.
         if code == "slow_down":
-            interval += SLOW_DOWN_STEP_S
+            interval = min(interval + SLOW_DOWN_STEP_S, MAX_INTERVAL_S)
         elif code not in ("authorization_pending", "") or status not in (400, 403, 404, 428):
             raise LoginError(f"device login failed: HTTP {status} {code} {message}".strip())
         if time.monotonic() + interval > deadline:

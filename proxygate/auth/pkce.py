@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hmac
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -43,6 +44,10 @@ class LoginError(ProxyError):
 
 class CallbackPortBusy(LoginError):
     """The loopback port is taken (often by a Codex CLI login in progress)."""
+
+
+class PasteRefused(LoginError):
+    """The pasted text is not this login's answer; the login itself can still finish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,25 +100,36 @@ def claude_authorize_url(settings: ClaudeOAuthSettings, pkce: PKCE) -> str:
 
 
 def parse_pasted(text: str, expected_state: str) -> str:
-    """The code from a pasted redirect URL, ``code#state``, or a bare code; checks the state."""
+    """The code from a pasted redirect URL, ``code#state``, or a bare code; checks the state.
+
+    A pasted URL must carry our ``state`` before anything in it counts, ``?error=`` included:
+    a redirect URL without it could come from any page (RFC 6749 §10.12).
+    """
     text = text.strip()
     if not text:
-        raise LoginError("nothing pasted: paste the redirect URL (or the code) from the browser")
-    state = ""
+        raise PasteRefused("nothing pasted: paste the redirect URL (or the code) from the browser")
     if "://" in text or text.startswith("?"):
         query = parse_qs(urlparse(text).query)
+        state = query.get("state", [""])[0]
+        if not state:
+            raise PasteRefused("the pasted URL has no state=…; paste the whole address the browser ended on")
+        if state != expected_state:
+            raise PasteRefused(
+                "the pasted URL belongs to another login attempt (state mismatch); start again"
+            )
         if "error" in query:
             raise LoginError(f"the authorization server said: {query['error'][0]}")
         if "code" not in query:
-            raise LoginError("the pasted URL has no ?code=…; paste the address the browser ended on")
+            raise PasteRefused("the pasted URL has no ?code=…; paste the address the browser ended on")
         code = query["code"][0]
-        state = query.get("state", [""])[0]
     else:
         code, _, state = text.partition("#")
-    if state and state != expected_state:
-        raise LoginError("the pasted code belongs to another login attempt (state mismatch); start again")
+        if state and state != expected_state:
+            raise PasteRefused(
+                "the pasted code belongs to another login attempt (state mismatch); start again"
+            )
     if not code:
-        raise LoginError("the pasted text holds no code")
+        raise PasteRefused("the pasted text holds no code")
     return code
 
 
@@ -126,13 +142,15 @@ async def wait_for_callback(
 
     async def callback(request: web.Request) -> web.Response:
         query = request.query
+        # State first: any web page can make the browser load this URL (an <img> will do), so
+        # nothing without our state, ``?error=`` included, may end the login (RFC 6749 §10.12).
+        if not hmac.compare_digest(query.get("state", "").encode(), expected_state.encode()):
+            # Not ours (a stale tab, or a forged request): ignore it and keep waiting.
+            return web.Response(text="State mismatch: this is not the login proxygate started.", status=400)
         if error := query.get("error"):
             if not arrived.done():
                 arrived.set_exception(LoginError(f"the authorization server said: {error}"))
-            return web.Response(text=f"Login failed: {error}", status=400)
-        if query.get("state") != expected_state:
-            # Not ours (a stale tab, or a forged request): ignore it and keep waiting.
-            return web.Response(text="State mismatch: this is not the login proxygate started.", status=400)
+            return web.Response(text="Login failed; see the terminal.", status=400)
         code = query.get("code", "")
         if not code:
             return web.Response(text="No code in the callback.", status=400)

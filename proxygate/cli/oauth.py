@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import webbrowser
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +35,7 @@ from proxygate.auth.credentials import (
 from proxygate.auth.device import poll_device_grant, request_device_code
 from proxygate.auth.pkce import (
     PKCE,
+    PasteRefused,
     claude_authorize_url,
     new_pkce,
     openai_authorize_url,
@@ -43,7 +46,7 @@ from proxygate.auth.pkce import (
 from proxygate.auth.tokens import TokenSet, exchange_code
 from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
 from proxygate.config import Settings
-from proxygate.errors import PoolError
+from proxygate.errors import PoolError, ProxyError
 from proxygate.pool.files import add_account_file, load_pool
 from proxygate.pool.records import Account, InvalidAccount, Kind, mask
 from proxygate.store.files import write_json_atomic
@@ -115,11 +118,12 @@ async def _chatgpt_browser_login(settings: Settings, *, open_browser: bool) -> T
         webbrowser.open(url)
     console.print(
         f"Waiting for the browser on port {o.callback_port}… (browser on another device? copy the "
-        "address it ends on and run `proxygate add-account --code URL`)",
+        "address it ends on and run `proxygate add-account --code -`)",
         highlight=False,
     )
-    code = await wait_for_callback(o.callback_port, pkce.state)
-    return await _chatgpt_exchange(settings, code, pkce.verifier, openai_redirect_uri(o))
+    with _forgotten_if_failed(settings):
+        code = await wait_for_callback(o.callback_port, pkce.state)
+        return await _chatgpt_exchange(settings, code, pkce.verifier, openai_redirect_uri(o))
 
 
 async def _chatgpt_exchange(settings: Settings, code: str, verifier: str, redirect_uri: str) -> TokenSet:
@@ -129,6 +133,21 @@ async def _chatgpt_exchange(settings: Settings, code: str, verifier: str, redire
         )
     _pending_path(settings).unlink(missing_ok=True)
     return tokens
+
+
+@contextlib.contextmanager
+def _forgotten_if_failed(settings: Settings) -> Iterator[None]:
+    """A failed login removes its pending file (the verifier is no use after a refusal).
+
+    A paste that is not this login's answer keeps it: the right one may still be pasted.
+    """
+    try:
+        yield
+    except PasteRefused:
+        raise
+    except ProxyError:
+        _pending_path(settings).unlink(missing_ok=True)
+        raise
 
 
 def _pending_login(settings: Settings) -> PKCE:
@@ -172,7 +191,12 @@ def add_account(
     no_browser: NoBrowserOption = False,
     code: Annotated[
         str | None,
-        typer.Option("--code", help="Finish a login: the redirect URL (or code) from the browser."),
+        typer.Option(
+            "--code",
+            help="Finish a login: the redirect URL (or code) from the browser; `-` asks for it "
+            "(keeps it out of the process list and shell history).",
+            metavar="URL|-",
+        ),
     ] = None,
     device: Annotated[
         bool, typer.Option("--device", help="Log in with a device code (no browser here).")
@@ -184,9 +208,12 @@ def add_account(
         settings = settings_from(config)
         if code is not None:
             pending = _pending_login(settings)
-            auth_code = parse_pasted(code, pending.state)
-            redirect = openai_redirect_uri(settings.oauth.openai)
-            tokens = asyncio.run(_chatgpt_exchange(settings, auth_code, pending.verifier, redirect))
+            if code == "-":
+                code = _read_pasted("Paste the address the browser ended on")
+            with _forgotten_if_failed(settings):
+                auth_code = parse_pasted(code, pending.state)
+                redirect = openai_redirect_uri(settings.oauth.openai)
+                tokens = asyncio.run(_chatgpt_exchange(settings, auth_code, pending.verifier, redirect))
         elif device:
             tokens = asyncio.run(_chatgpt_device_login(settings))
         else:
@@ -195,6 +222,13 @@ def add_account(
         name = chatgpt_file_name(settings.pool_dir, entry["email"], entry["account_id"])
         path = save_account(settings, "chatgpt", name, entry)
     console.print(_describe_login(entry, path), highlight=False)
+
+
+def _read_pasted(prompt: str) -> str:
+    """A pasted URL or code from the terminal or stdin, never from argv."""
+    if sys.stdin.isatty():
+        return str(typer.prompt(prompt))
+    return sys.stdin.readline()
 
 
 # -- Claude -------------------------------------------------------------------------------------
@@ -239,7 +273,7 @@ def add_claude_account(
             console.print(url, highlight=False, markup=False, soft_wrap=True)
             if not no_browser:
                 webbrowser.open(url)
-            pasted = typer.prompt("Paste the code shown after signing in (code#state)")
+            pasted = _read_pasted("Paste the code shown after signing in (code#state)")
             entry = asyncio.run(_claude_login(settings, pkce, pasted, email))
         elif source is not None:
             entry = claude_entry(read_json(source), email=email, source=source)

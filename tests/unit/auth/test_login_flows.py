@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import aiohttp
 import pytest
 
-from proxygate.auth.device import DeviceCode, poll_device_grant, request_device_code
+from proxygate.auth.device import DeviceCode, poll_device_grant, poll_interval_s, request_device_code
 from proxygate.auth.pkce import (
     CallbackPortBusy,
     LoginError,
@@ -86,7 +86,10 @@ def test_pasted_redirects_and_codes_are_accepted(pasted: str) -> None:
     [
         ("http://localhost:1455/auth/callback?code=abc&state=OTHER", r"state mismatch"),
         ("abc#OTHER", r"state mismatch"),
-        ("http://localhost:1455/auth/callback?error=access_denied", r"said: access_denied"),
+        ("http://localhost:1455/auth/callback?error=access_denied&state=S1", r"said: access_denied"),
+        ("http://localhost:1455/auth/callback?error=access_denied&state=OTHER", r"state mismatch"),
+        ("http://localhost:1455/auth/callback?error=access_denied", r"has no state="),
+        ("http://localhost:1455/auth/callback?code=abc", r"has no state="),
         ("http://localhost:1455/auth/callback?state=S1", r"has no \?code="),
         ("", r"nothing pasted"),
     ],
@@ -107,6 +110,61 @@ async def test_loopback_callback_ignores_a_wrong_state_and_takes_the_right_one()
             assert resp.status == 200
             assert "You can close this tab" in await resp.text()
     assert await waiting == "good"
+
+
+async def test_loopback_callback_ignores_an_error_without_our_state() -> None:
+    """Any page can load ``/auth/callback?error=x`` (an <img> will do): it must not end the login."""
+    port = free_port()
+    waiting = asyncio.ensure_future(wait_for_callback(port, "S1", timeout_s=5))
+    await asyncio.sleep(0.1)
+    async with aiohttp.ClientSession() as client:
+        for forged in ("?error=access_denied", "?error=access_denied&state=S2"):
+            async with client.get(f"http://127.0.0.1:{port}/auth/callback{forged}") as resp:
+                assert resp.status == 400
+        assert not waiting.done()
+        async with client.get(f"http://127.0.0.1:{port}/auth/callback?code=good&state=S1") as resp:
+            assert resp.status == 200
+    assert await waiting == "good"
+
+
+async def test_loopback_callback_error_with_our_state_ends_the_login() -> None:
+    port = free_port()
+    waiting = asyncio.ensure_future(wait_for_callback(port, "S1", timeout_s=5))
+    await asyncio.sleep(0.1)
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}/auth/callback?error=access_denied&state=S1") as resp,
+    ):
+        assert resp.status == 400
+    with pytest.raises(LoginError, match=r"^the authorization server said: access_denied$"):
+        await waiting
+
+
+@pytest.mark.parametrize(
+    ("given", "used_s"),
+    [("0", 1.0), (0, 1.0), (0.001, 1.0), ("nan", 5.0), (float("inf"), 60.0), (3600, 60.0), ("7", 7.0),
+     (None, 5.0), ("soon", 5.0), (True, 5.0), (-3, 1.0)],
+)  # fmt: skip
+def test_the_device_poll_interval_is_clamped_to_1_to_60_s(given: object, used_s: float) -> None:
+    assert poll_interval_s(given) == used_s
+
+
+async def test_a_zero_or_nan_interval_from_the_server_polls_at_sane_pace(auth_server: FakeAuthServer) -> None:
+    """The fake server says ``"interval": "0"``: polls are 1 s apart, not back to back."""
+    auth_server.device_polls = [(403, {"error": "authorization_pending"})] * 2
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    settings = auth_server.settings().openai
+    async with aiohttp.ClientSession() as session:
+        device = await request_device_code(session, settings)
+        assert device.interval_s == 1.0
+        await poll_device_grant(session, settings, device, sleep=sleep)
+        auth_server.device_polls = [(403, {"error": "authorization_pending"})]
+        await poll_device_grant(session, settings, DeviceCode("d", "u", float("nan"), ""), sleep=sleep)
+    assert slept == [1.0, 1.0, 5.0]
 
 
 async def test_a_busy_callback_port_says_so_and_offers_alternatives() -> None:

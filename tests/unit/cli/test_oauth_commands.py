@@ -261,3 +261,70 @@ def test_add_claude_account_needs_a_source(tmp_path: Path, args: list[str]) -> N
     result = run(make_env(tmp_path), *args)
     assert result.exit_code == 1
     assert result.output.startswith("error: say where the account comes from")
+
+
+def _start_pending(tmp_path: Path) -> Path:
+    pending = tmp_path / "pool" / ".login-chatgpt.json"
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_bytes(orjson.dumps({"verifier": "v" * 64, "state": "S1", "created_at": time.time()}))
+    return pending
+
+
+async def test_add_account_code_dash_reads_the_url_from_stdin_not_argv(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    env = make_env(tmp_path, auth_server.config_toml())
+    pending = _start_pending(tmp_path)
+    url = "http://localhost:1455/auth/callback?code=c7&state=S1"
+    result = await asyncio.to_thread(run, env, "add-account", "--code", "-", stdin=url + "\n")
+    assert result.exit_code == 0, result.output
+    assert [g["code"] for g in auth_server.grants] == ["c7"]
+    assert not pending.exists()
+
+
+@pytest.mark.parametrize(
+    ("pasted", "token_answer", "message"),
+    [
+        (
+            "http://localhost:1455/auth/callback?code=c8&state=S1",
+            (400, {"error": "invalid_grant", "error_description": "expired"}),
+            "invalid_grant",
+        ),
+        ("http://localhost:1455/auth/callback?error=access_denied&state=S1", None, "said: access_denied"),
+    ],
+)
+async def test_a_failed_login_removes_the_pending_login(
+    tmp_path: Path, auth_server: FakeAuthServer, pasted: str, token_answer, message: str
+) -> None:
+    env = make_env(tmp_path, auth_server.config_toml())
+    pending = _start_pending(tmp_path)
+    if token_answer:
+        auth_server.push_token(*token_answer)
+    result = await asyncio.to_thread(run, env, "add-account", "--code", pasted)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not pending.exists()
+
+
+async def test_a_paste_that_is_not_ours_keeps_the_pending_login(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    pending = _start_pending(tmp_path)
+    for pasted in ("http://localhost:1455/auth/callback?code=c9", "http://x/cb?code=c9&state=S2"):
+        result = await asyncio.to_thread(run, env, "add-account", "--code", pasted)
+        assert result.exit_code == 1
+        assert pending.exists()
+
+
+async def test_a_browser_login_that_fails_removes_the_pending_login(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    port = free_port()
+    env = make_env(tmp_path, auth_server.config_toml(callback_port=port))
+    pending = tmp_path / "pool" / ".login-chatgpt.json"
+    login = asyncio.ensure_future(asyncio.to_thread(run, env, "add-account", "--no-browser"))
+    auth_server.push_token(400, {"error": "invalid_grant"})
+    await _callback_when_ready(port, pending, "code-x")
+    result = await login
+    assert result.exit_code == 1
+    assert "invalid_grant" in result.output
+    assert not pending.exists()
