@@ -113,10 +113,14 @@ class UsageTotals:
 
     def add(self, other: Mapping[str, Any] | UsageTotals) -> None:
         """Add another row's counters (a ``UsageTotals`` or its ``as_dict``; missing keys are 0)."""
-        data = other.as_dict() if isinstance(other, UsageTotals) else other
+        if isinstance(other, UsageTotals):
+            for name in _COUNTS:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+            self.cost_usd += other.cost_usd
+            return
         for name in _COUNTS:
-            setattr(self, name, getattr(self, name) + int(data.get(name, 0) or 0))
-        self.cost_usd += float(data.get("cost_usd", 0.0) or 0.0)
+            setattr(self, name, getattr(self, name) + int(other.get(name, 0) or 0))
+        self.cost_usd += float(other.get("cost_usd", 0.0) or 0.0)
 
     def count(self, rec: UsageRecord) -> None:
         """Add one request."""

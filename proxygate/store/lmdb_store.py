@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -107,6 +108,12 @@ def state_key(key: str) -> bytes:
     if raw is not None and 0 < len(raw) <= 400:
         return raw
     return key_part(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _buckets(hour_index: int) -> tuple[str, str]:
+    """The UTC day and hour buckets of the hour ``hour_index`` (Unix seconds // 3600)."""
+    return utc_day(hour_index * 3600), utc_hour(hour_index * 3600)
 
 
 def _text(value: str, limit: int = MAX_LOG_TEXT_CHARS) -> str:
@@ -262,16 +269,23 @@ class LMDBStore:
         parts = (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant)
         totals = UsageTotals()
         totals.count(rec)
-        entry = {
-            name: _text(value) if isinstance(value, str) else value for name, value in asdict(rec).items()
-        }
+        try:
+            log_value = orjson.dumps(rec)
+        except orjson.JSONEncodeError:  # a lone surrogate from a client's bytes: store it replaced
+            log_value = orjson.dumps(
+                {
+                    name: _text(value) if isinstance(value, str) else value
+                    for name, value in asdict(rec).items()
+                }
+            )
         request_id = key_part(rec.request_id)
+        day, hour = _buckets(int(rec.ts // 3600))
         return _Usage(
-            day_key=_row_key(utc_day(rec.ts), parts),
-            hour_key=_row_key(utc_hour(rec.ts), parts),
+            day_key=_row_key(day, parts),
+            hour_key=_row_key(hour, parts),
             totals=totals,
             log_key=max(0, int(rec.ts * 1e9)).to_bytes(8, "big") + request_id,
-            log_value=orjson.dumps(entry),
+            log_value=log_value,
             request_id=request_id,
         )
 
@@ -280,8 +294,14 @@ class LMDBStore:
         while True:
             try:
                 with self._env.begin(write=True) as txn:
+                    rows: dict[tuple[str, bytes], UsageTotals] = {}
                     for op in ops:
-                        self._apply(txn, op)
+                        self._apply(txn, op, rows)
+                    for (db_name, key), totals in rows.items():  # one read-modify-write per row
+                        db = self._dbs[db_name]
+                        if current := txn.get(key, db=db):
+                            totals.add(orjson.loads(current))
+                        txn.put(key, orjson.dumps(totals.as_dict()), db=db)
                     self._trim_request_log(txn, TRIM_MAX_PER_COMMIT)
                 return
             except lmdb.MapFullError:
@@ -291,7 +311,8 @@ class LMDBStore:
                 log.info("usage store: map full at %d MiB; growing to %d MiB", size >> 20, size >> 19)
                 self._env.set_mapsize(size * 2)
 
-    def _apply(self, txn: Any, op: _Prepared) -> None:
+    def _apply(self, txn: Any, op: _Prepared, rows: dict[tuple[str, bytes], UsageTotals]) -> None:
+        """Write one operation; usage counters are summed into ``rows`` (written once per batch)."""
         if isinstance(op, _State):
             db = self._dbs[op.namespace]
             if op.value is None:
@@ -299,13 +320,10 @@ class LMDBStore:
             else:
                 txn.put(op.key, op.value, db=db)
             return
-        for db, key in ((self._dbs["daily"], op.day_key), (self._dbs["hourly"], op.hour_key)):
-            current = txn.get(key, db=db)
-            totals = UsageTotals()
-            if current:
-                totals.add(orjson.loads(current))
+        for row in (("daily", op.day_key), ("hourly", op.hour_key)):
+            if (totals := rows.get(row)) is None:
+                totals = rows[row] = UsageTotals()
             totals.add(op.totals)
-            txn.put(key, orjson.dumps(totals.as_dict()), db=db)
         txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
         txn.put(op.request_id, op.log_key, db=self._dbs["request_ids"])
 
