@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from proxygate.wire.ir import Format
 
@@ -25,6 +26,16 @@ class ProviderSpec:
     "Globs of client model names served when the account file names none."
     check_model: str = ""
     "A cheap model for `proxygate check`."
+
+    def formats_at(self, base_url: str) -> tuple[Format, ...]:
+        """The formats to use at ``base_url``: Responses only at the provider's own host.
+
+        OpenAI-compatible servers (vLLM, LiteLLM, Ollama, Azure deployments…) speak Chat
+        Completions and answer ``/v1/responses`` with 404; only api.openai.com has both.
+        """
+        if Format.chat not in self.formats or urlsplit(base_url).hostname == urlsplit(self.base_url).hostname:
+            return self.formats
+        return (Format.chat,)
 
 
 _A, _C, _R, _G = Format.anthropic, Format.chat, Format.responses, Format.gemini

@@ -108,7 +108,7 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
             base_url=_check_url(base_url),
             api_key=get.text("api_key", required=True),
             models=get.globs("models") or spec.models,
-            formats=get.formats("formats", spec.formats),
+            formats=get.formats("formats", spec.formats_at(base_url)),
             **common,
         )
     provider = "claude" if kind == "claude" else "chatgpt"

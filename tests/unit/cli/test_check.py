@@ -69,3 +69,18 @@ def test_check_calls_the_provider_directly_and_reports(tmp_path: Path, provider:
     failed = CliRunner().invoke(app, ["check", "ant", "--model", "claude-x"], env=env)
     assert failed.exit_code == 1
     assert failed.output.splitlines()[0].startswith("ant (claude-x): HTTP 401 in ")
+
+
+def test_check_an_openai_compatible_server_uses_chat_completions(tmp_path: Path, provider: str) -> None:
+    """A custom base_url is not api.openai.com: Responses would 404 there (issue 10 §8)."""
+    (tmp_path / "config.toml").write_text('pool_dir = "pool"\ndata_dir = "data"\n')
+    write_account(
+        tmp_path / "pool",
+        "apikeys",
+        "local",
+        {"provider": "openai", "api_key": "sk-local-0000", "base_url": f"{provider}/v1"},
+    )
+    env = {"PROXYGATE_CONFIG": str(tmp_path / "config.toml"), "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["check", "local"], env=env)
+    assert result.exit_code == 0, result.output
+    assert [path for path, _, _ in Provider.seen] == ["/v1/chat/completions"]

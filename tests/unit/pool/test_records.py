@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
@@ -162,3 +163,30 @@ def test_private_dirs_are_0700_at_every_new_level(tmp_path: Path) -> None:
         (tmp_path / p).stat().st_mode & 0o777 for p in ("home", "home/.proxygate", "home/.proxygate/pool")
     ]
     assert modes == [0o700, 0o700, 0o700]
+
+
+@pytest.mark.parametrize(
+    ("data", "formats"),
+    [
+        ({}, (Format.responses, Format.chat)),
+        ({"base_url": "https://api.openai.com/v1/"}, (Format.responses, Format.chat)),
+        ({"base_url": "http://127.0.0.1:8000/v1"}, (Format.chat,)),
+        ({"base_url": "https://llm.example.com/v1", "formats": ["responses"]}, (Format.responses,)),
+    ],
+)
+def test_openai_speaks_responses_only_at_the_official_endpoint(data: dict, formats: tuple) -> None:
+    account = parse_account({"provider": "openai", "api_key": "k", **data}, "apikey", default_id="o")
+    assert account.formats == formats
+
+
+async def test_an_anthropic_client_reaches_an_openai_compatible_server_by_chat(start_proxy, upstream) -> None:
+    proxy = await start_proxy(
+        {"local": {"provider": "openai", "api_key": "sk-l", "base_url": f"{upstream.url}/v1"}}
+    )
+    body = {"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as client:
+        for path in ("/v1/messages", "/v1/responses"):
+            payload = body if path == "/v1/messages" else {"model": "gpt-4o", "input": "hi"}
+            async with client.post(f"{proxy.url}{path}", json=payload) as resp:
+                assert resp.status == 200, await resp.text()
+    assert upstream.paths() == ["/v1/chat/completions", "/v1/chat/completions"]
