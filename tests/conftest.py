@@ -15,6 +15,7 @@ from aiohttp import web
 
 from proxygate.config import Settings, load_settings
 from proxygate.server.app import create_app
+from proxygate.server.guard import EdgeRunner
 from tests.upstream import ScriptedUpstream
 
 
@@ -110,7 +111,7 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
         settings = load_settings(base / "config.toml", env or {})
         kwargs = {"clock": clock} if clock else {}
         app = create_app(settings, **kwargs)
-        runner = web.AppRunner(app, handler_cancellation=True)
+        runner = EdgeRunner(app, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

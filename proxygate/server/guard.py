@@ -14,6 +14,10 @@ Jupyter and the Docker API close them:
 
 The admin API also always needs a token (server/admin.py). Middlewares, outermost first:
 ``assign_request_id`` → ``browser_guard`` → ``client_format_errors`` → the handler.
+
+What fails before any middleware runs (a 64 KB header line, 500 headers, a bad chunk size) is
+answered by ``EdgeRunner``'s connections: one JSON error body every SDK parses, never echoing
+the request (aiohttp's own text/plain answer quotes the start of the bad line).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from proxygate.call import new_request_id
 from proxygate.config import Settings
@@ -213,3 +217,72 @@ async def client_format_errors(request: web.Request, handler: Handler) -> web.St
 
 
 MIDDLEWARES = (assign_request_id, browser_guard, client_format_errors)
+
+
+# -- errors before routing ----------------------------------------------------------------
+
+# The request is not parsed, so its format is unknown: one body that every SDK reads as an
+# error (Anthropic's ``error.type``, OpenAI's ``error.message``/``code``, Gemini's ``status``).
+_PARSER_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (http_exceptions.LineTooLong, "a request line or header is over the size limit"),
+    (http_exceptions.BadHttpMethod, "not an HTTP request"),
+    (http_exceptions.InvalidURLError, "invalid request target"),
+    (http_exceptions.InvalidHeader, "invalid header"),
+    (http_exceptions.PayloadEncodingError, "bad body framing (chunked encoding or Content-Length)"),
+)
+
+
+def unparsed_request_error(status: int, exc: BaseException | None) -> tuple[str, bytes]:
+    """The message and JSON body for an answer aiohttp gives before routing."""
+    if status >= 500:
+        kind, code, message = "api_error", "INTERNAL", "internal error in proxygate; see its log"
+    else:
+        kind, code = "invalid_request_error", "INVALID_ARGUMENT"
+        message = next(
+            (text for cls, text in _PARSER_ERRORS if isinstance(exc, cls)),
+            "malformed HTTP request (bad request line, headers or body framing)",
+        )
+    body = {"type": "error", "error": {"type": kind, "message": message, "code": status, "status": code}}
+    return message, orjson.dumps(body)
+
+
+class EdgeRequestHandler(web.RequestHandler):
+    """aiohttp's connection protocol, answering what fails before routing as JSON with a request id."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as the base: part of an answer went, only closing is left
+            raise ConnectionError("an answer was partly sent; cannot send an error instead")
+        rid = new_request_id()
+        text, body = unparsed_request_error(status, exc)
+        if status >= 500:
+            log.error("%s error handling a request from %s", rid, request.remote, exc_info=exc)
+        else:  # a client's mistake (or a probe): one line, no traceback, nothing it sent
+            log.info("%s %d from %s: %s", rid, status, request.remote, text)
+        headers = {REQUEST_ID_HEADER: rid}
+        if status < 500:
+            headers["x-should-retry"] = "false"
+        response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
+        response.force_close()
+        return response
+
+
+class EdgeServer(web.Server):
+    """aiohttp's low-level server making ``EdgeRequestHandler`` connections."""
+
+    def __call__(self) -> web.RequestHandler:
+        return EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class EdgeRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer HTTP parser errors with ``EdgeRequestHandler``."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = EdgeServer  # the same server; only how it makes connections changes
+        return server
