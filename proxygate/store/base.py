@@ -189,6 +189,8 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """Request-log entries (``UsageRecord`` fields), newest first.
 
+        With filters this may read the whole log (``request_log_max_rows``): call it off the loop.
+
         Args:
             before: a request id; only entries older than it (the next page). Unknown id: [].
             account: only this account's entries.
