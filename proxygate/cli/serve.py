@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Annotated
+from typing import IO, Annotated, cast
 
 import typer
 
 from proxygate import __version__
-from proxygate.cli.app import ConfigOption, app, console, reported, settings_from
+from proxygate.cli.app import ConfigOption, app, console, err_console, reported, settings_from
 from proxygate.config import Settings
 from proxygate.errors import ConfigError
 
@@ -25,6 +25,8 @@ def setup_logging(settings: Settings) -> None:
         log_file_max_mb=settings.log_file_max_mb,
         log_file_count=settings.log_file_count,
     )
+    if settings.log_format == "json":  # the command's own error line too: every line is JSON
+        err_console.file = cast("IO[str]", logs.LogLines(logging.getLogger("proxygate"), logging.ERROR))
 
 
 def is_loopback_host(host: str) -> bool:

@@ -126,6 +126,35 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return io.TextIOWrapper(open(fd, "ab"), encoding=self.encoding or "utf-8", errors=self.errors)
 
 
+class LogLines(io.TextIOBase):
+    """A text stream whose every line becomes a log record: what a command prints to stderr
+    after ``setup`` (its one-line error) is then formatted like every other line."""
+
+    def __init__(self, logger: logging.Logger, level: int) -> None:
+        super().__init__()
+        self.logger, self.level = logger, level
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.log(self.level, "%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            self.logger.log(self.level, "%s", self._pending)
+        self._pending = ""
+
+
 def formatter_for(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
@@ -302,6 +331,7 @@ def follow_lines(
 
 __all__ = [
     "JsonFormatter",
+    "LogLines",
     "LogSource",
     "PrivateRotatingFileHandler",
     "TextFormatter",

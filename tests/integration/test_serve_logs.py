@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -132,3 +133,30 @@ async def test_text_format_escapes_a_crlf_in_a_file_name_on_stderr_and_in_the_lo
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(log_file.parent.stat().st_mode) == 0o700
     assert code == 200
+
+
+async def test_json_format_covers_the_commands_own_error_line(tmp_path: Path) -> None:
+    """A port in use: the one-line error is a JSON record too, and the exit code stays 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "config.toml").write_text(
+            f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\nlog_format = "json"\n'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proxygate",
+            "serve",
+            "--config",
+            str(tmp_path / "config.toml"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    assert out == b""
+    entries = [orjson.loads(line) for line in err.decode().splitlines()]
+    assert entries[-1]["level"] in ("error", "critical")  # reported, or an uncaught exception
+    assert str(port) in entries[-1]["message"] + entries[-1].get("exc", "")
