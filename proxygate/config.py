@@ -333,7 +333,15 @@ def load_settings(
             settings, routing=dataclasses.replace(settings.routing, configs=configs)
         )
     split_addr(settings.addr, "addr")
-    for key in ("max_body_mb", "max_response_mb", "max_stream_s", "header_timeout_s", "max_connections"):
+    for key in (
+        "max_body_mb",
+        "max_response_mb",
+        "max_stream_s",
+        "header_timeout_s",
+        "body_min_bytes_per_s",
+        "max_connections",
+        "max_connections_per_peer",
+    ):
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{key}: must be positive, got {getattr(settings, key)}")
     if settings.routing.active not in settings.routing.configs:

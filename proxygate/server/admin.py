@@ -29,6 +29,7 @@ from proxygate.config import Settings
 from proxygate.errors import PoolError, ProxyError, Unauthorized
 from proxygate.pool.files import PoolSnapshot
 from proxygate.server.broker_state import save_active_route
+from proxygate.server.connections import read_body
 from proxygate.server.guard import log_rejection, render_for_path
 from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
 from proxygate.store import Store, today
@@ -153,9 +154,11 @@ async def routes(request: web.Request) -> web.Response:
 async def use_route(request: web.Request) -> web.Response:
     """Switch the active routing config at once, and remember it across restarts: ``{"name": …}``."""
     try:
-        data = orjson.loads(await request.read())
+        data = orjson.loads(await read_body(request, request.app[SETTINGS]))
     except orjson.JSONDecodeError:
         data = None
+    except ProxyError as exc:  # too large, or stalled past the body deadline
+        return render_for_path(request, exc)
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str):
         return _json({"error": 'expected a JSON body {"name": …}'}, 400)

@@ -2,13 +2,13 @@
 
 Startup order (cleanup runs in reverse, and only for what started): store → pool + broker +
 watcher → upstream session + pipeline. On SIGTERM aiohttp stops accepting, waits up to
-``drain_timeout_s`` for requests in flight (streams included), then the store is flushed.
+``drain_timeout_s`` for requests in flight (streams included), then the store is flushed
+(``run`` → server/lifecycle.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import ssl
@@ -23,7 +23,7 @@ from proxygate.broker import AccountState, Broker, Headroom, Pin
 from proxygate.config import Settings
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
-from proxygate.server import admin, guard, ingress, metrics, pooled_usage, usage_api
+from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, usage_api
 from proxygate.server.broker_state import restore_broker
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
 from proxygate.server.models import ModelCatalog
@@ -167,16 +167,7 @@ async def _tune_gc(app: web.Application) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM, then drain."""
+    """Serve until SIGINT/SIGTERM, then drain (server/lifecycle.py: limits, server.json, signals)."""
     app = create_app(settings)
     app.on_startup.append(_tune_gc)  # on_startup runs after every cleanup_ctx has started
-    with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.drain_timeout_s,
-            handler_cancellation=True,
-            access_log=None,
-            print=lambda _: log.info("proxygate listening on http://%s", settings.addr),
-        )
+    lifecycle.serve(app, settings)

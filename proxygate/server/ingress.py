@@ -22,6 +22,7 @@ from aiohttp import web
 from proxygate.call import Call, Op
 from proxygate.config import Settings
 from proxygate.errors import BodyTooLarge, ClientError, ProxyError, Unauthorized
+from proxygate.server.connections import read_body
 from proxygate.server.guard import REQUEST_ID_HEADER, log_rejection, render_error, request_id
 from proxygate.server.keys import MODELS, PIPELINE, SETTINGS
 from proxygate.wire.ir import Format
@@ -67,7 +68,7 @@ async def _read_call(
     if (request.content_length or 0) > limit:
         raise BodyTooLarge(f"request body over the {settings.max_body_mb:g} MB limit (max_body_mb)")
     try:
-        raw = await request.read()
+        raw = await read_body(request, settings)  # within the body deadline (server/connections.py)
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"request body over the {settings.max_body_mb:g} MB limit (max_body_mb)") from None
     try:

@@ -1,0 +1,157 @@
+"""Serving one app until a signal: listen, start, announce, drain, stop.
+
+    open_listener (a taken port fails here, before the store opens)
+    → app startup (cleanup_ctx: store, pool, upstream) → GatedSite accepts → server.json written
+    → SIGINT/SIGTERM: "draining N streams (up to Ns)…" → stop accepting, idle connections close,
+      requests in flight get drain_timeout_s → app cleanup (store flushed) → server.json removed
+
+A second SIGINT/SIGTERM during the drain cuts what is still in flight at once (each cut
+request's ``finally`` still releases its lease and records what it saw), says how many, and
+the app's cleanup still runs, so the store is flushed either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from proxygate import __version__
+from proxygate.config import Settings
+from proxygate.server.connections import (
+    GatedSite,
+    connection_gate,
+    handler_options,
+    listen_address,
+    open_listener,
+    raise_open_file_limit,
+)
+from proxygate.server.runfile import RunningServer, remove_runfile, write_runfile
+
+log = logging.getLogger("proxygate")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InFlight:
+    """How many requests are being answered now (a stream counts until its last byte)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def count_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.count += 1
+            try:
+                return await handler(request)
+            finally:
+                self.count -= 1
+
+        return count_in_flight
+
+
+def serve(app: web.Application, settings: Settings) -> None:
+    """Serve ``app`` on ``settings.addr`` until SIGINT/SIGTERM, then drain and stop.
+
+    Raises:
+        ProxyError: the address cannot be listened on (one line, no traceback), or startup failed.
+    """
+    raise_open_file_limit()
+    sock = open_listener(settings.host, settings.port)
+    try:
+        # Ctrl-C before our handlers are installed (early startup) ends quietly too.
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(app, settings, sock))
+    finally:
+        sock.close()
+
+
+class _Stop:
+    """The signals' side of the lifecycle: the first asks for a drain, the second cuts it short."""
+
+    def __init__(self, settings: Settings, in_flight: InFlight) -> None:
+        self.requested = asyncio.Event()
+        self.drain_timeout_s = settings.drain_timeout_s
+        self.in_flight = in_flight
+        self.runner: web.AppRunner | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    def on_signal(self) -> None:
+        if not self.requested.is_set():
+            self.requested.set()
+            log.info("draining %d streams (up to %gs)…", self.in_flight.count, self.drain_timeout_s)
+            self._drain_timer = asyncio.get_running_loop().call_later(self.drain_timeout_s, self._drain_over)
+            return
+        log.warning("second signal: cut %d requests still in flight; stopping now", self.in_flight.count)
+        self.cut()
+
+    def cut(self) -> None:
+        """Close every client connection now (handler cancellation ends their requests)."""
+        server = self.runner.server if self.runner is not None else None
+        for connection in server.connections if server is not None else []:
+            connection.force_close()
+
+    def _drain_over(self) -> None:
+        if self.in_flight.count:
+            log.warning(
+                "drain_timeout_s=%g passed: cutting %d requests still in flight",
+                self.drain_timeout_s,
+                self.in_flight.count,
+            )
+
+    def close(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application, settings: Settings, sock: socket.socket
+) -> AsyncIterator[web.AppRunner]:
+    """``app`` started and accepting on ``sock`` behind the connection guards; drained and cleaned up on exit."""
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=settings.drain_timeout_s,
+        **handler_options(settings),
+    )
+    try:
+        await runner.setup()  # the app's startup: store, pool, upstream session
+        await GatedSite(runner, sock, connection_gate(settings, sock)).start()
+        yield runner
+    finally:
+        await runner.cleanup()  # stop accepting, drain, then the app's cleanup (store flush)
+
+
+async def _serve(app: web.Application, settings: Settings, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    in_flight = InFlight()
+    app.middlewares.append(in_flight.middleware())
+    stop = _Stop(settings, in_flight)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.on_signal)
+    pid = os.getpid()
+    try:
+        async with listening(app, settings, sock) as runner:
+            stop.runner = runner
+            addr = listen_address(sock)
+            server = RunningServer(addr=addr, pid=pid, started_at=int(time.time()), version=__version__)
+            await asyncio.to_thread(write_runfile, settings.data_dir, server)
+            log.info("proxygate listening on http://%s", addr)
+            await stop.requested.wait()
+    finally:
+        stop.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await asyncio.to_thread(remove_runfile, settings.data_dir, pid)
+    log.info("stopped")
