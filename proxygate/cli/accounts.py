@@ -33,7 +33,7 @@ from proxygate.cli.oauth import subscription_columns
 from proxygate.config import Settings
 from proxygate.errors import PoolError
 from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
-from proxygate.pool.files import add_account_file, load_pool, set_enabled
+from proxygate.pool.files import add_account_file, load_pool, new_account_path, set_enabled
 from proxygate.pool.importing import ImportReport, import_entries, read_entries
 from proxygate.pool.records import InvalidAccount, mask
 from proxygate.server.admin import status_report
@@ -256,14 +256,38 @@ def reset(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None
     console.print(f"reset [bold]{escape(account.id)}[/]{note}", highlight=False)
 
 
+def _comma_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 @app.command("add-key")
 def add_key(
-    provider: Annotated[str, typer.Option(help=f"One of: {', '.join(API_KEY_PROVIDERS)}.")],
+    provider: Annotated[
+        str, typer.Option(help=f"One of: {', '.join(API_KEY_PROVIDERS)}.", metavar="PROVIDER")
+    ],
     account_id: Annotated[
-        str | None, typer.Option("--id", help="Account id (default: the provider name).")
+        str | None, typer.Option("--id", help="Account id (default: the provider name).", metavar="ID")
     ] = None,
-    base_url: Annotated[str | None, typer.Option(help="Base URL as the provider's SDK takes it.")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated model globs this key serves.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Base URL as the provider's SDK takes it.", metavar="URL")
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model globs this key serves.", metavar="GLOBS")
+    ] = None,
+    formats: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated upstream formats in order of preference: anthropic, chat, responses, "
+            "gemini (default: the provider's; chat for OpenAI-compatible servers).",
+            metavar="FORMATS",
+        ),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Higher is tried first by the priority strategy (default 0).")
+    ] = None,
+    weight: Annotated[
+        float | None, typer.Option(help="Share of traffic against accounts of equal rank (default 1).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Add an API key to the pool. The key is read from a prompt or stdin, never from argv."""
@@ -271,6 +295,10 @@ def add_key(
         settings = settings_from(config)
         if provider not in API_KEY_PROVIDERS:
             raise PoolError(f"unknown provider {provider!r} (one of: {', '.join(API_KEY_PROVIDERS)})")
+        name = account_id or provider
+        taken = new_account_path(settings.pool_dir, "apikey", name)
+        if taken.exists():
+            raise PoolError(f"{taken} already exists: name this key with --id (e.g. --id {name}-2)")
         if sys.stdin.isatty():
             key = typer.prompt(f"{provider} API key", hide_input=True)
         else:
@@ -284,22 +312,30 @@ def add_key(
         if base_url:
             data["base_url"] = base_url
         if models:
-            data["models"] = [m.strip() for m in models.split(",") if m.strip()]
-        name = account_id or provider
+            data["models"] = _comma_list(models)
+        if formats:
+            data["formats"] = _comma_list(formats)
+        if priority is not None:
+            data["priority"] = priority
+        if weight is not None:
+            data["weight"] = weight
         try:
             path = add_account_file(settings.pool_dir, "apikey", name, data)
         except InvalidAccount as exc:
             raise PoolError(f"not added: {exc}") from None
-    console.print(f"added [bold]{path.stem}[/] ({provider}, key {mask(key)}) → {path}", highlight=False)
+    console.print(
+        f"added [bold]{escape(path.stem)}[/] ({provider}, key {mask(key)}) → {escape(str(path))}",
+        highlight=False,
+    )
 
 
 def _print_report(report: ImportReport) -> None:
     for path in report.written:
-        console.print(f"added {path}", highlight=False)
+        console.print(f"added {path}", highlight=False, markup=False)
     for line in report.duplicates:
-        err_console.print(f"[yellow]duplicate[/] {line}", highlight=False)
+        err_console.print(f"[yellow]duplicate[/] {escape(line)}", highlight=False)
     for line in report.invalid:
-        err_console.print(f"[red]invalid[/] {line}", highlight=False)
+        err_console.print(f"[red]invalid[/] {escape(line)}", highlight=False)
     console.print(
         f"{len(report.written)} added, {len(report.duplicates)} duplicate, {len(report.invalid)} invalid"
     )

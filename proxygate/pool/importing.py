@@ -59,36 +59,61 @@ def guess_kind(entry: dict[str, Any]) -> Kind:
     raise InvalidAccount('cannot tell a Claude from a ChatGPT account; add "kind": "claude" or "chatgpt"')
 
 
+def _free_path(pool_dir: Path, kind: Kind, name: str) -> Path:
+    """``name``'s pool file, or ``name-2``, ``name-3``… when taken: for entries that name no id."""
+    path = new_account_path(pool_dir, kind, name)
+    n = 2
+    while path.exists():
+        path = new_account_path(pool_dir, kind, f"{name}-{n}")
+        n += 1
+    return path
+
+
 def import_entries(
     pool_dir: Path,
     entries: list[Any],
     *,
     kind_of: Callable[[dict[str, Any]], Kind] = guess_kind,
 ) -> ImportReport:
+    """Write each valid, new entry as a pool file.
+
+    An entry without ``id`` is named like ``add-key`` names one (its email, else its provider;
+    ``-2``… when taken), and its file name is its id, as for any pool file. A duplicate is the
+    same id, the same login, or the same credential (fingerprint) as an account already there.
+    """
     report = ImportReport()
     existing = load_pool(pool_dir)
     seen: set[str] = {a.id for a in existing.accounts}
     seen_logins = {(a.kind, a.email.lower(), a.account_id) for a in existing.accounts if a.email}
+    seen_keys = {a.fingerprint: a.label for a in existing.accounts}
     for n, entry in enumerate(entries, 1):
         where = f"entry {n}"
         try:
             if not isinstance(entry, dict):
                 raise InvalidAccount("expected a JSON object")
             kind = kind_of(entry)
-            name = str(entry.get("id") or entry.get("email") or "")
+            explicit = entry.get("id") or entry.get("email")
+            name = str(explicit or entry.get("provider") or "")
             if not name:
-                raise InvalidAccount('needs "id" (API keys) or "email" (subscriptions)')
-            path = new_account_path(pool_dir, kind, name)
+                raise InvalidAccount('needs "id" or "provider" (API keys), or "email" (subscriptions)')
+            path = new_account_path(pool_dir, kind, name) if explicit else _free_path(pool_dir, kind, name)
             account: Account = parse_account(entry, kind, default_id=path.stem, path=path)
         except InvalidAccount as exc:
             report.invalid.append(f"{where}: {exc}")
             continue
         login = (account.kind, account.email.lower(), account.account_id)
+        if account.fingerprint in seen_keys:
+            same = seen_keys[account.fingerprint]
+            report.duplicates.append(
+                f"{where}: the same credential as {same} is already in the pool; skipped"
+            )
+            continue
         if account.id in seen or path.exists() or (account.email and login in seen_logins):
             report.duplicates.append(f"{where}: {account.label} is already in the pool; skipped")
             continue
         write_json_atomic(path, entry)
         seen.add(account.id)
         seen_logins.add(login)
+        seen_keys[account.fingerprint] = account.label
         report.written.append(path)
     return report

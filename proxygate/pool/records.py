@@ -8,6 +8,7 @@ by the tool (enable, refreshed tokens) preserves keys it does not know.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,17 @@ class Account:
     @property
     def label(self) -> str:
         return self.email or self.id
+
+    @property
+    def fingerprint(self) -> str:
+        """Who this credential is, without it: the same key (or login) under two ids is one account.
+
+        A login is its refresh token (access tokens rotate); a key counts with its endpoint, as
+        local servers often share a dummy key.
+        """
+        secret = self.refresh_token or self.api_key or self.access_token
+        where = self.base_url if self.kind == "apikey" else self.kind
+        return hashlib.sha256(f"{where}\0{secret}".encode()).hexdigest()[:16]
 
     def serves(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)

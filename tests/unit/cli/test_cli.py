@@ -47,7 +47,33 @@ def test_add_key_reads_stdin_writes_0600_and_never_prints_the_key(
     }
     assert path.stat().st_mode & 0o777 == 0o600
     again = run(env, "add-key", "--provider", "openai", "--id", "work", stdin="sk-2\n")
-    assert (again.exit_code, again.output.strip()) == (1, f"error: {path} already exists")
+    assert (again.exit_code, again.output.strip()) == (
+        1,
+        f"error: {path} already exists: name this key with --id (e.g. --id work-2)",
+    )
+
+
+def test_add_key_takes_formats_priority_and_weight(tmp_path: Path, env: dict[str, str]) -> None:
+    args = ("add-key", "--provider", "openai", "--base-url", "http://127.0.0.1:8000/v1")
+    result = run(env, *args, "--formats", "responses, chat", "--priority", "2", "--weight", "0.5",
+                 stdin="sk-local-000000000\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert orjson.loads((tmp_path / "pool" / "apikeys" / "openai.json").read_bytes()) == {
+        "provider": "openai",
+        "api_key": "sk-local-000000000",
+        "base_url": "http://127.0.0.1:8000/v1",
+        "formats": ["responses", "chat"],
+        "priority": 2,
+        "weight": 0.5,
+    }
+    clash = run(env, *args, stdin="sk-other\n")
+    assert clash.exit_code == 1
+    assert clash.output.strip().endswith("already exists: name this key with --id (e.g. --id openai-2)")
+    bad = run(env, *args, "--id", "x", "--formats", "soap", stdin="sk-other\n")
+    assert (bad.exit_code, bad.output.strip()) == (
+        1,
+        'error: not added: "formats" entries must be among anthropic, chat, responses, gemini',
+    )
 
 
 def test_bad_provider_and_empty_key_fail_with_one_line(env: dict[str, str]) -> None:

@@ -149,9 +149,34 @@ def test_import_reports_duplicates_and_invalid_entries(tmp_path: Path) -> None:
         "claude/me@x.com.json",
     ]
     assert report.duplicates == ["entry 2: k1 is already in the pool; skipped"]
-    assert report.invalid == [
-        'entry 3: needs "id" (API keys) or "email" (subscriptions)',
-        "entry 5: expected a JSON object",
+    assert report.invalid == ['entry 3: missing "api_key"', "entry 5: expected a JSON object"]
+
+
+def test_import_names_entries_without_id_like_pool_files_and_finds_keys_already_there(
+    tmp_path: Path,
+) -> None:
+    import_entries(tmp_path, [{"id": "mine", "provider": "deepseek", "api_key": "sk-deep-1"}])
+    report = import_entries(
+        tmp_path,
+        [
+            {"provider": "deepseek", "api_key": "sk-deep-2"},
+            {"provider": "deepseek", "api_key": "sk-deep-3"},
+            {"provider": "deepseek", "api_key": "sk-deep-1"},  # already there as "mine"
+            {"id": "again", "provider": "deepseek", "api_key": "sk-deep-2"},  # earlier in this file
+            {"provider": "deepseek", "api_key": "sk-deep-1", "base_url": "http://127.0.0.1:9/v1"},
+        ],
+    )
+    assert [p.name for p in report.written] == ["deepseek.json", "deepseek-2.json", "deepseek-3.json"]
+    assert report.duplicates == [
+        "entry 3: the same credential as mine is already in the pool; skipped",
+        "entry 4: the same credential as deepseek is already in the pool; skipped",
+    ]
+    assert "id" not in orjson.loads(report.written[0].read_bytes())
+    assert sorted(a.id for a in load_pool(tmp_path).accounts) == [
+        "deepseek",
+        "deepseek-2",
+        "deepseek-3",
+        "mine",
     ]
 
 
