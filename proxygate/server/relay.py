@@ -245,15 +245,28 @@ async def relay_bytes(
 ) -> None:
     """The fast path: copy upstream bytes untouched, sniffing usage on the side.
 
+    Bytes go out up to the last complete event; an unfinished event waits for its end, so a
+    stream cut mid-event ends with the error event after a whole one, never glued to half
+    of one (which would make the client's parser fail on broken JSON instead).
+
     ``strip_usage_chunk``: we added ``stream_options.include_usage`` to a Chat request whose
     client did not ask for it (issue #3, documented exception), so the usage-only chunk
     (``choices: []``) is kept from the client; every other event is re-framed verbatim.
     """
+    pending = b""
     try:
         async for chunk in upstream.chunks(idle_s):
             events = sniffer.feed(chunk)
             if not strip_usage_chunk:
-                await send(out, call, chunk)
+                data = pending + chunk if pending else chunk
+                end = event_boundary(data)
+                if end == len(data):
+                    pending = b""
+                    await send(out, call, data)
+                else:
+                    pending = data[end:]
+                    if end:
+                        await send(out, call, data[:end])
                 continue
             for event in events:
                 if not _is_usage_only_chunk(event.data):
@@ -261,6 +274,8 @@ async def relay_bytes(
         for event in sniffer.close():
             if strip_usage_chunk:
                 await send(out, call, encode_event(event.data.encode()))
+        if pending and (sniffer.is_complete or not sniffer.is_stream):
+            await send(out, call, pending)  # a last event without its blank line
     except aiohttp.ClientConnectionResetError:
         client_gone(call)
         return
@@ -280,6 +295,17 @@ async def relay_bytes(
         await fail_stream(out, call, ConnectionLost("upstream stream ended before its final event"))
     elif sniffer.error:
         call.error_class, call.error = "server", f"upstream: {sniffer.error}"
+
+
+def event_boundary(data: bytes) -> int:
+    """Where the last complete SSE event in ``data`` ends (0: none): after a blank line, i.e.
+    two line ends in a row, each ``\r\n``, ``\n`` or ``\r`` (protocols.md §5.14.1)."""
+    end = 0
+    for blank in (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r"):
+        at = data.rfind(blank)
+        if at >= 0:
+            end = max(end, at + len(blank))
+    return end
 
 
 def client_gone(call: Call) -> None:

@@ -149,8 +149,9 @@ async def test_cut_stream_after_first_byte_ends_with_an_anthropic_error_event(up
     proxy = await start_proxy(two_keys(upstream.url))
     code, _, body = await post(proxy.url, {**ASK, "stream": True})
     assert code == 200
-    assert body.startswith(payload[:400])
-    tail = body[400:].decode()
+    whole_events = payload[: payload.rindex(b"\n\n", 0, 400) + 2]  # never half an event
+    assert body.startswith(whole_events)
+    tail = body[len(whole_events) :].decode()
     assert tail.startswith("event: error\ndata: ")
     error = orjson.loads(tail.split("data: ", 1)[1])
     assert error["type"] == "error" and error["error"]["type"] == "api_error"

@@ -415,3 +415,21 @@ async def test_browser_and_proxy_headers_are_not_forwarded(upstream, start_proxy
     assert code == 200
     forwarded = {k.lower() for k in upstream.requests[0].headers}
     assert forwarded & {k.lower() for k in sent} == {"anthropic-beta"}
+
+
+async def test_a_crlf_stream_cut_mid_event_ends_after_a_whole_event(upstream, start_proxy) -> None:
+    """The error event follows the last whole event, never half of one (the client's parser
+    would fail on the broken JSON first)."""
+    from tests.upstream import cut_after
+
+    payload = chat_sse("hello world").replace(b"\n", b"\r\n")
+    cut = payload.index(b"data: ", payload.index(b'"content":"w"')) + 30  # inside an event
+    upstream.push(cut_after(payload, cut))
+    proxy = await start_proxy(openai_key(upstream.url))
+    ask = {**CHAT_ASK, "stream": True, "stream_options": {"include_usage": True}}  # bytes verbatim
+    code, _, body = await post(proxy.url, ask, "/v1/chat/completions")
+    whole = payload[: payload.rindex(b"\r\n\r\n", 0, cut) + 4]
+    assert code == 200
+    assert body.startswith(whole)
+    assert body[len(whole) :].startswith(b'data: {"error":')
+    assert last_event(body)["error"]["message"].startswith("proxygate: upstream connection lost mid-stream")
