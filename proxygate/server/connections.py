@@ -136,11 +136,13 @@ class ConnectionGate:
         """Count a new connection from ``peer``, or say it must be closed."""
         now = self._clock()
         if self.open_count >= self.max_connections:
-            self._refused("", now, f"max_connections={self.max_connections} reached")
+            self._refused("", now, f"max_connections={self.max_connections} reached", self.open_count)
             return False
         per_peer = self._per_peer.get(peer, 0)
         if self.max_per_peer is not None and per_peer >= self.max_per_peer:
-            self._refused(peer, now, f"max_connections_per_peer={self.max_per_peer} reached by {peer}")
+            self._refused(
+                peer, now, f"max_connections_per_peer={self.max_per_peer} reached by {peer}", per_peer
+            )
             return False
         if self._bursts:
             self._end_bursts(now)
@@ -157,7 +159,7 @@ class ConnectionGate:
         else:
             del self._per_peer[peer]
 
-    def _refused(self, scope: str, now: float, why: str) -> None:
+    def _refused(self, scope: str, now: float, why: str, open_count: int) -> None:
         burst = self._bursts.get(scope)
         if burst is not None and now - burst.last_s < BURST_GAP_S:
             burst.refused += 1
@@ -166,7 +168,7 @@ class ConnectionGate:
         if burst is not None:
             self._log_end(scope, burst)
         self._bursts[scope] = _Burst(now, now)
-        log.warning("%s (%d open): closing new connections at once", why, self.open_count)
+        log.warning("%s (%d open): closing new connections at once", why, open_count)
 
     def _end_bursts(self, now: float) -> None:
         for scope, burst in list(self._bursts.items()):

@@ -1,16 +1,22 @@
-"""``proxygate serve`` as a process: startup message, exposure check, SIGTERM drain."""
+"""``proxygate serve`` as a process: startup message, exposure check, a taken port, server.json, SIGTERM drain."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 from aiohttp import web
 
+from proxygate import __version__
 from proxygate.store import LMDBStore, today
 from tests.conftest import free_port, write_account
 from tests.upstream import anthropic_sse
@@ -97,3 +103,134 @@ async def test_sigterm_lets_a_stream_in_flight_finish_and_flushes_its_usage(tmp_
     [row] = store.usage(today())
     store.close()
     assert (row.account_id, row.totals.requests, row.totals.output_tokens) == ("a", 1, 3)
+
+
+def lines_apart_from_log_records(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not re.match(r"^(\d{4}-\d\d-\d\dT|\{)", line)]
+
+
+async def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('pool_dir = "pool"\ndata_dir = "data"\n')
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proxygate",
+            "serve",
+            "--config",
+            str(tmp_path / "config.toml"),
+            "--addr",
+            f"127.0.0.1:{port}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    assert lines_apart_from_log_records(err.decode()) == [
+        f"error: 127.0.0.1:{port} is in use (another proxygate?); try --addr HOST:PORT"
+    ]
+    assert out == b""
+    assert not (tmp_path / "data" / "server.json").exists()
+
+
+async def test_server_json_names_the_running_server_and_goes_when_it_stops(tmp_path: Path) -> None:
+    proc, port = await start_serve(tmp_path)
+    runfile = tmp_path / "data" / "server.json"
+    assert orjson.loads(runfile.read_bytes()) == {
+        "addr": f"127.0.0.1:{port}",
+        "pid": proc.pid,
+        "started_at": orjson.loads(runfile.read_bytes())["started_at"],
+        "version": __version__,
+    }
+    assert abs(orjson.loads(runfile.read_bytes())["started_at"] - time.time()) < 60
+    assert runfile.stat().st_mode & 0o777 == 0o600
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    assert not runfile.exists()
+
+
+async def test_port_0_is_listed_in_server_json_with_the_port_it_got(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('addr = "127.0.0.1:0"\npool_dir = "pool"\ndata_dir = "data"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxygate",
+        "serve",
+        "--config",
+        str(tmp_path / "config.toml"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    runfile = tmp_path / "data" / "server.json"
+    for _ in range(200):
+        if runfile.exists():
+            break
+        await asyncio.sleep(0.05)
+    addr = orjson.loads(runfile.read_bytes())["addr"]
+    try:
+        assert addr.startswith("127.0.0.1:") and addr != "127.0.0.1:0"
+        async with aiohttp.ClientSession() as client, client.get(f"http://{addr}/healthz") as resp:
+            assert (resp.status, await resp.json()) == (200, {"ok": True})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    assert not runfile.exists()
+
+
+async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
+    seen = ""
+    while needle not in seen:
+        line = await asyncio.wait_for(stream.readline(), 20)
+        if not line:
+            raise AssertionError(f"output ended before {needle!r}:\n{seen}")
+        seen += line.decode()
+    return seen
+
+
+async def test_sigterm_says_how_many_streams_drain_and_a_second_one_cuts_them(
+    tmp_path: Path, upstream
+) -> None:
+    payload = anthropic_sse("a slow answer of many words to keep the stream open")
+    events = payload.split(b"\n\n")[:-1]
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        for event in events:
+            await out.write(event + b"\n\n")
+            await asyncio.sleep(1)
+        return out
+
+    upstream.push(slow)
+    write_account(
+        tmp_path / "pool",
+        "apikeys",
+        "a",
+        {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
+    )
+    proc, port = await start_serve(tmp_path)
+    assert proc.stdout is not None
+    body = {
+        "model": "claude-x",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(f"http://127.0.0.1:{port}/v1/messages", json=body) as resp,
+    ):
+        first = await resp.content.readany()
+        proc.send_signal(signal.SIGTERM)
+        assert "draining 1 streams (up to 30s)…" in await read_until(proc.stdout, "draining")
+        proc.send_signal(signal.SIGTERM)
+        said = await read_until(proc.stdout, "second signal")
+        assert "second signal: cut 1 requests still in flight; stopping now" in said
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            first += await resp.read()
+    await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    assert first != payload and payload.startswith(first)
+    assert not (tmp_path / "data" / "server.json").exists()
