@@ -169,11 +169,14 @@ def render_turn(turn: Turn, chains: Chains, mode: CaptureMode) -> dict[str, Any]
     request = CODECS[turn.fmt].decode_request(turn.body, path_model=turn.model)
     messages, tools = chat_messages(request)
     answer = assistant_message(decode_answer(turn.fmt, turn.answer))
-    place = chains.place(turn.conversation, turn.request_id, messages, tools)
+    answer_ids = tuple(c["id"] for c in answer.get("tool_calls", ()))
+    place = chains.place(turn.conversation, turn.request_id, messages, tools, answer_ids)
     if mode == "full":
         new, offset, with_tools = messages, 0, True
     else:
         new, offset, with_tools = messages[place.offset :], place.offset, place.tools_changed
+        if place.call_ids:
+            new = [_renamed_result(m, place.call_ids) for m in new]
     record: dict[str, Any] = {"messages": [*new, answer]}
     if tools and with_tools:
         record["tools"] = tools
@@ -202,7 +205,20 @@ def chat_messages(request: ir.Request) -> tuple[list[dict[str, Any]], list[dict[
     body = CODECS[ir.Format.chat].encode_request(
         replace(request, system=system, messages=messages, stream=False)
     )
-    return body["messages"], body.get("tools") or []
+    return [_tidy(m) for m in body["messages"]], body.get("tools") or []
+
+
+def _tidy(message: dict[str, Any]) -> dict[str, Any]:
+    """A pure tool-call turn without ``content``: the shape of OpenAI's fine-tuning examples."""
+    if message["role"] == "assistant" and message.get("content") is None and message.get("tool_calls"):
+        return {k: v for k, v in message.items() if k != "content"}
+    return message
+
+
+def _renamed_result(message: dict[str, Any], call_ids: Mapping[str, str]) -> dict[str, Any]:
+    if message["role"] == "tool" and message.get("tool_call_id") in call_ids:
+        return {**message, "tool_call_id": call_ids[message["tool_call_id"]]}
+    return message
 
 
 def _without_billing_header(part: ir.Text) -> ir.Text:
@@ -240,14 +256,9 @@ def assistant_message(response: ir.Response) -> dict[str, Any]:
     choice = CODECS[ir.Format.chat].encode_response(response)["choices"][0]
     message: dict[str, Any] = choice["message"]
     refusal = message.pop("refusal", None)
-    if message.get("content") is None:
-        if refusal:
-            message["content"] = refusal
-        elif message.get("tool_calls"):
-            del message["content"]  # the fine-tuning examples' shape for a pure tool-call turn
-        else:
-            message["content"] = ""
-    return message
+    if message.get("content") is None and not message.get("tool_calls"):
+        message["content"] = refusal or ""
+    return _tidy(message)
 
 
 def iso_time(ts: float) -> str:
@@ -266,6 +277,8 @@ class Placement:
     offset: int
     restart: bool
     tools_changed: bool
+    call_ids: Mapping[str, str] = field(default_factory=dict)
+    "The client's ids for the last answer's tool calls → the captured answer's, where they differ."
 
 
 @dataclass(slots=True)
@@ -276,6 +289,8 @@ class _Chain:
     digest: bytes
     "Hash of those messages."
     tools_digest: bytes
+    answer_ids: tuple[str, ...] = ()
+    "Tool call ids of the captured answer (a Gemini client resends calls with ids of its own)."
 
 
 @dataclass(slots=True)
@@ -291,6 +306,7 @@ class Chains:
         request_id: str,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
+        answer_ids: tuple[str, ...] = (),
     ) -> Placement:
         """Find (or start) the chain ``messages`` continue and advance it past them."""
         digests = prefix_digests(messages)
@@ -305,6 +321,7 @@ class Chains:
         else:
             self._by_conversation.move_to_end(conversation)
         n = len(messages)
+        call_ids: dict[str, str] = {}
         best = max(
             (c for c in chains if c.seen <= n and digests[c.seen] == c.digest),
             key=lambda c: c.seen,
@@ -321,13 +338,18 @@ class Chains:
             # The client's copy of our last answer: the captured one stands in for it.
             skip = 1 if n > best.seen and messages[best.seen]["role"] == "assistant" else 0
             offset, is_new = best.seen + skip, False
+            if skip:
+                resent = tuple(c["id"] for c in messages[best.seen].get("tool_calls", ()))
+                if resent != best.answer_ids and len(resent) == len(best.answer_ids):
+                    call_ids = dict(zip(resent, best.answer_ids, strict=True))
         placement = Placement(
             chain=best.id,
             offset=offset,
             restart=is_new and any(m["role"] == "assistant" for m in messages),
             tools_changed=is_new or tools_digest != best.tools_digest,
+            call_ids=call_ids,
         )
-        best.seen, best.digest, best.tools_digest = n, digests[n], tools_digest
+        best.seen, best.digest, best.tools_digest, best.answer_ids = n, digests[n], tools_digest, answer_ids
         return placement
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import orjson
@@ -351,3 +352,51 @@ async def test_chat_client_over_an_anthropic_upstream_is_captured_in_chat_shape(
         ],
         "tools": tools,
     }
+
+
+def gemini_sse(parts: list[dict[str, Any]]) -> bytes:
+    chunk = {
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2},
+        "responseId": "resp-gem",
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+
+
+async def test_gemini_tool_calls_without_ids_stay_paired_across_turns(
+    upstream, start_proxy, tmp_path
+) -> None:
+    """A Gemini client resends calls without ids: its results still answer the captured call."""
+    proxy = await start_proxy(
+        {"gem": {"provider": "gemini", "api_key": "gem-key-0000", "base_url": upstream.url, "models": ["*"]}},
+        env={"PROXYGATE_CAPTURE_ENABLED": "1"},
+    )
+    url = f"{proxy.url}/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    call = {"functionCall": {"name": "now", "args": {}}}
+    history: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": "What time is it?"}]}]
+    body = {"systemInstruction": {"parts": [{"text": "Be brief."}]}, "contents": history}
+    async with aiohttp.ClientSession() as http:
+        upstream.push(ok_sse(gemini_sse([call])))
+        async with http.post(url, json=body) as answer:
+            assert answer.status == 200 and b"functionCall" in await answer.read()
+        history += [
+            {"role": "model", "parts": [call]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "now", "response": {"time": "12:00"}}}]},
+        ]
+        upstream.push(ok_sse(gemini_sse([{"text": "Noon."}])))
+        async with http.post(url, json={**body, "contents": history}) as answer:
+            assert answer.status == 200 and b"Noon." in await answer.read()
+    await proxy.runner.cleanup()
+
+    out = tmp_path / "gemini.jsonl"
+    result = export(tmp_path, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    [example] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert_fine_tuning_valid(example)
+    [captured_call] = example["messages"][2]["tool_calls"]
+    assert example["messages"][3] == {
+        "role": "tool",
+        "tool_call_id": captured_call["id"],
+        "content": '{"time":"12:00"}',
+    }
+    assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant", "tool", "assistant"]

@@ -109,6 +109,43 @@ def test_an_anthropic_history_normalises_to_chat_messages_without_signatures() -
     ]
 
 
+def test_a_responses_history_keeps_reasoning_summaries_and_drops_encrypted_content() -> None:
+    body = {
+        "model": "gpt-5",
+        "instructions": "be good",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {
+                "type": "reasoning",
+                "id": "rs_1",
+                "summary": [{"type": "summary_text", "text": "think"}],
+                "encrypted_content": "gAAA",
+            },
+            {"type": "function_call", "call_id": "call_1", "name": "shell", "arguments": '{"cmd":"ls"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "a.py"},
+        ],
+        "tools": [{"type": "function", "name": "shell", "parameters": {"type": "object"}}],
+    }
+    messages, tools = chat_messages(CODECS[Format.responses].decode_request(body))
+    assert messages == [
+        {"role": "system", "content": "be good"},
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "reasoning_content": "think",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "shell", "arguments": '{"cmd":"ls"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "a.py"},
+    ]
+    assert tools == [{"type": "function", "function": {"name": "shell", "parameters": {"type": "object"}}}]
+
+
 def ant_stream(blocks: list[dict[str, Any]]) -> bytes:
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {**anthropic_message(""), "content": [], "stop_reason": None}}
