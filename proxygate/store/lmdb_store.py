@@ -69,12 +69,21 @@ _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 
 
+_LAST_TS = 253_402_300_799.0
+"9999-12-31T23:59:59Z: the last second a bucket can name."
+
+
+def _clamped(ts: float) -> float:
+    """``ts`` within what a bucket can name (a range "since forever", a million days' retention)."""
+    return min(ts, _LAST_TS) if ts >= 0 else 0.0
+
+
 def utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(_clamped(ts), UTC).strftime("%Y-%m-%d")
 
 
 def utc_hour(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H")
+    return datetime.fromtimestamp(_clamped(ts), UTC).strftime("%Y-%m-%dT%H")
 
 
 def today() -> str:
@@ -279,12 +288,12 @@ class LMDBStore:
                 }
             )
         request_id = key_part(rec.request_id)
-        day, hour = _buckets(int(rec.ts // 3600))
+        day, hour = _buckets(int(_clamped(rec.ts) // 3600))
         return _Usage(
             day_key=_row_key(day, parts),
             hour_key=_row_key(hour, parts),
             totals=totals,
-            log_key=max(0, int(rec.ts * 1e9)).to_bytes(8, "big") + request_id,
+            log_key=int(_clamped(rec.ts) * 1e9).to_bytes(8, "big") + request_id,
             log_value=log_value,
             request_id=request_id,
         )

@@ -222,3 +222,15 @@ async def test_the_committer_sweeps_at_start(tmp_path: Path) -> None:
         stop.set()
     assert [row.bucket for row in store.usage_rows(0, T0)] == [utc_day(T0)]
     store.close()
+
+
+def test_extreme_ranges_and_retentions_read_and_sweep_without_error(tmp_path: Path) -> None:
+    """A retention of a million days reached before year 1: datetime raised out of the sweep."""
+    store = LMDBStore(tmp_path, UsageSettings(retention_days=10**6, hourly_retention_days=10**6))
+    store.record(rec(1))
+    store.record(rec(2, ts=float("nan")))  # a broken clock: kept, in 1970
+    store.flush()
+    assert store.sweep(T0) is True
+    assert [row.bucket for row in store.usage_rows(-1e30, float("inf"))] == ["1970-01-01", utc_day(T0)]
+    assert [e["request_id"] for e in store.requests()] == ["pg_1", "pg_2"]
+    store.close()
