@@ -44,6 +44,9 @@ LINGERING_S = 10.0
 BURST_GAP_S = 10.0
 "Refusals closer together than this are one burst: logged once when it starts, summed when it ends."
 
+FILES_RESERVED = 64
+"Open files kept for what is not a connection: the LMDB store, the pool watcher, logs, capture files."
+
 LISTEN_BACKLOG = 1024
 "Pending connections the kernel queues (aiohttp's default 128 drops SYNs in a burst of clients)."
 
@@ -254,13 +257,35 @@ class GatedSite(web.BaseSite):
         )
 
 
-def connection_gate(settings: Settings, sock: socket.socket) -> ConnectionGate:
-    """The gate for a server listening on ``sock``: per-peer caps only beyond loopback."""
+def connection_gate(
+    settings: Settings, sock: socket.socket, *, open_files: int | None = None
+) -> ConnectionGate:
+    """The gate for a server listening on ``sock``: per-peer caps only beyond loopback.
+
+    ``max_connections`` is lowered to what the open-file limit (default: this process's) can
+    hold: past it ``accept()`` fails with EMFILE and asyncio stops accepting for a second, for
+    everyone; refusing the extra connections at once keeps the server answering.
+    """
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    max_connections = settings.max_connections
+    most = (
+        max_connections
+        if open_files == resource.RLIM_INFINITY
+        else max(1, (open_files - FILES_RESERVED) // 2)
+    )
+    if most < max_connections:
+        log.warning(
+            "max_connections lowered from %d to %d: the open file limit is %d "
+            "(each connection may hold a client and an upstream socket)",
+            max_connections,
+            most,
+            open_files,
+        )
+        max_connections = most
     host = sock.getsockname()[0]
     beyond_loopback = not ipaddress.ip_address(host).is_loopback
-    return ConnectionGate(
-        settings.max_connections, settings.max_connections_per_peer if beyond_loopback else None
-    )
+    return ConnectionGate(max_connections, settings.max_connections_per_peer if beyond_loopback else None)
 
 
 def listen_address(sock: socket.socket) -> str:
@@ -272,6 +297,8 @@ def listen_address(sock: socket.socket) -> str:
 def raise_open_file_limit() -> int:
     """Raise the soft limit on open files to the hard one (one fd per connection); the new soft."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return soft
     # An unlimited hard limit is not a valid soft one everywhere (Linux caps at fs.nr_open,
     # macOS at OPEN_MAX): try the largest that usually holds, then a modest one.
     targets = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 10240]

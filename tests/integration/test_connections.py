@@ -7,6 +7,7 @@ connection cap), with short deadlines so a stall shows in about a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -112,6 +113,8 @@ async def test_a_chunked_body_dripping_below_the_minimum_rate_is_cut(tmp_path: P
         dripping = asyncio.ensure_future(drip())
         status, body = await asyncio.wait_for(read_answer(reader), HANG_GUARD_S)
         dripping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dripping
         assert status == "HTTP/1.1 408 Request Timeout"
         assert body["error"]["message"].startswith("request body stalled: ")
         assert await closed_by_server(reader)

@@ -109,6 +109,19 @@ def test_per_peer_caps_apply_only_beyond_loopback() -> None:
         )
 
 
+def test_max_connections_is_lowered_to_what_the_open_file_limit_holds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the limit accept() fails and asyncio stops accepting for everyone: refuse instead."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        assert connection_gate(Settings(max_connections=4096), sock, open_files=1024).max_connections == 480
+        assert connection_gate(Settings(max_connections=100), sock, open_files=1024).max_connections == 100
+    assert [r.getMessage() for r in caplog.records] == [
+        "max_connections lowered from 4096 to 480: the open file limit is 1024 "
+        "(each connection may hold a client and an upstream socket)"
+    ]
+
+
 def test_a_taken_port_is_one_short_line() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
