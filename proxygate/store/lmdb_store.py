@@ -302,7 +302,7 @@ class LMDBStore:
         """Apply ``ops`` in one transaction; a full map is doubled and the transaction retried."""
         while True:
             try:
-                with self._env.begin(write=True) as txn:
+                with self._begin(write=True) as txn:
                     rows: dict[tuple[str, bytes], UsageTotals] = {}
                     for op in ops:
                         self._apply(txn, op, rows)
@@ -319,6 +319,14 @@ class LMDBStore:
                     raise
                 log.info("usage store: map full at %d MiB; growing to %d MiB", size >> 20, size >> 19)
                 self._env.set_mapsize(size * 2)
+
+    def _begin(self, *, write: bool = False, db: Any = None) -> Any:
+        """A transaction; when another process (a CLI command) grew the map, adopt its size first."""
+        try:
+            return self._env.begin(write=write, db=db)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # 0: the size the file now has
+            return self._env.begin(write=write, db=db)
 
     def _apply(self, txn: Any, op: _Prepared, rows: dict[tuple[str, bytes], UsageTotals]) -> None:
         """Write one operation; usage counters are summed into ``rows`` (written once per batch)."""
@@ -375,7 +383,7 @@ class LMDBStore:
         if settings.hourly_retention_days > 0:
             cutoffs.append(("hourly", utc_hour(now - settings.hourly_retention_days * _DAY).encode()))
         deleted = 0
-        with self._env_lock, self._env.begin(write=True) as txn:
+        with self._env_lock, self._begin(write=True) as txn:
             for name, cutoff in cutoffs:
                 cursor = txn.cursor(db=self._dbs[name])
                 if not cursor.first():
@@ -392,7 +400,7 @@ class LMDBStore:
     # -- reads ---------------------------------------------------------------------------
 
     def get_states(self, namespace: str) -> dict[str, dict[str, Any]]:
-        with self._env_lock, self._env.begin(db=self._dbs[namespace]) as txn:
+        with self._env_lock, self._begin(db=self._dbs[namespace]) as txn:
             return {k.decode("utf-8", "replace"): orjson.loads(v) for k, v in txn.cursor()}
 
     def usage(self, day: str) -> list[UsageRow]:
@@ -407,7 +415,7 @@ class LMDBStore:
 
     def _rows(self, db_name: str, first: str, last: str) -> Iterator[UsageRow]:
         start, stop = first.encode(), last.encode()
-        with self._env_lock, self._env.begin(db=self._dbs[db_name]) as txn:
+        with self._env_lock, self._begin(db=self._dbs[db_name]) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(start):
                 return
@@ -424,7 +432,7 @@ class LMDBStore:
     ) -> list[dict[str, Any]]:
         matches = _status_matcher(status)
         entries: list[dict[str, Any]] = []
-        with self._env_lock, self._env.begin() as txn:
+        with self._env_lock, self._begin() as txn:
             cursor = txn.cursor(db=self._dbs["requests"])
             if before:
                 log_key = txn.get(key_part(before), db=self._dbs["request_ids"])
@@ -452,7 +460,7 @@ class LMDBStore:
 
         Their client format, route and tenant are unknown (empty).
         """
-        with self._env_lock, self._env.begin(write=True) as txn:
+        with self._env_lock, self._begin(write=True) as txn:
             try:
                 legacy = self._env.open_db(b"usage", txn=txn, create=False)
             except lmdb.NotFoundError:

@@ -234,3 +234,30 @@ def test_extreme_ranges_and_retentions_read_and_sweep_without_error(tmp_path: Pa
     assert [row.bucket for row in store.usage_rows(-1e30, float("inf"))] == ["1970-01-01", utc_day(T0)]
     assert [e["request_id"] for e in store.requests()] == ["pg_1", "pg_2"]
     store.close()
+
+
+def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path) -> None:
+    """A CLI command that grew the map made every later transaction of the server fail (MDB_MAP_RESIZED)."""
+    store = LMDBStore(tmp_path, map_size=256 * 1024)
+    store.record(rec(1))
+    store.flush()
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from proxygate.store import LMDBStore, UsageRecord\n"
+        "s = LMDBStore(Path(sys.argv[1]), map_size=256 * 1024)\n"
+        "for n in range(3000):\n"
+        "    s.record(UsageRecord(f'other_{n}', 1.8e9, 'b', f'model-{n}', 'chat', 'chat', 200))\n"
+        "s.close()\n"
+        "print(s.commit_failures)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0\n", "")
+    assert len(store.usage(utc_day(T0))) == 3001
+    store.record(rec(2))
+    store.flush()
+    assert store.commit_failures == 0
+    assert len(store.requests(10_000)) == 3002
+    store.close()
