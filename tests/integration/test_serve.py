@@ -234,3 +234,45 @@ async def test_sigterm_says_how_many_streams_drain_and_a_second_one_cuts_them(
     assert proc.returncode == 0
     assert first != payload and payload.startswith(first)
     assert not (tmp_path / "data" / "server.json").exists()
+
+
+async def test_a_stream_outlasting_drain_timeout_s_is_cut_and_counted(tmp_path: Path, upstream) -> None:
+    payload = anthropic_sse("a slow answer of many words to keep the stream open")
+    events = payload.split(b"\n\n")[:-1]
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        for event in events:
+            await out.write(event + b"\n\n")
+            await asyncio.sleep(1)
+        return out
+
+    upstream.push(slow)
+    write_account(
+        tmp_path / "pool",
+        "apikeys",
+        "a",
+        {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
+    )
+    proc, port = await start_serve(tmp_path, "drain_timeout_s = 1\n")
+    assert proc.stdout is not None
+    body = {
+        "model": "claude-x",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(f"http://127.0.0.1:{port}/v1/messages", json=body) as resp,
+    ):
+        await resp.content.readany()
+        proc.send_signal(signal.SIGTERM)
+        said = await read_until(proc.stdout, "drain_timeout_s")
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert "draining 1 streams (up to 1s)…" in said
+    assert "drain_timeout_s=1 passed: cutting 1 requests still in flight" in said
+    await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
