@@ -71,6 +71,8 @@ async def _read_call(
         raw = await read_body(request, settings)  # within the body deadline (server/connections.py)
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"request body over the {settings.max_body_mb:g} MB limit (max_body_mb)") from None
+    except web.RequestPayloadError:  # aiohttp's message quotes nothing useful; never echo input
+        raise ClientError("the request body could not be read (bad content encoding or framing)") from None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
