@@ -34,6 +34,7 @@ from proxygate.server.connections import (
     open_listener,
     raise_open_file_limit,
 )
+from proxygate.server.guard import EdgeRunner
 from proxygate.server.runfile import RunningServer, remove_runfile, write_runfile
 
 log = logging.getLogger("proxygate")
@@ -118,7 +119,7 @@ async def listening(
     app: web.Application, settings: Settings, sock: socket.socket
 ) -> AsyncIterator[web.AppRunner]:
     """``app`` started and accepting on ``sock`` behind the connection guards; drained and cleaned up on exit."""
-    runner = web.AppRunner(
+    runner = EdgeRunner(  # parser errors answered as JSON with a request id (server/guard.py)
         app,
         handler_cancellation=True,
         access_log=None,

@@ -281,3 +281,37 @@ async def test_odd_but_valid_requests_are_served_and_recorded(proxy) -> None:
     store = proxy.app[STORE]
     store.flush()
     assert sum(row.totals.requests for row in store.usage(today())) == len(odd) + 1
+
+
+async def test_the_real_serve_answers_parser_errors_as_json_and_guards_the_admin_api(tmp_path) -> None:
+    """``proxygate serve`` (not the test runner) uses the same edge: parser errors, Host, token file."""
+    from tests.integration.test_serve import start_serve
+
+    proc, port = await start_serve(tmp_path)
+    try:
+        status, headers, body = await exchange(port, http(ANT, b"{}", headers={"X-Big": "a" * 70_000}))
+        assert (status, orjson.loads(body)) == (
+            400,
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "a request line or header is over the size limit",
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                },
+            },
+        )
+        assert headers["x-proxygate-request-id"].startswith("pg_")
+        token = (tmp_path / "data" / "admin.token").read_text().strip()
+        status, _, _ = await exchange(port, http("/admin/api/status", b"", method="GET"))
+        assert status == 401
+        authorized = {"Authorization": f"Bearer {token}"}
+        status, _, _ = await exchange(port, http("/admin/api/status", b"", method="GET", headers=authorized))
+        assert status == 200
+        rebound = {**authorized, "Host": "attacker.example"}
+        status, _, _ = await exchange(port, http("/admin/api/status", b"", method="GET", headers=rebound))
+        assert status == 403
+    finally:
+        proc.terminate()
+        await proc.wait()
