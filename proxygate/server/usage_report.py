@@ -131,6 +131,19 @@ def usage_report(
             {"day": day, "total_tokens": t.tokens, "cost_usd": cost_json(t)[0]}
             for day, t in _every_day(days, period)
         ],
+        # What each subscription's traffic would have cost on the API, next to its plan.
+        "subscriptions": [
+            {
+                "account": account.id,
+                "kind": account.kind,
+                "plan": account.plan,
+                "requests": totals.requests,
+                "total_tokens": totals.tokens,
+                "api_value_usd": cost_json(totals)[0],
+            }
+            for account_id, totals in sorted(per_account.items())
+            if (account := kinds.get(account_id)) is not None and account.is_oauth
+        ],
     }
 
 

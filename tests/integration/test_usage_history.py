@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import aiohttp
-import pytest
+import csv
+import io
+import re
+import time
+from pathlib import Path
 
-from tests.conftest import admin_headers
+import aiohttp
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from proxygate.cli import app
+from proxygate.cli.usage import CSV_COLUMNS, newer_than
+from proxygate.store import LMDBStore, UsageRecord
+from tests.conftest import admin_headers, free_port, write_account
+from tests.oauth_fakes import oauth_account
 from tests.upstream import status
 
 SONNET_COST = (11 * 3.0 + 3 * 15.0 + 5 * 0.30 + 2 * 3.75) / 1e6
@@ -194,3 +206,149 @@ async def test_the_usage_api_needs_the_admin_token(start_proxy, upstream) -> Non
             code, body = await get(http, proxy, path, token=False)
             assert code == 401, path
             assert "admin token" in body["error"]
+
+
+# -- the CLI, with no server running: it reads the store ---------------------------------------
+
+
+def offline_setup(tmp_path: Path) -> Path:
+    """A config whose addr nobody listens on, a pool with a Claude Max subscription and an API key,
+    and a store holding three requests of today (one on a model with no price)."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'pool_dir = "pool"\ndata_dir = "data"\naddr = "127.0.0.1:{free_port()}"\n')
+    write_account(
+        tmp_path / "pool", "claude", "work", {**oauth_account("claude"), "subscription_type": "max"}
+    )
+    write_account(tmp_path / "pool", "apikeys", "key1", {"provider": "anthropic", "api_key": "sk-ant-0000"})
+    store = LMDBStore(tmp_path / "data")
+    now = time.time()
+    for n, (account, model, cost) in enumerate(
+        [("work", "claude-opus-4-5", 0.5), ("work", "claude-opus-4-5", 0.25), ("key1", "in-house", None)]
+    ):
+        store.record(
+            UsageRecord(
+                f"pg_{n}",
+                now,
+                account,
+                model,
+                "anthropic",
+                "anthropic",
+                200,
+                input_tokens=100,
+                output_tokens=10,
+                cache_read_tokens=300,
+                cache_write_tokens=0,
+                model_asked=model,
+                route="default",
+                attempts=1,
+                cost_usd=cost,
+            )
+        )
+    store.close()
+    return config
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_usage_cli_reads_the_store_when_no_server_runs(tmp_path: Path) -> None:
+    config = str(offline_setup(tmp_path))
+    report = orjson.loads(run_cli("usage", "--by", "account", "--json", "-c", config))
+    assert [(r["account"], r["kind"], r["plan"], r["is_subscription"], r["total_tokens"], r["cost_usd"])
+            for r in report["rows"]] == [
+        ("work", "claude", "max", True, 820, 0.75),
+        ("key1", "apikey", "", False, 410, None),
+    ]  # fmt: skip
+    assert report["subscriptions"] == [
+        {
+            "account": "work",
+            "kind": "claude",
+            "plan": "max",
+            "requests": 2,
+            "total_tokens": 820,
+            "api_value_usd": 0.75,
+        }
+    ]
+    assert (report["total"]["cost_usd"], report["total"]["cost_is_partial"]) == (0.75, True)
+    assert (report["total"]["api_cost_usd"], report["total"]["subscription_value_usd"]) == (None, 0.75)
+    assert report["total"]["cache_hit_rate"] == 0.75
+
+
+def test_usage_table_shows_unknown_cost_as_a_dash_and_the_plan_value(tmp_path: Path) -> None:
+    config = str(offline_setup(tmp_path))
+    lines = run_cli("usage", "--by", "account", "-c", config).splitlines()
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert [(r[0], r[-1]) for r in rows] == [
+        ("work (claude max)", "$0.75"),
+        ("key1 (API key)", "–"),
+        ("Total", "≥ $0.75"),
+    ]
+    assert lines[-3:] == [
+        "1 request(s) used a model with no price: their cost is unknown (see `proxygate prices`).",
+        "API keys: – spent · subscriptions: $0.75 API-equivalent value",
+        "  work (claude max plan): $0.75 at API prices, 820 tokens",
+    ]
+    week = run_cli("usage", "--since", "3d", "-c", config).splitlines()
+    assert re.fullmatch(r"Tokens per day \d{4}-\d\d-\d\d … \d{4}-\d\d-\d\d: ▁▁█", week[-1])
+
+
+def test_usage_csv_starts_with_a_header_and_leaves_unknown_cost_empty(tmp_path: Path) -> None:
+    config = str(offline_setup(tmp_path))
+    rows = list(csv.reader(io.StringIO(run_cli("usage", "--by", "model", "--csv", "-c", config))))
+    assert rows[0] == ["model", *CSV_COLUMNS]
+    by_model = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert (by_model["claude-opus-4-5"]["total_tokens"], by_model["claude-opus-4-5"]["cost_usd"]) == (
+        "820",
+        "0.75",
+    )
+    assert (by_model["in-house"]["input_tokens"], by_model["in-house"]["cost_usd"]) == ("100", "")
+
+
+def test_requests_cli_lists_the_log_from_the_store(tmp_path: Path) -> None:
+    config = str(offline_setup(tmp_path))
+    page = orjson.loads(run_cli("requests", "--json", "-c", config))
+    assert [(e["request_id"], e["account_id"], e["cost_usd"]) for e in page["requests"]] == [
+        ("pg_2", "key1", None),
+        ("pg_1", "work", 0.25),
+        ("pg_0", "work", 0.5),
+    ]
+    table = run_cli("requests", "--account", "work", "--limit", "1", "-c", config)
+    assert "pg_1" in table and "pg_0" not in table and "pg_2" not in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["usage", "--since", "soon"], "'soon' is not a period"),
+        (["usage", "--by", "colour"], "'colour' is not one of day, hour"),
+        (["requests", "--status", "bad"], "'bad': expected three digits or x"),
+    ],
+)
+def test_bad_cli_options_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, [*args, "-c", str(offline_setup(tmp_path))])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.replace("│", " ").split())
+
+
+def test_requests_follow_prints_only_what_is_new_oldest_first() -> None:
+    page = [{"request_id": i} for i in ("pg_5", "pg_4", "pg_3", "pg_2")]
+    assert newer_than(page, "pg_3") == [{"request_id": "pg_4"}, {"request_id": "pg_5"}]
+    assert newer_than(page, "pg_5") == []
+
+
+def test_prices_cli_says_what_applies_and_from_where(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('data_dir = "data"\n[prices."in-house"]\ninput = 0.5\noutput = 1.5\n')
+    one = orjson.loads(run_cli("prices", "claude-sonnet-4-5-20250929", "--json", "-c", str(config)))
+    assert one["price"]["model"] == "claude-sonnet-4-5"
+    assert (one["price"]["origin"], one["price"]["date"]) == ("shipped", "2025-09-29")
+    assert one["price"]["long_context"]["above_tokens"] == 200_000
+    everything = orjson.loads(run_cli("prices", "--json", "-c", str(config)))
+    house = next(p for p in everything if p["model"] == "in-house")
+    assert (house["origin"], house["input"], house["cache_read"]) == ("config", 0.5, 0.5)
+    unknown = orjson.loads(run_cli("prices", "llama-local", "--json", "-c", str(config)))
+    assert unknown == {"model": "llama-local", "price": None}
+    assert run_cli("prices", "llama-local", "-c", str(config)).startswith("no price for llama-local")
