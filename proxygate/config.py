@@ -195,7 +195,7 @@ class Settings:
     addr: str = f"127.0.0.1:{DEFAULT_PORT}"
     "Listen address HOST:PORT. Anything but loopback needs proxy_token."
     admin_token: str = ""
-    "Token for /admin/* (loopback clients need none when unset)."
+    "Token for /admin/* (loopback too); unset: the server generates one into <data_dir>/admin.token."
     proxy_token: str = ""
     "Token clients must present (Bearer, X-ProxyGate-Token or x-api-key). Unset: no check."
     data_dir: Path = HOME_DIR / "data"
