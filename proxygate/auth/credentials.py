@@ -43,7 +43,7 @@ def claude_entry(data: Any, *, email: str, source: Path) -> dict[str, Any]:
             "email": email,
             "access_token": oauth.get("accessToken"),
             "refresh_token": oauth.get("refreshToken"),
-            "expires_at": oauth.get("expiresAt"),  # epoch ms; records.py reads both
+            "expires_at": _rfc3339(oauth.get("expiresAt"), source),
         }
         if oauth.get("subscriptionType"):
             entry["plan"] = oauth["subscriptionType"]
@@ -61,6 +61,18 @@ def claude_entry(data: Any, *, email: str, source: Path) -> dict[str, Any]:
     if not entry["email"]:
         raise PoolError(f"{source}: the file names no account; pass --email")
     return entry
+
+
+def _rfc3339(expires_at_ms: Any, source: Path) -> str | None:
+    """Claude Code's ``expiresAt`` (epoch ms) as the RFC 3339 time our pool files hold."""
+    if expires_at_ms is None or isinstance(expires_at_ms, str):
+        return expires_at_ms
+    if isinstance(expires_at_ms, bool) or not isinstance(expires_at_ms, int | float):
+        raise PoolError(f'{source}: "expiresAt" is not a time')
+    try:
+        return iso(expires_at_ms / 1000)
+    except (OverflowError, OSError, ValueError):
+        raise PoolError(f'{source}: "expiresAt" is out of range') from None
 
 
 def is_codex_auth(data: Any) -> bool:

@@ -113,7 +113,7 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False, addr
             escape(state),
             str(a["today"]["requests"]),
             str(a["today"]["tokens"]),
-            *subscription_columns(records.get(a["id"]), a),
+            *map(escape, subscription_columns(records.get(a["id"]), a)),
         )
     console.print(table)
     if not data["accounts"]:
@@ -386,7 +386,9 @@ def check(
             raise PoolError(f"{account.id}: no model to check with; pass --model")
         result = asyncio.run(check_account(account, chosen, settings.timeouts))
     colour = "green" if result.status < 400 else "red"
-    console.print(f"{account.id} ({chosen}): [{colour}]HTTP {result.status}[/] in {result.latency_ms:.0f} ms")
+    console.print(
+        f"{escape(account.id)} ({escape(chosen)}): [{colour}]HTTP {result.status}[/] in {result.latency_ms:.0f} ms"
+    )
     console.print(result.said, highlight=False, markup=False)
     if result.status >= 400:
         raise typer.Exit(1)

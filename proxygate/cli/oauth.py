@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import aiohttp
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from proxygate.auth.credentials import (
@@ -99,7 +100,7 @@ def clear_reauth(settings: Settings, account_id: str) -> None:
 def _describe_login(entry: dict[str, Any], path: Path) -> str:
     plan = f", plan {entry['plan']}" if entry.get("plan") else ""
     workspace = f", account {mask(entry['account_id'])}" if entry.get("account_id") else ""
-    return f"added [bold]{entry['email']}[/]{plan}{workspace} → {path}"
+    return f"added [bold]{escape(entry['email'])}[/]{escape(plan + workspace)} → {escape(str(path))}"
 
 
 # -- ChatGPT / Codex ----------------------------------------------------------------------------
@@ -171,7 +172,8 @@ async def _chatgpt_device_login(settings: Settings) -> TokenSet:
     async with aiohttp.ClientSession() as session:
         device = await request_device_code(session, o)
         console.print(
-            f"Open [bold]{device.verify_url}[/] on any device and enter the code [bold]{device.user_code}[/]"
+            f"Open [bold]{escape(device.verify_url)}[/] on any device and enter the code "
+            f"[bold]{escape(device.user_code)}[/]"
         )
         console.print("Waiting for approval…")
         grant = await poll_device_grant(session, o, device)
@@ -351,7 +353,7 @@ def list_claude(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         "email", "plan", "token expires", "last refresh", "state", "quota left", title="Claude accounts"
     )
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*map(escape, row.values()))
     console.print(table)
     if not rows:
         err_console.print("no Claude accounts: add one with `proxygate add-claude-account --login`")

@@ -15,12 +15,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from proxygate.cli.accounts import NOT_RUNNING_NOTE, admin_get
-from proxygate.cli.app import AddrOption, ConfigOption, JsonOption, app, console, reported, settings_from
+from proxygate.cli.app import (
+    AddrOption,
+    Commands,
+    ConfigOption,
+    JsonOption,
+    app,
+    console,
+    reported,
+    settings_from,
+)
 from proxygate.config import Settings
 from proxygate.server.broker_state import active_route, save_active_route
 from proxygate.store import LMDBStore
 
-route_app = typer.Typer(help="Routing configs: list them, switch the active one.", no_args_is_help=True)
+route_app = Commands(help="Routing configs: list them, switch the active one.", no_args_is_help=True)
 app.add_typer(route_app, name="route")
 
 

@@ -66,7 +66,7 @@ def test_add_claude_account_imports_claude_code_credentials_and_warns(tmp_path: 
         "email": "me@example.com",
         "access_token": "sk-ant-oat01-secretaccess0001",
         "refresh_token": "sk-ant-ort01-secretrefresh0001",
-        "expires_at": 1_900_000_000_000,
+        "expires_at": "2030-03-17T17:46:40Z",  # Claude Code's epoch ms, as the README's pool file has it
         "plan": "max",
         "rate_limit_tier": "default_claude_max_20x",
         "scopes": ["user:inference", "user:profile"],
