@@ -63,6 +63,8 @@ SWEEP_MAX_DELETES = 5000
 "Keys deleted by one sweep transaction: a long-unswept store is cleaned in steps, not one stall."
 TRIM_MAX_PER_COMMIT = 1000
 "Request-log entries trimmed per commit: more than a batch adds, so the log converges."
+MAX_QUEUED = 50_000
+"Writes kept while the disk refuses commits (full, I/O errors); beyond it the oldest are dropped."
 
 _NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS)
 _DAY = 86400.0
@@ -144,6 +146,10 @@ def _split_row_key(key: bytes) -> tuple[str, ...]:
     return tuple(parts + [""] * (6 - len(parts)))[:6]
 
 
+class _CommitRefused(Exception):
+    """LMDB could not write a transaction's pages (disk full, I/O error): no operation is at fault."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Usage:
     """A usage record ready to apply: its keys and bytes computed before any transaction."""
@@ -192,6 +198,7 @@ class LMDBStore:
         self._env_lock = threading.Lock()
         self._wake = asyncio.Event()
         self._commit_failures = 0
+        self._is_shedding = False
         self._migrate_legacy_usage()
 
     # -- writes (queued) ---------------------------------------------------------------
@@ -204,6 +211,14 @@ class LMDBStore:
 
     def _enqueue(self, op: tuple[str, Any, Any]) -> None:
         with self._lock:
+            if len(self._queue) >= MAX_QUEUED:  # commits have failed for a while: memory stays bounded
+                del self._queue[:COMMIT_BATCH]
+                self._commit_failures += COMMIT_BATCH
+                if not self._is_shedding:
+                    self._is_shedding = True
+                    log.error(
+                        "usage store: %d writes queued and none committed; dropping the oldest", MAX_QUEUED
+                    )
             self._queue.append(op)
             if len(self._queue) >= COMMIT_BATCH:
                 self._wake.set()
@@ -241,24 +256,41 @@ class LMDBStore:
         self._wake.set()
 
     def flush(self) -> None:
+        """Commit the queue; a write LMDB refuses is dropped alone (logged, counted).
+
+        Raises:
+            StoreError: the disk refused the commit itself (full, I/O error): the writes are
+                queued again for the next try, and the committer backs off (server/tasks.py).
+        """
         with self._lock:
             ops, self._queue = self._queue, []
         if not ops:
             return
-        prepared = [p for p in (self._prepare(op) for op in ops) if p is not None]
+        pairs = [(op, p) for op, p in ((op, self._prepare(op)) for op in ops) if p is not None]
         with self._env_lock:
             try:
-                self._commit(prepared)
+                self._commit([p for _, p in pairs])
+            except _CommitRefused as exc:
+                self._requeue([op for op, _ in pairs], exc)
             except Exception as exc:  # find the bad write; never lose the batch
                 # Each alone: the ones LMDB refuses (or that meet a corrupt row) are dropped.
                 log.warning(
                     "usage store: a batch of %d writes failed (%s); retrying one by one", len(ops), exc
                 )
-                for op in prepared:
+                for n, (_, p) in enumerate(pairs):
                     try:
-                        self._commit([op])
+                        self._commit([p])
+                    except _CommitRefused as refused:
+                        self._requeue([op for op, _ in pairs[n:]], refused)
                     except Exception as op_exc:
-                        self._drop(op, op_exc)
+                        self._drop(p, op_exc)
+        self._is_shedding = False
+
+    def _requeue(self, ops: list[tuple[str, Any, Any]], exc: _CommitRefused) -> None:
+        with self._lock:
+            self._queue[:0] = ops[-MAX_QUEUED:]
+        self._commit_failures += 1
+        raise StoreError(f"usage store: the disk refused a commit ({len(ops)} writes kept): {exc}") from exc
 
     def _prepare(self, op: tuple[str, Any, Any]) -> _Prepared | None:
         """Keys and bytes of one queued write, or None (logged, counted) when it has none."""
@@ -312,6 +344,12 @@ class LMDBStore:
                             totals.add(orjson.loads(current))
                         txn.put(key, orjson.dumps(totals.as_dict()), db=db)
                     self._trim_request_log(txn, TRIM_MAX_PER_COMMIT)
+                    try:
+                        txn.commit()
+                    except lmdb.MapFullError:
+                        raise
+                    except lmdb.Error as exc:  # writing the pages failed, not one operation
+                        raise _CommitRefused(" ".join(str(exc).split())) from exc
                 return
             except lmdb.MapFullError:
                 size = self._env.info()["map_size"]
@@ -482,9 +520,13 @@ class LMDBStore:
             log.info("usage store: %d daily rows moved to the new layout", moved)
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        except StoreError as exc:
+            log.error("%s; lost at stop", exc)
         with self._env_lock:
-            self._env.sync(True)
+            with contextlib.suppress(lmdb.Error):
+                self._env.sync(True)
             self._env.close()
 
 

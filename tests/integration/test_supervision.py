@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -114,3 +119,68 @@ async def test_poisoned_requests_leave_the_server_serving_and_the_next_request_r
     assert entries[0]["request_id"] == request_id
     assert len(entries) == 3
     assert store.commit_failures == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB filesystem of its own, to fill up (root only: it is a tmpfs mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a small tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(path: Path) -> None:
+    with path.open("wb") as f, contextlib.suppress(OSError):  # ENOSPC: the disk is full
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
+async def test_a_full_disk_fails_the_committer_which_backs_off_and_saves_everything_once_there_is_room(
+    small_disk: Path, upstream, start_proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await start_proxy(
+        {"ant": {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url}},
+        env={"PROXYGATE_DATA_DIR": str(small_disk / "data")},
+    )
+    store = proxy.app[STORE]
+    body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    ids: list[str] = []
+
+    async def send(client: aiohttp.ClientSession) -> None:
+        async with client.post(f"{proxy.url}/v1/messages", json=body) as resp:
+            assert resp.status == 200
+            ids.append(resp.headers["x-proxygate-request-id"])
+
+    async def recorded() -> set[str]:
+        return {e["request_id"] for e in await asyncio.to_thread(store.requests, 1000)}
+
+    fill(small_disk / "filler")
+    with caplog.at_level(logging.ERROR, logger="proxygate.tasks"):
+        async with aiohttp.ClientSession() as client:
+            for _ in range(10):
+                await asyncio.gather(*(send(client) for _ in range(20)))
+                if store.commit_failures:
+                    break
+            assert store.commit_failures >= 1  # the disk refused the commit itself
+            async with client.get(f"{proxy.url}/healthz") as resp:
+                assert resp.status == 200
+            await send(client)  # still serving
+            assert store.queue_depth > 0
+        failures = [r for r in caplog.records if r.name == "proxygate.tasks"]
+        assert failures and failures[0].getMessage().startswith("background task 'store committer' failed;")
+        assert failures[0].exc_info and "the disk refused a commit" in caplog.text
+    (small_disk / "filler").unlink()
+    for _ in range(200):  # the committer's next try after its backoff (1 s, 2 s, …)
+        if set(ids) <= await recorded():
+            break
+        await asyncio.sleep(0.05)
+    assert set(ids) - await recorded() == set()

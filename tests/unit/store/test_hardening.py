@@ -261,3 +261,18 @@ def test_a_map_grown_by_another_process_is_adopted(tmp_path: Path) -> None:
     assert store.commit_failures == 0
     assert len(store.requests(10_000)) == 3002
     store.close()
+
+
+def test_writes_queued_while_commits_fail_stay_bounded_newest_kept(tmp_path: Path) -> None:
+    from proxygate.store.lmdb_store import MAX_QUEUED
+
+    store = LMDBStore(tmp_path)
+    for n in range(MAX_QUEUED + 150):  # no commit in between, as while the disk is full
+        store.record(rec(n, ts=T0 + n))
+    assert store.queue_depth <= MAX_QUEUED
+    assert store.commit_failures == MAX_QUEUED + 150 - store.queue_depth  # each dropped write counted
+    store.flush()
+    [newest] = store.requests(1)
+    assert newest["request_id"] == f"pg_{MAX_QUEUED + 149}"
+    assert store.requests(1, before="pg_200") == []  # the oldest went first
+    store.close()
