@@ -198,3 +198,22 @@ async def test_every_metric_the_grafana_dashboard_queries_exists(upstream, start
     used = {name for expr in exprs for name in re.findall(r"\bproxygate_[a-z_]+\b", expr)}
     assert len(used) >= 14
     assert sorted(used - exposed) == []
+
+
+async def test_cost_and_streams_count_like_the_price_table_says(upstream, start_proxy) -> None:
+    """The stream counts once; the cost counter adds what pricing computed (USD per million tokens)."""
+    prices = (
+        '[prices]\n"claude-priced" = { input = 3.0, output = 15.0, cache_read = 0.3, cache_write = 3.75 }\n'
+    )
+    proxy = await start_proxy(two_keys(upstream.url), config=prices)
+    assert await post(proxy.url, {**ASK, "model": "claude-priced"}) == 200
+    assert await post(proxy.url, {**ASK, "model": "claude-priced", "stream": True}) == 200
+    assert await post(proxy.url, {**ASK, "model": "claude-unpriced"}) == 200
+    found = samples((await scrape(proxy.url))[1])
+    assert total(found, "proxygate_requests_total") == 3
+    # each answer: 11 input, 3 output, 5 cache read, 2 cache write (tests/upstream.anthropic_message)
+    one = (11 * 3.0 + 3 * 15.0 + 5 * 0.3 + 2 * 3.75) / 1e6
+    assert abs(total(found, "proxygate_cost_usd_total", model="claude-priced") - 2 * one) < 1e-12
+    assert total(found, "proxygate_cost_usd_total", model="claude-unpriced") == 0
+    assert total(found, "proxygate_unpriced_requests_total", model="claude-unpriced") == 1
+    assert total(found, "proxygate_unpriced_requests_total", model="claude-priced") == 0
