@@ -10,7 +10,9 @@ loses at most that window and the hot path never waits on an fsync. ``close`` co
 
 One bad operation never blocks the others (issue 10 §2): every key is bounded in bytes and
 always encodable (``key_part``), an operation that cannot be prepared is dropped with one log
-line, a batch that LMDB refuses is retried op by op, and a full map is doubled.
+line, a batch that LMDB refuses is retried op by op, and a full map is doubled. When the disk
+itself refuses a commit (full, I/O error) no operation is at fault: the writes are kept (at
+most ``MAX_QUEUED``) and ``flush`` raises, so the supervised committer backs off and retries.
 """
 
 from __future__ import annotations
