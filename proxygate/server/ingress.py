@@ -223,7 +223,8 @@ async def list_models(request: web.Request) -> web.Response:
     except ProxyError as exc:
         log_rejection(request, exc.status, exc.message)
         return render_error(fmt, exc, rid)
-    models = await request.app[MODELS].names()
+    catalog = request.app[MODELS]
+    models = await catalog.names()
     data: dict[str, Any]
     if fmt is Format.gemini:
         data = {
@@ -246,8 +247,8 @@ async def list_models(request: web.Request) -> web.Response:
                     "object": "model",
                     "type": "model",
                     "display_name": m,
-                    "created": 0,
-                    "created_at": "1970-01-01T00:00:00Z",
+                    "created": catalog.created_s,
+                    "created_at": catalog.created_at,
                     "owned_by": "proxygate",
                 }
                 for m in models
