@@ -63,9 +63,9 @@ def request_metrics(app: web.Application) -> RequestMetrics | None:
 
 def llm_format(request: web.Request) -> Format | None:
     """The client format when the request is for an LLM route; None for everything else."""
-    if request.method != "POST":
-        return None
     path = request.path
+    if request.method != "POST" or path.startswith("/admin"):
+        return None
     if path.startswith("/v1beta/models/"):
         return Format.gemini
     return _LLM_PATHS.get(path.rsplit("/", 1)[-1])

@@ -54,3 +54,35 @@ def test_status_classes() -> None:
         "5xx",
         "4xx",
     ]
+
+
+def test_only_llm_routes_are_counted() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxygate.server.metrics import llm_format
+
+    cases = [
+        ("POST", "/v1/messages"),
+        ("POST", "/messages/count_tokens"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/responses/compact"),
+        ("POST", "/v1beta/models/gemini-2.5-pro:streamGenerateContent"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/models"),
+        ("GET", "/healthz"),
+        ("POST", "/admin/api/route"),
+        ("POST", "/admin/api/messages"),
+    ]
+    found = [llm_format(make_mocked_request(method, path)) for method, path in cases]
+    assert [f.value if f else None for f in found] == [
+        "anthropic",
+        "anthropic",
+        "chat",
+        "responses",
+        "gemini",
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
