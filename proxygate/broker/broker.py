@@ -42,7 +42,8 @@ from proxygate.config import BudgetSettings, RoutingSettings
 from proxygate.errors import AllAccountsBusy, ConfigError, NoAccountForModel
 from proxygate.pool.files import PoolSnapshot
 from proxygate.pool.records import Account
-from proxygate.wire.ir import Format
+from proxygate.prices import PriceTable
+from proxygate.wire.ir import Format, Usage
 
 Clock = Callable[[], float]
 StateSink = Callable[[str, AccountState], None]
@@ -99,6 +100,7 @@ class Broker:
         on_headroom: HeadroomSink | None = None,
         on_pin: PinSink | None = None,
         budgets: Mapping[str, BudgetSettings] | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -109,7 +111,7 @@ class Broker:
         self._routes = RouteCache()
         self._headroom_persisted: dict[str, float] = {}
         self.pins = PinTable(settings.pin_ttl_s)
-        self.budgets = Budgets(budgets or {})
+        self.budgets = Budgets(budgets or {}, prices)  # prices: for [budgets] in dollars
         self._ctx = StrategyContext(self.budgets)
         self.route_name = settings.active
         self._choose = STRATEGIES[settings.configs[self.route_name].strategy]
@@ -360,15 +362,36 @@ class Broker:
             self._headroom_persisted[account_id] = now
             self._on_headroom(account_id, list(state.windows.values()))
 
-    def record_usage(self, account_id: str, tokens: int) -> None:
-        """Count a finished request's tokens against the account's budget."""
-        if tokens:
-            self.budgets.record(account_id, tokens, self.clock())
+    def record_usage(self, account_id: str, usage: Usage | int, model: str = "") -> None:
+        """Count a finished request against the account's budget: its tokens (``total_tokens``)
+        and, when a budget is in dollars, its price for ``model``."""
+        if not self.budgets.budgets:
+            return
+        if isinstance(usage, int):
+            if usage:
+                self.budgets.record(account_id, usage, self.clock())
+        elif usage.total_tokens:
+            self.budgets.record_usage(account_id, usage, model, self.clock())
 
-    def restore_usage(self, account_id: str, *, day_tokens: int, month_tokens: int) -> None:
-        """Seed today's and this month's token totals from the usage store."""
+    def restore_usage(
+        self,
+        account_id: str,
+        *,
+        day_tokens: int,
+        month_tokens: int,
+        day_usd: float = 0.0,
+        month_usd: float = 0.0,
+    ) -> None:
+        """Seed today's and this month's token and dollar totals from the usage store."""
         day, _ = day_and_month(self.clock())
-        self.budgets.restore(account_id, day=day, day_tokens=day_tokens, month_tokens=month_tokens)
+        self.budgets.restore(
+            account_id,
+            day=day,
+            day_tokens=day_tokens,
+            month_tokens=month_tokens,
+            day_usd=day_usd,
+            month_usd=month_usd,
+        )
 
     # -- outcomes ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ one is unavailable. A config without tiers routes every model to every account s
 Static order inside a layer: the ``[routing] priority`` group (subscriptions or API keys
 first, it still applies within a tier), then the position of the first matching glob in the
 tier's list, then the account's ``priority``. Strategies (``STRATEGIES``) reorder the ready
-candidates per request; ``Budgets`` skips accounts over their token budget in every strategy.
+candidates per request; ``Budgets`` skips accounts over their token or dollar budget in every strategy.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from proxygate.broker.score import (
 from proxygate.broker.state import AccountState
 from proxygate.config import BudgetSettings, RoutingConfig, TierSettings
 from proxygate.pool.records import Account
-from proxygate.wire.ir import Format
+from proxygate.prices import PriceTable
+from proxygate.wire.ir import Format, Usage
 
 TIERS = ("opus", "sonnet", "haiku")
 
@@ -202,22 +203,52 @@ def day_and_month(now: float) -> tuple[str, str]:
 
 
 class Budgets:
-    """Tokens used per account this UTC day and month, against ``[budgets]``."""
+    """Tokens and dollars used per account this UTC day and month, against ``[budgets]``.
 
-    def __init__(self, budgets: Mapping[str, BudgetSettings]) -> None:
+    Dollars are the API price of the usage (a subscription's API-equivalent value), priced
+    with the same table as the usage reports (proxygate/prices); a model with no price adds
+    tokens and no dollars.
+    """
+
+    def __init__(self, budgets: Mapping[str, BudgetSettings], prices: PriceTable | None = None) -> None:
         self.budgets = dict(budgets)
-        self._day: dict[str, tuple[str, int]] = {}
-        self._month: dict[str, tuple[str, int]] = {}
+        self.prices = prices
+        self.counts_usd = prices is not None and any(b.daily_usd or b.monthly_usd for b in budgets.values())
+        "Some budget is in dollars: each request is priced (otherwise pricing is skipped)."
+        self._day: dict[str, tuple[str, int, float]] = {}
+        self._month: dict[str, tuple[str, int, float]] = {}
 
-    def record(self, account_id: str, tokens: int, now: float) -> None:
+    def record(self, account_id: str, tokens: int, now: float, *, cost_usd: float = 0.0) -> None:
         day, month = day_and_month(now)
-        self._day[account_id] = (day, self.used_today(account_id, day) + tokens)
-        self._month[account_id] = (month, self.used_this_month(account_id, month) + tokens)
+        self._day[account_id] = (
+            day,
+            self.used_today(account_id, day) + tokens,
+            self.spent_today_usd(account_id, day) + cost_usd,
+        )
+        self._month[account_id] = (
+            month,
+            self.used_this_month(account_id, month) + tokens,
+            self.spent_this_month_usd(account_id, month) + cost_usd,
+        )
 
-    def restore(self, account_id: str, *, day: str, day_tokens: int, month_tokens: int) -> None:
+    def record_usage(self, account_id: str, usage: Usage, model: str, now: float) -> None:
+        """Count a finished request: its ``total_tokens``, and its price when a budget is in dollars."""
+        cost = self.prices.cost_usd(model, usage) if self.counts_usd and self.prices is not None else None
+        self.record(account_id, usage.total_tokens, now, cost_usd=cost or 0.0)
+
+    def restore(
+        self,
+        account_id: str,
+        *,
+        day: str,
+        day_tokens: int,
+        month_tokens: int,
+        day_usd: float = 0.0,
+        month_usd: float = 0.0,
+    ) -> None:
         """Seed from the usage store at startup (``day`` is the UTC day the totals run to)."""
-        self._day[account_id] = (day, day_tokens)
-        self._month[account_id] = (day[:7], month_tokens)
+        self._day[account_id] = (day, day_tokens, day_usd)
+        self._month[account_id] = (day[:7], month_tokens, month_usd)
 
     def used_today(self, account_id: str, day: str) -> int:
         seen = self._day.get(account_id)
@@ -227,8 +258,16 @@ class Budgets:
         seen = self._month.get(account_id)
         return seen[1] if seen is not None and seen[0] == month else 0
 
+    def spent_today_usd(self, account_id: str, day: str) -> float:
+        seen = self._day.get(account_id)
+        return seen[2] if seen is not None and seen[0] == day else 0.0
+
+    def spent_this_month_usd(self, account_id: str, month: str) -> float:
+        seen = self._month.get(account_id)
+        return seen[2] if seen is not None and seen[0] == month else 0.0
+
     def left_fraction(self, account_id: str, now: float) -> float:
-        """The smaller of the daily and monthly fraction left (1.0 without a budget; 0.0 when over)."""
+        """The smallest fraction left of the account's limits (1.0 without a budget; 0.0 when over)."""
         budget = self.budgets.get(account_id)
         if budget is None:
             return 1.0
@@ -238,6 +277,10 @@ class Budgets:
             left = min(left, 1.0 - self.used_today(account_id, day) / budget.daily_tokens)
         if budget.monthly_tokens:
             left = min(left, 1.0 - self.used_this_month(account_id, month) / budget.monthly_tokens)
+        if budget.daily_usd:
+            left = min(left, 1.0 - self.spent_today_usd(account_id, day) / budget.daily_usd)
+        if budget.monthly_usd:
+            left = min(left, 1.0 - self.spent_this_month_usd(account_id, month) / budget.monthly_usd)
         return max(left, 0.0)
 
     def is_over(self, account_id: str, now: float) -> bool:

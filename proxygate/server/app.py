@@ -23,6 +23,7 @@ from proxygate.broker import AccountState, Broker, Headroom, Pin
 from proxygate.config import Settings
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
+from proxygate.prices import load_prices
 from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, usage_api
 from proxygate.server.broker_state import restore_broker
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
@@ -92,6 +93,7 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
             on_headroom=persist_headroom,
             on_pin=persist_pin,
             budgets=settings.budgets,
+            prices=load_prices(settings.data_dir, settings.prices),  # [budgets] in dollars
         )
         restore_broker(broker, store, settings)
         app[BROKER] = broker

@@ -66,12 +66,21 @@ def _restore_usage(broker: Broker, store: Store, settings: Settings) -> None:
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     day_tokens: dict[str, int] = {}
     month_tokens: dict[str, int] = {}
+    day_usd: dict[str, float] = {}
+    month_usd: dict[str, float] = {}
     for row in store.usage_rows(month_start.timestamp(), now_ts):  # this month's daily rows, one read
-        if row.account_id in settings.budgets:
-            month_tokens[row.account_id] = month_tokens.get(row.account_id, 0) + row.totals.tokens
+        account = row.account_id
+        if account in settings.budgets:
+            month_tokens[account] = month_tokens.get(account, 0) + row.totals.tokens
+            month_usd[account] = month_usd.get(account, 0.0) + row.totals.cost_usd
             if row.day == today:
-                day_tokens[row.account_id] = day_tokens.get(row.account_id, 0) + row.totals.tokens
+                day_tokens[account] = day_tokens.get(account, 0) + row.totals.tokens
+                day_usd[account] = day_usd.get(account, 0.0) + row.totals.cost_usd
     for account_id in settings.budgets:
         broker.restore_usage(
-            account_id, day_tokens=day_tokens.get(account_id, 0), month_tokens=month_tokens.get(account_id, 0)
+            account_id,
+            day_tokens=day_tokens.get(account_id, 0),
+            month_tokens=month_tokens.get(account_id, 0),
+            day_usd=day_usd.get(account_id, 0.0),
+            month_usd=month_usd.get(account_id, 0.0),
         )

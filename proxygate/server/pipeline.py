@@ -284,7 +284,7 @@ class Pipeline:
         finally:
             upstream.close()
             lease.release(outcome)
-            self.broker.record_usage(lease.account.id, call.usage.total_tokens)  # for [budgets]
+            self.broker.record_usage(lease.account.id, call.usage, lease.model)  # for [budgets]
 
     async def _relay(
         self, request: web.Request, call: Call, lease: Lease, upstream: Upstream
