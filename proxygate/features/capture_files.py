@@ -71,6 +71,11 @@ class CaptureWriter(Generic[T]):
         self._thread.start()
 
     @property
+    def is_running(self) -> bool:
+        """The writer thread runs (until ``close()``)."""
+        return self._thread.is_alive()
+
+    @property
     def path(self) -> Path | None:
         """The file being written (None before the first record)."""
         return self._path

@@ -22,6 +22,8 @@ import openai
 import orjson
 import pytest
 
+from proxygate.features.capture import DatasetCapture
+from proxygate.server.keys import PIPELINE
 from tests.upstream import ok_json, ok_sse, status
 
 ANT = {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "models": ["*"]}
@@ -97,9 +99,9 @@ def ant_sse(blocks: list[dict[str, Any]], stop_reason: str = "end_turn") -> byte
     return b"".join(b"event: " + n.encode() + b"\ndata: " + orjson.dumps(d) + b"\n\n" for n, d in events)
 
 
-def export(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def export(cwd: Path, *args: str, **environ: str) -> subprocess.CompletedProcess[str]:
     """``proxygate capture export ARGS`` in its own process, in ``cwd`` (its config.toml): no server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYGATE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYGATE_")} | environ
     return subprocess.run(
         [sys.executable, "-m", "proxygate", "capture", "export", *args],
         capture_output=True,
@@ -270,6 +272,7 @@ async def test_chat_client_over_an_anthropic_upstream_is_captured_in_chat_shape(
     )
     capture_dir = proxy.settings.capture.dir
     assert capture_dir == tmp_path / "captured"
+    [stage] = [s for s in proxy.app[PIPELINE].stages if isinstance(s, DatasetCapture)]
     client = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="client", max_retries=0)
     tools = [
         {
@@ -329,6 +332,7 @@ async def test_chat_client_over_an_anthropic_upstream_is_captured_in_chat_shape(
         )
     await client.close()
     await proxy.runner.cleanup()  # a clean stop flushes the writer
+    assert not stage.writer.is_running
 
     files = sorted(capture_dir.iterdir())
     assert [p.suffix for p in files] == [".gz"]
@@ -369,8 +373,9 @@ async def test_gemini_tool_calls_without_ids_stay_paired_across_turns(
     """A Gemini client resends calls without ids: its results still answer the captured call."""
     proxy = await start_proxy(
         {"gem": {"provider": "gemini", "api_key": "gem-key-0000", "base_url": upstream.url, "models": ["*"]}},
-        env={"PROXYGATE_CAPTURE_ENABLED": "1"},
+        env={"PROXYGATE_CAPTURE_ENABLED": "1", "PROXYGATE_CAPTURE_DIR": str(tmp_path / "gemini-capture")},
     )
+    assert proxy.settings.capture.dir == tmp_path / "gemini-capture"
     url = f"{proxy.url}/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
     call = {"functionCall": {"name": "now", "args": {}}}
     history: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": "What time is it?"}]}]
@@ -389,7 +394,7 @@ async def test_gemini_tool_calls_without_ids_stay_paired_across_turns(
     await proxy.runner.cleanup()
 
     out = tmp_path / "gemini.jsonl"
-    result = export(tmp_path, "--out", str(out))
+    result = export(tmp_path, "--out", str(out), PROXYGATE_CAPTURE_DIR=str(tmp_path / "gemini-capture"))
     assert result.returncode == 0, result.stderr
     [example] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert_fine_tuning_valid(example)
