@@ -352,3 +352,26 @@ def test_prices_cli_says_what_applies_and_from_where(tmp_path: Path) -> None:
     unknown = orjson.loads(run_cli("prices", "llama-local", "--json", "-c", str(config)))
     assert unknown == {"model": "llama-local", "price": None}
     assert run_cli("prices", "llama-local", "-c", str(config)).startswith("no price for llama-local")
+
+
+async def test_an_account_over_its_dollar_budget_is_skipped_by_the_running_server(
+    start_proxy, upstream
+) -> None:
+    """One sonnet answer costs $0.000087; under a $0.0001 daily budget a second one passes it, a third goes elsewhere."""
+    proxy = await start_proxy(
+        {
+            "first": {
+                "provider": "anthropic",
+                "api_key": "sk-ant-1111",
+                "base_url": upstream.url,
+                "priority": 1,
+            },
+            "second": {"provider": "anthropic", "api_key": "sk-ant-2222", "base_url": upstream.url},
+        },
+        config='[routing.configs.default]\nstrategy = "priority"\n[budgets.first]\ndaily_usd = 0.0001\n',
+    )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            await ask_claude(http, proxy, "claude-sonnet-4-5")
+        _, log = await get(http, proxy, "/admin/api/requests")
+    assert [e["account_id"] for e in log["requests"]][::-1] == ["first", "first", "second"]
