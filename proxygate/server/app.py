@@ -59,7 +59,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(supervise("store committer", lambda: store.run_committer(stop)))
+        tasks.create_task(supervise("store committer", lambda: store.run_committer(stop), stop=stop))
         try:
             yield
         finally:
@@ -114,7 +114,7 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
-                supervise("pool watcher", lambda: watch_pool(settings.pool_dir, on_change, stop))
+                supervise("pool watcher", lambda: watch_pool(settings.pool_dir, on_change, stop), stop=stop)
             )
             try:
                 yield

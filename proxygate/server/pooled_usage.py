@@ -48,7 +48,7 @@ async def quota_polling(app: web.Application) -> AsyncIterator[None]:
     )
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(supervise("quota poller", lambda: poller.run(stop)))
+        tasks.create_task(supervise("quota poller", lambda: poller.run(stop), stop=stop))
         try:
             yield
         finally:

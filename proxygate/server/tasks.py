@@ -11,6 +11,7 @@ signal. Before, one committer error (a non-UTF-8 session header reaching an LMDB
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,13 +28,19 @@ async def supervise(
     name: str,
     factory: Callable[[], Awaitable[None]],
     *,
+    stop: asyncio.Event | None = None,
     backoff_min_s: float = BACKOFF_MIN_S,
     backoff_max_s: float = BACKOFF_MAX_S,
     healthy_s: float = HEALTHY_S,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Run ``factory()`` until it returns; after an exception, log it and run it again after a backoff."""
+    """Run ``factory()`` until it returns; after an exception, log it and run it again after a backoff.
+
+    Args:
+        stop: the task's own stop event: once set, a backoff in progress ends and no restart
+            follows (a clean shutdown never waits out a 60 s backoff).
+    """
     delay_s = backoff_min_s
     while True:
         started = clock()
@@ -44,5 +51,11 @@ async def supervise(
             if clock() - started >= healthy_s:
                 delay_s = backoff_min_s
             log.exception("background task %r failed; restarting in %.0f s", name, delay_s)
-        await sleep(delay_s)
+        if stop is None:
+            await sleep(delay_s)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            if stop.is_set():
+                return
         delay_s = min(delay_s * 2, backoff_max_s)

@@ -184,3 +184,18 @@ async def test_a_full_disk_fails_the_committer_which_backs_off_and_saves_everyth
             break
         await asyncio.sleep(0.05)
     assert set(ids) - await recorded() == set()
+
+
+async def test_a_stop_ends_a_backoff_at_once() -> None:
+    """A clean shutdown never waits out the backoff of a task that failed."""
+    stop = asyncio.Event()
+    failed = asyncio.Event()
+
+    async def broken() -> None:
+        failed.set()
+        raise RuntimeError("broken")
+
+    task = asyncio.create_task(supervise("broken", broken, stop=stop, backoff_min_s=3600))  # noqa: TID251
+    await asyncio.wait_for(failed.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)  # returns, not after an hour
