@@ -22,7 +22,6 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -201,24 +200,13 @@ class LiveCollector(Collector):
 
         store = app[STORE]
         depth = GaugeMetricFamily("proxygate_store_queue_depth", "Store writes queued, not yet committed.")
-        depth.add_metric([], float(_number(store, "queue_depth")))
+        depth.add_metric([], float(store.queue_depth))
         yield depth
         failures = CounterMetricFamily(
             "proxygate_store_commit_failures", "Store commits that failed since start."
         )
-        failures.add_metric([], float(_number(store, "commit_failures")))
+        failures.add_metric([], float(store.commit_failures))
         yield failures
-
-
-def _number(obj: Any, name: str) -> float:
-    """A store statistic, as an attribute or a method; 0 for a store that does not keep it."""
-    value = getattr(obj, name, 0)
-    if callable(value):
-        value = value()
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 # -- the route and the middleware --------------------------------------------------------------
