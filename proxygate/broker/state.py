@@ -108,7 +108,9 @@ class AccountState:
 
 def backoff_s(failures: int, min_s: float, max_s: float) -> float:
     """15 s, 30 s, 60 s … capped: the cooldown after ``failures`` consecutive failures (≥ 1)."""
-    return float(min(min_s * 2 ** max(failures - 1, 0), max_s))
+    # The exponent is capped: an account failing for days reaches 1,000+ failures, and
+    # 2 ** 1024 does not fit a float (OverflowError on every later release).
+    return float(min(min_s * 2 ** min(max(failures - 1, 0), 64), max_s))
 
 
 def apply_outcome(

@@ -11,6 +11,12 @@ def test_backoff_doubles_and_caps() -> None:
     assert [backoff_s(n, 15, 300) for n in range(1, 8)] == [15, 30, 60, 120, 240, 300, 300]
 
 
+def test_backoff_after_thousands_of_failures_stays_at_the_cap() -> None:
+    """An account failing for days: 2 ** 1100 would not fit a float (found by bench/soak.py)."""
+    assert backoff_s(1100, 0.05, 0.2) == 0.2
+    assert backoff_s(10**6, 15, 300) == 300
+
+
 def test_retry_after_wins_and_success_clears() -> None:
     state = AccountState()
     apply_outcome(state, Outcome.rate_limited(42.0), 100.0, **LIMITS)
