@@ -241,7 +241,7 @@ class Settings:
     timeouts: TimeoutSettings = TimeoutSettings()
     routing: RoutingSettings = RoutingSettings()
     budgets: Mapping[str, BudgetSettings] = field(default_factory=dict)
-    "Account id → token budget; an account over its budget is skipped by every strategy."
+    "Account id → token and dollar budgets; an account over one is skipped by every strategy."
     usage: UsageSettings = UsageSettings()
     capture: CaptureSettings = CaptureSettings()
     prices: Mapping[str, PriceSettings] = field(default_factory=dict)

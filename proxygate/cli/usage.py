@@ -174,6 +174,8 @@ def print_usage(report: dict[str, Any]) -> None:
 
     for row in report["rows"]:
         name = escape(str(row[by]) or "(unknown)")
+        if by == "hour":  # 2026-12-05T21 → 2026-12-05 21:00
+            name = name.replace("T", " ") + ":00"
         if by == "account":
             name += f" [dim]({_plan(row)})[/]"
         table.add_row(name, *cells(row))
