@@ -19,7 +19,7 @@ import typer
 from proxygate.cli.app import ConfigOption, app, err_console, reported, settings_from
 from proxygate.errors import ClientError, ProxyError
 from proxygate.features.capture import export_conversations, iso_time
-from proxygate.features.capture_files import ReadReport, read_records, write_dataset
+from proxygate.features.capture_files import ExportReport, read_records, write_dataset
 
 capture_app = typer.Typer(help="Dataset capture: export what was captured.", no_args_is_help=True)
 app.add_typer(capture_app, name="capture")
@@ -61,8 +61,10 @@ def export(
         capture_dir = directory or settings_from(config).capture.dir
         assert capture_dir is not None  # load_settings resolves it
         since_iso = iso_time(since_ts(since, time.time())) if since else ""
-        report = ReadReport()
-        conversations = export_conversations(read_records(capture_dir, report), since=since_iso)
+        report = ExportReport()
+        conversations = export_conversations(
+            read_records(capture_dir, report), since=since_iso, report=report
+        )
         lines = (orjson.dumps(c) + b"\n" for c in conversations)
         if out is None:
             sys.stdout.buffer.writelines(lines)
@@ -78,6 +80,10 @@ def export(
         err_console.print(f"[yellow]warning:[/] {name} ends in a damaged record (kept what came before)")
     if report.bad_lines:
         err_console.print(f"[yellow]warning:[/] skipped {report.bad_lines} unreadable lines")
+    if report.incomplete:
+        err_console.print(
+            f"[yellow]warning:[/] left out {report.incomplete} conversations whose beginning is not in the files"
+        )
     where = f" to {out}" if out is not None else ""
     err_console.print(
         f"exported {len(conversations)} conversations from {report.files} files{where}", highlight=False

@@ -43,7 +43,7 @@ import orjson
 from proxygate.call import Call
 from proxygate.config import CaptureMode, CaptureSettings
 from proxygate.errors import ConfigError
-from proxygate.features.capture_files import CaptureWriter
+from proxygate.features.capture_files import CaptureWriter, ExportReport
 from proxygate.wire import ir
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.collect import ResponseBuilder
@@ -373,14 +373,18 @@ class _Rebuilt:
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
     last_time: str = ""
+    has_gap: bool = False
 
 
-def export_conversations(records: Iterable[Mapping[str, Any]], *, since: str = "") -> list[dict[str, Any]]:
+def export_conversations(
+    records: Iterable[Mapping[str, Any]], *, since: str = "", report: ExportReport | None = None
+) -> list[dict[str, Any]]:
     """Whole conversations, one ``{"messages": …, "tools": …}`` per chain, from capture records.
 
     ``since`` (an ISO time like the records' ``time``) keeps chains whose last turn is not older.
     A chain that is the beginning of a longer one of its conversation (captured again in full
-    after a restart, or ``full`` mode's earlier requests) is left out.
+    after a restart, or ``full`` mode's earlier requests) is left out, and so is one whose
+    beginning is missing (counted in ``report.incomplete``): it would not be a valid example.
     """
     grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for record in records:
@@ -396,12 +400,16 @@ def export_conversations(records: Iterable[Mapping[str, Any]], *, since: str = "
             meta = record.get("metadata")
             offset = meta.get("offset", 0) if isinstance(meta, Mapping) else 0
             offset = offset if isinstance(offset, int) and offset >= 0 else 0
+            chain.has_gap = chain.has_gap or offset > len(chain.messages)
             chain.messages = [*chain.messages[:offset], *record["messages"]]
             if isinstance(record.get("tools"), list):
                 chain.tools = record["tools"]
             chain.last_time = max(chain.last_time, _time_of(record))
         rebuilt.append(chain)
-    kept = [c for c in rebuilt if c.last_time >= since and not _is_subsumed(c, rebuilt)]
+    whole = [c for c in rebuilt if not c.has_gap]
+    if report is not None:
+        report.incomplete += len(rebuilt) - len(whole)
+    kept = [c for c in whole if c.last_time >= since and not _is_subsumed(c, whole)]
     return [{"messages": c.messages, **({"tools": c.tools} if c.tools else {})} for c in kept]
 
 

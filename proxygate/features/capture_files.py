@@ -179,12 +179,14 @@ class CaptureWriter(Generic[T]):
 
 
 @dataclass(slots=True)
-class ReadReport:
-    """What reading a capture directory met besides records."""
+class ExportReport:
+    """What reading and rebuilding met besides whole conversations."""
 
     files: int = 0
     bad_lines: int = 0
     damaged_files: list[str] = field(default_factory=list)
+    incomplete: int = 0
+    "Chains whose beginning is not in the files (removed files): left out."
 
 
 def capture_files(directory: Path) -> list[Path]:
@@ -194,9 +196,9 @@ def capture_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if FILE_NAME.match(p.name) and p.is_file())
 
 
-def read_records(directory: Path, report: ReadReport | None = None) -> Iterator[dict[str, Any]]:
+def read_records(directory: Path, report: ExportReport | None = None) -> Iterator[dict[str, Any]]:
     """Every record of every capture file, in file order; unreadable lines are counted, not fatal."""
-    report = report if report is not None else ReadReport()
+    report = report if report is not None else ExportReport()
     for path in capture_files(directory):
         report.files += 1
         try:

@@ -33,7 +33,7 @@ from proxygate.features.capture import (
     iso_time,
     render_turn,
 )
-from proxygate.features.capture_files import CaptureWriter, ReadReport, read_records, write_dataset
+from proxygate.features.capture_files import CaptureWriter, ExportReport, read_records, write_dataset
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.ir import Format
 from tests.upstream import anthropic_message, anthropic_sse, chat_sse, responses_sse
@@ -402,6 +402,20 @@ def test_export_rebuilds_each_chain_and_leaves_out_what_a_longer_chain_repeats()
     assert export_conversations(before_restart, since=iso_time(1_800_000_050.0)) == []
 
 
+def test_export_leaves_out_a_chain_whose_beginning_was_removed() -> None:
+    records = records_of(
+        (ant_body("u1"), anthropic_sse("a1"), "r1"),
+        (ant_body("u1", "a1", "u2"), anthropic_sse("a2"), "r2"),
+        (ant_body("v1"), anthropic_sse("b1"), "r3"),
+    )
+    report = ExportReport()
+    exported = export_conversations(records[1:], report=report)  # r1's file is gone
+    assert ([[m["content"] for m in c["messages"]] for c in exported], report.incomplete) == (
+        [["sys", "v1", "b1"]],
+        1,
+    )
+
+
 def test_export_of_full_mode_keeps_the_last_request_of_each_conversation() -> None:
     records = records_of(
         (ant_body("u1"), anthropic_sse("a1"), "r1"),
@@ -496,7 +510,7 @@ def test_read_records_keeps_what_precedes_a_damaged_end(tmp_path: Path) -> None:
         good + gzip.compress(b'{"messages": []}\n')[:12]
     )
     (tmp_path / "notes.txt").write_text("ignored")
-    report = ReadReport()
+    report = ExportReport()
     assert [r["messages"] for r in read_records(tmp_path, report)] == [[{"role": "user", "content": "kept"}]]
     assert (report.files, report.bad_lines, report.damaged_files) == (
         1,
