@@ -17,14 +17,24 @@ from typing import Any
 import aiohttp
 import orjson
 
+import proxygate
 from tests.conftest import free_port, write_account
 from tests.upstream import ScriptedUpstream, status
 
 NOT_RUNNING = " (no server running; applies when the server starts)"
 
 
+# The proxygate under test, whatever the cwd: the processes run in the fake HOME.
+SOURCE_ROOT = str(Path(proxygate.__file__).resolve().parent.parent)
+
+
 def home_env(home: Path) -> dict[str, str]:
-    return {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "COLUMNS": "200"}
+    return {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": SOURCE_ROOT,
+        "COLUMNS": "200",
+    }
 
 
 async def cli(home: Path, *args: str) -> tuple[int, str, str]:
