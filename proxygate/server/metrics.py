@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from proxygate import __version__
 from proxygate.broker import Broker
 from proxygate.features.metrics import REQUEST_SCOPE, RequestMetrics, RequestScope
+from proxygate.server.guard import REQUEST_ID
 from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, STORE
 from proxygate.wire.ir import Format
 
@@ -244,7 +245,7 @@ async def count_refused(request: web.Request, handler: Handler) -> web.StreamRes
     fmt = llm_format(request)
     if fmt is None:
         return await handler(request)
-    scope = RequestScope()
+    scope = RequestScope(request_id=request.get(REQUEST_ID) or "")  # log lines carry it from here on
     token = REQUEST_SCOPE.set(scope)
     status = 500
     try:

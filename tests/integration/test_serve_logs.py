@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import socket
@@ -91,7 +92,7 @@ async def test_json_format_writes_only_json_objects_with_request_ids(tmp_path: P
     forged_pool_file(tmp_path / "pool")
     proc, url = await serve(
         tmp_path,
-        'log_format = "json"\n[routing.configs.default]\nstrategy = "priority"\n',
+        'log_format = "json"\nmax_body_mb = 1\n[routing.configs.default]\nstrategy = "priority"\n',
         "--log-level",
         "debug",
     )
@@ -101,6 +102,9 @@ async def test_json_format_writes_only_json_objects_with_request_ids(tmp_path: P
             assert resp.status == 400
         async with client.get(url + "/metrics") as resp:
             assert resp.status == 200
+        # a body over max_body_mb: refused at ingress (413), logged with its id
+        async with client.post(url + "/v1/messages", data=io.BytesIO(b"x" * (1024 * 1024 + 10))) as resp:
+            too_large = (resp.status, resp.headers["x-proxygate-request-id"])
     out, err = await stop(proc)
     assert out == ""
     lines = err.splitlines()
@@ -113,6 +117,8 @@ async def test_json_format_writes_only_json_objects_with_request_ids(tmp_path: P
     assert "failing over" in about_failover[0]["message"]
     assert failover[0] == 200
     assert any(f"bad{FORGED}.json" in e["message"] for e in entries)
+    assert too_large[0] == 413
+    assert [e["level"] for e in entries if e.get("request_id") == too_large[1]] == ["warning"]
     assert not any(line.startswith("2026-12-05T00:00:00") for line in lines)
 
 
