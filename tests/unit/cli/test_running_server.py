@@ -89,13 +89,8 @@ async def serve(home: Path, port: int) -> asyncio.subprocess.Process:
         if server_file.exists():
             return proc
         await asyncio.sleep(0.05)
-    # Stand-in for a server that does not write server.json yet (the contract's shape).
-    server_file.write_bytes(
-        orjson.dumps(
-            {"addr": f"127.0.0.1:{port}", "pid": proc.pid, "started_at": time.time(), "version": "0"}
-        )
-    )
-    return proc
+    proc.kill()
+    raise AssertionError("proxygate serve wrote no server.json")
 
 
 async def account_entry(home: Path, account_id: str) -> dict[str, Any]:
@@ -123,6 +118,8 @@ async def test_status_reset_and_disable_reach_a_server_started_with_addr(
     try:
         data = await cli_json(home, "status")
         assert (data["running"], data["addr"]) == (True, f"127.0.0.1:{port}")
+        # the admin API needs a token: the CLI found the one the server generated
+        assert (home / ".proxygate" / "data" / "admin.token").stat().st_mode & 0o777 == 0o600
 
         # one request, answered 429 with a long Retry-After: the account cools down live
         upstream.push(status(429, headers={"retry-after": "600"}))
