@@ -405,3 +405,109 @@ async def test_gemini_tool_calls_without_ids_stay_paired_across_turns(
         "content": '{"time":"12:00"}',
     }
     assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
+
+
+def responses_events(item: dict[str, Any], deltas: list[str]) -> bytes:
+    """A Responses stream of one output item (a message or a function call)."""
+    done = {**item, "status": "completed"}
+    if item["type"] == "function_call":
+        done["arguments"] = "".join(deltas)
+        kind = "response.function_call_arguments.delta"
+    else:
+        done["content"] = [{"type": "output_text", "text": "".join(deltas), "annotations": []}]
+        kind = "response.output_text.delta"
+    resp = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-5",
+        "output": [done],
+        "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8},
+    }
+    events = [
+        {"type": "response.created", "response": {**resp, "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress"}},
+        *[
+            {"type": kind, "item_id": item["id"], "output_index": 0, "content_index": 0, "delta": d}
+            for d in deltas
+        ],
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
+        {"type": "response.completed", "response": resp},
+    ]
+    return b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps({**e, "sequence_number": i}) + b"\n\n"
+        for i, e in enumerate(events)
+    )
+
+
+async def test_codex_like_responses_session_exports_as_one_conversation(
+    upstream, start_proxy, tmp_path
+) -> None:
+    proxy = await start_proxy(
+        {
+            "cx": {
+                "provider": "codex",
+                "api_key": "sk-up-0000",
+                "base_url": upstream.url + "/v1",
+                "models": ["*"],
+            }
+        },
+        env={"PROXYGATE_CAPTURE_ENABLED": "true"},
+    )
+    client = openai.AsyncOpenAI(
+        base_url=proxy.url + "/v1", api_key="client", max_retries=0, default_headers={"session_id": "codex-1"}
+    )
+    tools: list[Any] = [
+        {"type": "function", "name": "shell", "parameters": {"type": "object"}, "strict": False}
+    ]
+    items: list[Any] = [{"role": "user", "content": [{"type": "input_text", "text": "List files."}]}]
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_ls", "name": "shell", "arguments": ""}
+    upstream.push(ok_sse(responses_events(call, ['{"cmd":', '"ls"}'])))
+    stream = await client.responses.create(
+        model="gpt-5", instructions="You are Codex.", input=items, tools=tools, stream=True, store=False
+    )
+    first = [e async for e in stream][-1].response
+    items += [
+        {
+            "type": "function_call",
+            "call_id": "call_ls",
+            "name": "shell",
+            "arguments": first.output[0].arguments,
+        },
+        {"type": "function_call_output", "call_id": "call_ls", "output": "a.py b.py"},
+    ]
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "content": []}
+    upstream.push(ok_sse(responses_events(message, ["Two ", "files."])))
+    stream = await client.responses.create(
+        model="gpt-5", instructions="You are Codex.", input=items, tools=tools, stream=True, store=False
+    )
+    assert [e async for e in stream][-1].response.output_text == "Two files."
+    await client.close()
+    await proxy.runner.cleanup()
+
+    records = capture_lines(proxy.settings.capture.dir)
+    assert [(r["metadata"]["conversation"], r["metadata"]["offset"]) for r in records] == [
+        ("codex:codex-1", 0),
+        ("codex:codex-1", 3),
+    ]
+    out = tmp_path / "codex.jsonl"
+    result = export(tmp_path, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    [example] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert_fine_tuning_valid(example)
+    ls = {"id": "call_ls", "type": "function", "function": {"name": "shell", "arguments": '{"cmd":"ls"}'}}
+    assert example == {
+        "messages": [
+            {"role": "system", "content": "You are Codex."},
+            {"role": "user", "content": "List files."},
+            {"role": "assistant", "tool_calls": [ls]},
+            {"role": "tool", "tool_call_id": "call_ls", "content": "a.py b.py"},
+            {"role": "assistant", "content": "Two files."},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "shell", "parameters": {"type": "object"}, "strict": False},
+            }
+        ],
+    }
