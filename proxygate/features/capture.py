@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -47,8 +46,6 @@ from proxygate.features.capture_files import CaptureWriter, ExportReport
 from proxygate.wire import ir
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.collect import ResponseBuilder
-
-log = logging.getLogger("proxygate.capture")
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 "An answer is buffered up to this size (a 64k-token streamed answer is ~5 MB of SSE); larger ones are skipped."
@@ -115,7 +112,7 @@ class DatasetCapture:
     def on_request(self, call: Call) -> None:
         if call.op != "generate" or not _matches(call.model, self.settings.models):
             return
-        # Guardrails (not yet built) run before this stage, so call.body is the anonymised form.
+        # Guardrails (not built yet) hook here: take their anonymised body unless configured otherwise.
         call.output_tap = _Answer(call.body)  # the relay drops call.body later; the tap keeps it
 
     def on_done(self, call: Call) -> None:
