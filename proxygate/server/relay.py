@@ -300,6 +300,8 @@ async def relay_bytes(
 def event_boundary(data: bytes) -> int:
     """Where the last complete SSE event in ``data`` ends (0: none): after a blank line, i.e.
     two line ends in a row, each ``\r\n``, ``\n`` or ``\r`` (protocols.md §5.14.1)."""
+    if data.endswith(b"\n\n"):  # nearly every chunk: upstreams write whole events
+        return len(data)
     end = 0
     for blank in (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r"):
         at = data.rfind(blank)
