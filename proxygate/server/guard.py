@@ -10,7 +10,8 @@ Jupyter and the Docker API close them:
 - CSRF: a page POSTs a "simple request" (``Content-Type: text/plain``, no preflight) to spend quota
   or reset accounts. Browsers always send ``Origin`` on such POSTs and CLI tools and SDKs never do,
   so an ``Origin`` that is not in ``allowed_origins`` (nor our own ``http://<allowed Host>``) is
-  refused on every route but ``/healthz``.
+  refused on every route but ``/healthz``. A listed origin's page gets the CORS answers its
+  browser needs (a preflight, ``Access-Control-Allow-Origin``); no other origin ever does.
 
 The admin API also always needs a token (server/admin.py). Middlewares, outermost first:
 ``assign_request_id`` → ``browser_guard`` → ``client_format_errors`` → the handler.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -48,6 +50,13 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 "Host names a browser sends for the loopback server itself (any port)."
 UNGUARDED_PATHS = frozenset({"/healthz"})
 "Answered whatever the Origin: it tells a page nothing and monitors may run in a browser."
+CORS_MAX_AGE_S = 600
+"How long a browser may reuse a preflight answer for a listed origin."
+EXPOSED_HEADERS = (
+    "x-proxygate-request-id, x-proxygate-account, x-proxygate-route, retry-after, x-should-retry"
+)
+"Response headers a listed origin's page may read (CORS hides all but a few by default)."
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
 
 
 def request_id(request: web.Request) -> str:
@@ -154,7 +163,39 @@ async def browser_guard(request: web.Request, handler: Handler) -> web.StreamRes
         and not is_allowed_origin(settings, origin, host)
     ):
         return _forbidden(request, f"Origin {origin!r} is not allowed (allowed_origins)")
+    if (
+        origin is not None
+        and request.method == "OPTIONS"
+        and "access-control-request-method" in request.headers
+        and is_listed_origin(settings, origin)
+    ):
+        return _cors_preflight(request, origin)
     return await handler(request)
+
+
+def _cors_preflight(request: web.Request, origin: str) -> web.Response:
+    """A listed origin's page may send JSON and our token headers: say so to its browser (CORS)."""
+    asked = request.headers.get("access-control-request-headers", "")
+    names = [name.strip() for name in asked.split(",")]
+    headers = {
+        "access-control-allow-origin": origin,
+        "access-control-allow-methods": "GET, POST",
+        "access-control-allow-headers": ", ".join(n for n in names if _HEADER_NAME.fullmatch(n))[:2000],
+        "access-control-max-age": str(CORS_MAX_AGE_S),
+        "vary": "Origin",
+        REQUEST_ID_HEADER: request_id(request),
+    }
+    return web.Response(status=204, headers=headers)
+
+
+async def expose_to_listed_origins(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: answers to a listed origin's page are readable by it (CORS)."""
+    origin = request.headers.get("origin")
+    if origin is None or not is_listed_origin(request.app[SETTINGS], origin):
+        return
+    response.headers["access-control-allow-origin"] = origin
+    response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
+    response.headers.add("vary", "Origin")
 
 
 def _forbidden(request: web.Request, message: str) -> web.Response:
@@ -175,10 +216,14 @@ def is_allowed_host(settings: Settings, host: str) -> bool:
 
 def is_allowed_origin(settings: Settings, origin: str, host: str | None) -> bool:
     """An ``allowed_origins`` entry, or our own page: ``http://<the request's allowed Host>``."""
-    origin = origin.lower().rstrip("/")
-    if origin in (o.lower().rstrip("/") for o in settings.allowed_origins):
+    if is_listed_origin(settings, origin):
         return True
-    return host is not None and origin == f"http://{host.lower()}"
+    return host is not None and origin.lower().rstrip("/") == f"http://{host.strip().lower()}"
+
+
+def is_listed_origin(settings: Settings, origin: str) -> bool:
+    origin = origin.lower().rstrip("/")
+    return any(origin == listed.lower().rstrip("/") for listed in settings.allowed_origins)
 
 
 def _host_name(host: str) -> str:

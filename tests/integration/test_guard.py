@@ -254,3 +254,40 @@ async def test_401_and_413_are_logged_once_with_the_request_id_and_escaped(
         f"{admin_headers_['x-proxygate-request-id']} 401 POST /admin/api/accounts/a\\r\\nFORGED/reset: "
         "missing or wrong admin token",
     ]
+
+
+async def test_a_listed_origins_page_gets_cors_answers_and_no_other_does(upstream, start_proxy) -> None:
+    """allowed_origins is usable from a real browser: preflight, then readable answers, streams too."""
+    page = "https://my-web-client.example"
+    proxy = await start_proxy({"a": ant_key(upstream.url)}, config=f'allowed_origins = ["{page}"]\n')
+    preflight = {
+        "origin": page,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type, x-api-key, anthropic-version",
+    }
+    status, headers, _ = await send("OPTIONS", proxy.url + "/v1/messages", headers=preflight)
+    assert status == 204
+    assert {k.lower(): v for k, v in headers.items() if k.lower().startswith("access-control")} == {
+        "access-control-allow-origin": page,
+        "access-control-allow-methods": "GET, POST",
+        "access-control-allow-headers": "content-type, x-api-key, anthropic-version",
+        "access-control-max-age": "600",
+        "access-control-expose-headers": (
+            "x-proxygate-request-id, x-proxygate-account, x-proxygate-route, retry-after, x-should-retry"
+        ),
+    }
+    for body in (ANTHROPIC, {**ANTHROPIC, "stream": True}):
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(proxy.url + "/v1/messages", json=body, headers={"origin": page}) as resp,
+        ):
+            assert resp.status == 200
+            assert resp.headers["access-control-allow-origin"] == page
+            assert "x-proxygate-request-id" in resp.headers["access-control-expose-headers"]
+    # Same-origin and origin-less calls need no CORS and get none; a foreign preflight is refused.
+    status, headers, _ = await send("POST", proxy.url + "/v1/messages", body=ANTHROPIC)
+    assert status == 200 and "Access-Control-Allow-Origin" not in headers
+    status, _, _ = await send(
+        "OPTIONS", proxy.url + "/v1/messages", headers={**preflight, "origin": "https://evil.example"}
+    )
+    assert status == 403
