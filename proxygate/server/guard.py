@@ -153,7 +153,7 @@ async def assign_request_id(request: web.Request, handler: Handler) -> web.Strea
 async def browser_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """403 for a foreign Host (DNS rebinding) or a foreign Origin (CSRF); see the module docstring."""
     settings = request.app[SETTINGS]
-    host = request.headers.get("host")
+    host = request.headers.get("host")  # absent only from hand-made HTTP/1.0, never a browser
     if host is not None and not is_allowed_host(settings, host):
         return _forbidden(request, f"Host {host!r} is not allowed (allowed_hosts)")
     origin = request.headers.get("origin")
