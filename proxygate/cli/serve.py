@@ -30,6 +30,7 @@ def setup_logging(settings: Settings) -> None:
 
 
 def is_loopback_host(host: str) -> bool:
+    host = host.removeprefix("[").removesuffix("]")  # addr = "[::1]:19527"
     if host == "localhost":
         return True
     try:

@@ -276,3 +276,32 @@ async def test_a_stream_outlasting_drain_timeout_s_is_cut_and_counted(tmp_path: 
     assert "drain_timeout_s=1 passed: cutting 1 requests still in flight" in said
     await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0
+
+
+async def test_serve_listens_on_ipv6_loopback_without_a_token(tmp_path: Path) -> None:
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as probe:
+        port = probe.getsockname()[1]
+    (tmp_path / "config.toml").write_text(f'addr = "[::1]:{port}"\npool_dir = "pool"\ndata_dir = "data"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxygate",
+        "serve",
+        "--config",
+        str(tmp_path / "config.toml"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    runfile = tmp_path / "data" / "server.json"
+    for _ in range(200):
+        if runfile.exists() or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    try:
+        assert orjson.loads(runfile.read_bytes())["addr"] == f"[::1]:{port}"
+        async with aiohttp.ClientSession() as client, client.get(f"http://[::1]:{port}/healthz") as resp:
+            assert (resp.status, await resp.json()) == (200, {"ok": True})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
