@@ -62,7 +62,7 @@ def handler_options(settings: Settings) -> dict[str, Any]:
 
 
 def body_deadline_s(received_bytes: int, *, header_timeout_s: float, min_bytes_per_s: int) -> float:
-    """Seconds after the head arrived by which more body must come, having ``received_bytes``."""
+    """Seconds after the body began to be read by which more must come, having ``received_bytes``."""
     return header_timeout_s + received_bytes / min_bytes_per_s
 
 
