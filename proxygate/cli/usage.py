@@ -86,10 +86,11 @@ def usage(
     since: Annotated[
         str,
         typer.Option(
-            help="Start of the period: 7d (today and 6 days before), 24h, or a UTC date 2026-11-01."
+            help="Start of the period: 7d (today and 6 days before), 24h, or a UTC date 2026-11-01.",
+            metavar="7d|24h|DATE",
         ),
     ] = "",
-    by: Annotated[str, typer.Option(help=f"Group by {', '.join(BY_CHOICES)}.")] = "day",
+    by: Annotated[str, typer.Option(help="Group rows by this.", metavar="|".join(BY_CHOICES))] = "day",
     as_json: JsonOption = False,
     as_csv: Annotated[
         bool, typer.Option("--csv", help="Print CSV (a header row, then one row per group).")
