@@ -246,3 +246,26 @@ async def test_with_1100_idle_connections_open_healthz_still_answers_within_a_se
             sock.close()
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_the_admin_api_reads_its_body_within_the_same_deadline(tmp_path: Path) -> None:
+    async with serving(tmp_path, "header_timeout_s = 1\n") as port:
+        token = (tmp_path / "data" / "admin.token").read_text().strip()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                f"POST /admin/api/route HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            ).encode()
+            + b'{"na'
+        )
+        status, body = await asyncio.wait_for(read_answer(reader), HANG_GUARD_S)
+        assert (status, body) == (
+            "HTTP/1.1 408 Request Timeout",
+            {
+                "error": "request body stalled: 4 of 100 bytes arrived before the body deadline "
+                "(header_timeout_s=1, body_min_bytes_per_s=65536)"
+            },
+        )
+        assert await closed_by_server(reader)
+        writer.close()
