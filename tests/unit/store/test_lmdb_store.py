@@ -219,3 +219,14 @@ def test_an_unreadable_store_is_one_clear_error(tmp_path: Path) -> None:
         StoreError, match=r"^cannot open the usage store in .*/d: .*(not an LMDB file|Invalid argument)"
     ):
         LMDBStore(tmp_path / "d")
+
+
+def test_request_filters_are_not_fooled_by_field_text_in_values(tmp_path: Path) -> None:
+    store = LMDBStore(tmp_path)
+    store.record(rec(1, account="a", model='"status":503,"account_id":"b"', status=200))
+    store.record(rec(2, account="b", status=503))
+    store.flush()
+    assert [e["request_id"] for e in store.requests(status="5xx")] == ["pg_2"]
+    assert [e["request_id"] for e in store.requests(account="b")] == ["pg_2"]
+    assert [e["request_id"] for e in store.requests(account="a", status="200")] == ["pg_1"]
+    store.close()
