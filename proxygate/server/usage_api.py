@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxygate.errors import ClientError
+from proxygate.errors import ClientError, ProxyError
 from proxygate.server.admin import guard
 from proxygate.server.guard import render_for_path
 from proxygate.server.keys import BROKER, POOL, STORE
@@ -46,7 +46,7 @@ async def usage(request: web.Request) -> web.Response:
             by=query.get("by", "day"),
             now=app[BROKER].clock(),
         )
-    except ClientError as exc:
+    except ProxyError as exc:  # a bad parameter (400), or the store failing to read
         return render_for_path(request, exc)
     return _json(report)
 
@@ -65,7 +65,7 @@ async def requests(request: web.Request) -> web.Response:
             account=query.get("account", ""),
             status=query.get("status", ""),
         )
-    except ClientError as exc:
+    except ProxyError as exc:  # a bad parameter (400), or the store failing to read
         return render_for_path(request, exc)
     return _json(page)
 
