@@ -62,7 +62,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the proxy until SIGINT/SIGTERM (then drain streams in flight)."""
+    """Run the proxy until SIGINT/SIGTERM: then drain streams in flight (a second signal cuts them)."""
     from proxygate.server.app import run
 
     with reported():
