@@ -92,7 +92,7 @@ def usage_report(
         raise ClientError(f"by: {by!r} is not one of {', '.join(BY_CHOICES)}")
     period = parse_period(since, now, by=by)
     rows = [_known_cost(r) for r in store.usage_rows(period.since_ts, now, hourly=period.is_hourly)]
-    kinds = {a.id: a for a in accounts}
+    pool_accounts = {a.id: a for a in accounts}
 
     groups: dict[str, UsageTotals] = {}
     days: dict[str, UsageTotals] = {}
@@ -108,13 +108,13 @@ def usage_report(
     for key in sorted(groups, key=lambda k: _order(k, groups[k], by)):
         entry: dict[str, Any] = {by: key, **totals_json(groups[key])}
         if by == "account":
-            entry.update(_account_fields(kinds.get(key)))
+            entry.update(_account_fields(pool_accounts.get(key)))
         report_rows.append(entry)
 
     api_cost = UsageTotals()
     subscription_value = UsageTotals()
     for account_id, totals in per_account.items():
-        account = kinds.get(account_id)
+        account = pool_accounts.get(account_id)
         if account is not None:
             (subscription_value if account.is_oauth else api_cost).add(totals)
     return {
@@ -142,7 +142,7 @@ def usage_report(
                 "api_value_usd": cost_json(totals)[0],
             }
             for account_id, totals in sorted(per_account.items())
-            if (account := kinds.get(account_id)) is not None and account.is_oauth
+            if (account := pool_accounts.get(account_id)) is not None and account.is_oauth
         ],
     }
 
