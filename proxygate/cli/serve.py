@@ -52,9 +52,15 @@ def check_exposure(settings: Settings) -> None:
 @app.command()
 def serve(
     config: ConfigOption = None,
-    addr: Annotated[str | None, typer.Option(help="Listen on HOST:PORT (default 127.0.0.1:19527).")] = None,
-    host: Annotated[str | None, typer.Option(help="Listen host (keeps the configured port).")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (keeps the configured host).")] = None,
+    addr: Annotated[
+        str | None, typer.Option(help="Listen on HOST:PORT (default 127.0.0.1:19527).", metavar="HOST:PORT")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Listen host (keeps the configured port).", metavar="HOST")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (keeps the configured host).", metavar="PORT")
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
