@@ -147,7 +147,7 @@ class CaptureWriter(Generic[T]):
                 view = view[os.write(self._fd, view) :]
             self._size += len(payload)
             self.written += count
-        except OSError as exc:
+        except OSError as exc:  # a full disk, a removed directory: these turns are lost, not the server
             self.warn_once("write", "capture: cannot write to %s (%s); turns are lost", self.directory, exc)
             self._close_file()
 
@@ -172,7 +172,7 @@ class CaptureWriter(Generic[T]):
         fd, self._fd = self._fd, None
         with contextlib.suppress(OSError):
             os.fsync(fd)
-        os.close(fd)
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading

@@ -504,6 +504,33 @@ def test_a_writer_far_behind_drops_turns_instead_of_growing(
     ]
 
 
+def test_an_unwritable_directory_loses_turns_with_one_line_until_it_is_fixed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "capture"
+    blocked.write_text("a file where the directory should be")
+    rendered_1 = threading.Event()
+
+    def render(n: int) -> dict[str, Any]:
+        if n == 1:
+            rendered_1.set()  # its batch is taken from the queue: turn 2 comes in a later one
+        if n == 2:
+            blocked.unlink()  # fixed before turn 2 is written
+        return {"messages": [{"role": "user", "content": str(n)}]}
+
+    writer: CaptureWriter[int] = CaptureWriter(blocked, render)
+    with caplog.at_level(logging.WARNING, logger="proxygate.capture"):
+        writer.put(0)
+        writer.put(1)
+        assert rendered_1.wait(10)
+        writer.put(2)
+        writer.close()
+    assert [r["messages"][0]["content"] for r in read_records(blocked)] == ["2"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"capture: cannot write to {blocked} ([Errno 20] Not a directory: '{blocked}'); turns are lost"
+    ]
+
+
 def test_read_records_keeps_what_precedes_a_damaged_end(tmp_path: Path) -> None:
     good = gzip.compress(b'{"messages": [{"role": "user", "content": "kept"}]}\nnot json\n')
     (tmp_path / "capture-20270101T000000Z-001.jsonl.gz").write_bytes(
