@@ -52,7 +52,7 @@ def export(
     ] = None,
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Capture directory (default: [capture] dir, <data_dir>/capture)."),
+        typer.Option("--dir", help="Capture directory (default: \\[capture] dir, else <data_dir>/capture)."),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
