@@ -144,6 +144,7 @@ class Servers:
                 "api_key": "k",
                 "base_url": upstream + "/v1",
                 "models": ["gpt-*"],
+                "formats": ["responses", "chat"],  # as api.openai.com; elsewhere openai means chat
             },
             # Speaks only Chat: an Anthropic client asking for deepseek-* takes the converted route.
             "deepseek": {

@@ -30,7 +30,13 @@ async def pool(start_proxy, upstream):
     return await start_proxy(
         {
             "ant": {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url},
-            "oai": {"provider": "openai", "api_key": "sk-upstream-0000", "base_url": upstream.url + "/v1"},
+            # The mock stands in for api.openai.com, which speaks Responses and Chat.
+            "oai": {
+                "provider": "openai",
+                "api_key": "sk-upstream-0000",
+                "base_url": upstream.url + "/v1",
+                "formats": ["responses", "chat"],
+            },
         }
     )
 
