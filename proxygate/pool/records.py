@@ -102,7 +102,7 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
         "id": account_id,
         "kind": kind,
         "path": path,
-        "weight": get.number("weight", 1.0),
+        "weight": get.weight("weight"),
         "priority": int(get.number("priority", 0)),
         "disabled": get.flag("disabled"),
         "raw": data,
@@ -169,6 +169,12 @@ class _Getter:
         if not -1e9 <= value <= 1e9:  # weights and priorities are small; huge ints overflow a float
             raise InvalidAccount(f'"{key}" is out of range: {value!r}')
         return float(value)
+
+    def weight(self, key: str) -> float:
+        value = self.number(key, 1.0)
+        if value < 0:  # a share of traffic; negative would rank the account below nothing
+            raise InvalidAccount(f'"{key}" must be 0 or more')
+        return value
 
     def flag(self, key: str) -> bool:
         value = self.data.get(key, False)

@@ -122,3 +122,8 @@ async def test_an_invalid_file_is_warned_about_when_it_changes_not_on_every_relo
     bad.write_text("{")  # the file itself changes: warned again
     await _wait_for(lambda: len(warnings()) == first + 1, "the next warning")
     assert not [r for r in caplog.records if r.name.startswith("watchfiles") and r.levelno >= logging.INFO]
+
+
+def test_negative_weight_is_an_invalid_account() -> None:
+    with pytest.raises(InvalidAccount, match=r'^"weight" must be 0 or more$'):
+        parse_account({**KEY, "weight": -1}, "apikey", default_id="a")
