@@ -42,11 +42,18 @@ class LoginError(ProxyError):
     status = 401
 
 
-class CallbackPortBusy(LoginError):
+class LoginStillOpen(LoginError):
+    """This attempt stopped, but the login can still be finished with ``--code``.
+
+    Unlike a refusal by the authorization server, its pending state must be kept.
+    """
+
+
+class CallbackPortBusy(LoginStillOpen):
     """The loopback port is taken (often by a Codex CLI login in progress)."""
 
 
-class PasteRefused(LoginError):
+class PasteRefused(LoginStillOpen):
     """The pasted text is not this login's answer; the login itself can still finish."""
 
 
@@ -176,6 +183,8 @@ async def wait_for_callback(
             async with asyncio.timeout(timeout_s):
                 return await arrived
         except TimeoutError:
-            raise LoginError(f"no login callback within {timeout_s:.0f}s; try again or use --code") from None
+            raise LoginStillOpen(
+                f"no login callback within {timeout_s:.0f}s; try again or use --code"
+            ) from None
     finally:
         await runner.cleanup()

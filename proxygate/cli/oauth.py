@@ -36,7 +36,7 @@ from proxygate.auth.credentials import (
 from proxygate.auth.device import poll_device_grant, request_device_code
 from proxygate.auth.pkce import (
     PKCE,
-    PasteRefused,
+    LoginStillOpen,
     claude_authorize_url,
     new_pkce,
     openai_authorize_url,
@@ -140,11 +140,12 @@ async def _chatgpt_exchange(settings: Settings, code: str, verifier: str, redire
 def _forgotten_if_failed(settings: Settings) -> Iterator[None]:
     """A failed login removes its pending file (the verifier is no use after a refusal).
 
-    A paste that is not this login's answer keeps it: the right one may still be pasted.
+    A paste that is not this login's answer, a busy callback port or a callback that never
+    came keep it: the login may still be finished with ``--code``.
     """
     try:
         yield
-    except PasteRefused:
+    except LoginStillOpen:
         raise
     except ProxyError:
         _pending_path(settings).unlink(missing_ok=True)

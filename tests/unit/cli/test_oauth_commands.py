@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import stat
 import time
 from pathlib import Path
@@ -328,3 +329,18 @@ async def test_a_browser_login_that_fails_removes_the_pending_login(
     assert result.exit_code == 1
     assert "invalid_grant" in result.output
     assert not pending.exists()
+
+
+async def test_a_busy_callback_port_keeps_the_login_open_for_code(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    """The message points at --code: the pending login must still be there for it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = make_env(tmp_path, auth_server.config_toml(callback_port=port))
+        result = await asyncio.to_thread(run, env, "add-account", "--no-browser")
+    assert result.exit_code == 1
+    assert f"port {port} is busy" in result.output
+    assert (tmp_path / "pool" / ".login-chatgpt.json").exists()
