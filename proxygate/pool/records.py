@@ -22,6 +22,12 @@ Kind = Literal["apikey", "claude", "chatgpt"]
 KINDS: tuple[Kind, ...] = ("apikey", "claude", "chatgpt")
 KIND_DIRS: dict[Kind, str] = {"apikey": "apikeys", "claude": "claude", "chatgpt": "chatgpt"}
 
+# What the broker may do once a plan's windows are spent but the provider would bill extra usage:
+# never (default: the plan is the budget), allow (like any headroom), last-resort (only when no
+# other account can serve).
+Overage = Literal["never", "allow", "last-resort"]
+OVERAGES: tuple[Overage, ...] = ("never", "allow", "last-resort")
+
 
 class InvalidAccount(ValueError):
     """A pool file's content is wrong; the message names the problem, never a secret."""
@@ -54,6 +60,10 @@ class Account:
     weight: float = 1.0
     priority: int = 0
     disabled: bool = False
+    overage: Overage = "never"
+    # Percent of each window kept for the owner's direct use: proxygate stops using a window once
+    # less than this is left.
+    reserve_pct: float = 0.0
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -105,6 +115,8 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
         "weight": get.weight("weight"),
         "priority": int(get.number("priority", 0)),
         "disabled": get.flag("disabled"),
+        "overage": get.overage("overage"),
+        "reserve_pct": get.percent("reserve_pct"),
         "raw": data,
     }
     if kind == "apikey":
@@ -175,6 +187,19 @@ class _Getter:
         if value < 0:  # a share of traffic; negative would rank the account below nothing
             raise InvalidAccount(f'"{key}" must be 0 or more')
         return value
+
+    def percent(self, key: str) -> float:
+        value = self.number(key, 0.0)
+        if not 0 <= value <= 100:
+            raise InvalidAccount(f'"{key}" must be a percent from 0 to 100')
+        return value
+
+    def overage(self, key: str) -> Overage:
+        value = self.text(key) or "never"
+        for choice in OVERAGES:
+            if value == choice:
+                return choice
+        raise InvalidAccount(f'"{key}" must be one of: {", ".join(OVERAGES)}')
 
     def flag(self, key: str) -> bool:
         value = self.data.get(key, False)

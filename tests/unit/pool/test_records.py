@@ -215,3 +215,28 @@ async def test_an_anthropic_client_reaches_an_openai_compatible_server_by_chat(s
             async with client.post(f"{proxy.url}{path}", json=payload) as resp:
                 assert resp.status == 200, await resp.text()
     assert upstream.paths() == ["/v1/chat/completions", "/v1/chat/completions"]
+
+
+_CLAUDE = {"email": "me@x.com", "access_token": "a", "refresh_token": "r"}
+
+
+def test_overage_and_reserve_are_top_level_keys_with_safe_defaults() -> None:
+    plain = parse_account(_CLAUDE, "claude", default_id="c")
+    assert (plain.overage, plain.reserve_pct) == ("never", 0.0)
+    set_ = parse_account({**_CLAUDE, "overage": "last-resort", "reserve_pct": 15}, "claude", default_id="c")
+    assert (set_.overage, set_.reserve_pct) == ("last-resort", 15.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"overage": "sometimes"}, '"overage" must be one of: never, allow, last-resort'),
+        ({"overage": True}, '"overage" must be a string'),
+        ({"reserve_pct": 101}, '"reserve_pct" must be a percent from 0 to 100'),
+        ({"reserve_pct": -1}, '"reserve_pct" must be a percent from 0 to 100'),
+        ({"reserve_pct": "15%"}, '"reserve_pct" must be a number'),
+    ],
+)
+def test_invalid_overage_and_reserve(extra: dict, message: str) -> None:
+    with pytest.raises(InvalidAccount, match="^" + message):
+        parse_account({**_CLAUDE, **extra}, "claude", default_id="c")
