@@ -71,6 +71,12 @@ class Account:
         return PROVIDERS[self.provider]
 
     @property
+    def accepts_prompt_cache_key(self) -> bool:
+        """The pool file's ``"prompt_cache_key": true/false``, else the provider's (catalog)."""
+        flag = self.raw.get("prompt_cache_key")
+        return flag if isinstance(flag, bool) else self.spec.accepts_prompt_cache_key
+
+    @property
     def is_oauth(self) -> bool:
         return self.kind != "apikey"
 
@@ -119,6 +125,7 @@ def parse_account(data: Any, kind: Kind, *, default_id: str, path: Path | None =
         "reserve_pct": get.percent("reserve_pct"),
         "raw": data,
     }
+    get.flag("prompt_cache_key")  # validated here, read by Account.accepts_prompt_cache_key
     if kind == "apikey":
         provider = get.text("provider", required=True)
         if provider not in API_KEY_PROVIDERS:
