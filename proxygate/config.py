@@ -119,6 +119,61 @@ class CaptureSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardrailDetectors:
+    """Each detector on its own; all on when guardrails are enabled (names as in logs and metrics)."""
+
+    email: bool = True
+    "Email addresses (replaced by a fake address)."
+    phone: bool = True
+    "Phone numbers in international or national form, validated with phonenumbers."
+    ssn: bool = True
+    "US Social Security numbers (ddd-dd-dddd, area/group/serial rules)."
+    name: bool = True
+    "Person names: first+last from name lists, or after a context word (author:, Signed-off-by:)."
+    address: bool = True
+    "Street addresses (number, street name, street suffix)."
+    passport: bool = True
+    "Passport numbers next to a context word (passport, travel document)."
+    credit_card: bool = True
+    "Card numbers (Luhn; Visa, Mastercard, Amex, Discover)."
+    iban: bool = True
+    "IBANs (mod-97 checked)."
+    api_key: bool = True
+    "API keys with a known vendor prefix (sk-ant-, ghp_, xoxb-, AIza, …)."
+    aws_key: bool = True
+    "AWS access key ids, and secret keys next to their name."
+    jwt: bool = True
+    "JSON Web Tokens (three parts, decodable header)."
+    private_key: bool = True
+    "The body of a PEM/OpenSSH/PGP private key block (BEGIN/END lines stay)."
+    url_credentials: bool = True
+    "The password in scheme://user:password@host."
+    password: bool = True
+    "Values assigned to password-like names (password=, PGPASSWORD=, \"passwd\": …)."
+    ip_address: bool = True
+    "Global IPv4 and IPv6 addresses (see the ip_* options for the others)."
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailSettings:
+    enabled: bool = False
+    "Replace secrets and personal data in requests before they leave, and restore them in answers."
+    detectors: GuardrailDetectors = GuardrailDetectors()
+    allow: tuple[str, ...] = ()
+    "Values never replaced: a literal, or a regex written re:PATTERN (must match the whole value)."
+    ip_loopback: bool = False
+    "Also replace loopback addresses (127.0.0.0/8, ::1)."
+    ip_private: bool = False
+    "Also replace private, link-local, shared and documentation ranges (10/8, 192.168/16, fe80::/10, …)."
+    ip_version_like: bool = False
+    "Also replace IPv4-shaped strings after a version word (version 1.2.3.4, v1.2.3.4)."
+    key: str = ""
+    "Replacement key (64 hex chars); unset: <data_dir>/guardrails.key, generated 0600 on first use."
+    reverse_map_max_entries: int = 100_000
+    "Replacements remembered in the store so answers can be restored later (oldest dropped first)."
+
+
+@dataclass(frozen=True, slots=True)
 class PriceSettings:
     """USD per million tokens; an unset cache price falls back to the shipped entry's."""
 
@@ -244,6 +299,7 @@ class Settings:
     "Account id → token and dollar budgets; an account over one is skipped by every strategy."
     usage: UsageSettings = UsageSettings()
     capture: CaptureSettings = CaptureSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
     prices: Mapping[str, PriceSettings] = field(default_factory=dict)
     "Model name → price (USD per million tokens), overriding or adding to the shipped table."
     oauth: OAuthSettings = OAuthSettings()
