@@ -5,8 +5,10 @@ exactly once with an ``Outcome``. The way of one choice (DESIGN.md, "broker"):
 
     1. route       the active routing config's precomputed candidates for the model
                    (aliases, tier, remap, fallback; broker/routing.py)
-    2. eligible    enabled, not needing re-auth, not cooling down (account-wide or for the
-                   model), not over budget, not already tried by this request
+    2. eligible    enabled, not needing re-auth, not quarantined, not cooling down
+                   (account-wide or for the model), not over budget, not held (its
+                   ``reserve_pct`` reached, or only overage left with ``overage = "never"``;
+                   broker/score.py), not already tried by this request
     3. pin         the conversation's pinned account, while it is eligible and not near a
                    limit (broker/pins.py); otherwise
     4. strategy    the active config's strategy over the primary candidates, then the
@@ -25,7 +27,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxygate.broker.headroom import Headroom, merge, parse_body, parse_headers
+from proxygate.broker.headroom import (
+    Headroom,
+    merge,
+    model_family,
+    parse_body,
+    parse_headers,
+    served_from_overage,
+)
 from proxygate.broker.pins import Pin, PinTable
 from proxygate.broker.routing import (
     STRATEGIES,
@@ -37,6 +46,7 @@ from proxygate.broker.routing import (
     build_route,
     day_and_month,
 )
+from proxygate.broker.score import pressure
 from proxygate.broker.state import AccountState, Outcome, apply_outcome
 from proxygate.config import BudgetSettings, RoutingSettings
 from proxygate.errors import AllAccountsBusy, ConfigError, NoAccountForModel
@@ -49,6 +59,8 @@ Clock = Callable[[], float]
 StateSink = Callable[[str, AccountState], None]
 HeadroomSink = Callable[[str, list[Headroom]], None]
 PinSink = Callable[[str, Pin | None], None]
+EventSink = Callable[[str, str, str], None]
+"``(event, account_id, reason)``: ``quarantined``, ``needs_reauth``, ``window_spent`` (alerts)."
 
 FRESH_S = 5.0
 "A window observed this recently belongs to the response being released (429 scoping)."
@@ -101,8 +113,10 @@ class Broker:
         on_pin: PinSink | None = None,
         budgets: Mapping[str, BudgetSettings] | None = None,
         prices: PriceTable | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         self.settings = settings
+        self.on_event = on_event
         self.clock = clock
         self._on_state = on_state
         self._on_headroom = on_headroom
@@ -128,9 +142,13 @@ class Broker:
         for account in snapshot.accounts:
             state = self._states.setdefault(account.id, AccountState())
             old = before.get(account.id)
-            if state.needs_reauth and old is not None and _login_of(old) != _login_of(account):
+            if (
+                (state.needs_reauth or state.quarantined)
+                and old is not None
+                and _login_of(old) != _login_of(account)
+            ):
                 # A new key or login was put in the file: the old refusal no longer applies.
-                state.needs_reauth = ""
+                state.needs_reauth = state.quarantined = ""
                 if self._on_state is not None:
                     self._on_state(account.id, state)
 
@@ -142,6 +160,7 @@ class Broker:
             state.failures, state.model_cooldowns = restored.failures, restored.model_cooldowns
             state.needs_reauth, state.last_error_at = restored.needs_reauth, restored.last_error_at
             state.cooldown_window = restored.cooldown_window
+            state.quarantined = restored.quarantined
 
     def restore_headroom(self, windows: Mapping[str, Iterable[Headroom]]) -> None:
         """Load persisted quota windows after a restart: a spent window stays spent."""
@@ -249,7 +268,7 @@ class Broker:
         over_budget = self.budgets.is_over if self.budgets.budgets else None
         for c in layer:
             state = c.state
-            if state.cooldown_until > now or state.needs_reauth:
+            if state.cooldown_until > now or state.needs_reauth or state.quarantined:
                 continue
             cooling = state.model_cooldowns
             if cooling and (cooling.get(c.model, 0.0) > now or cooling.get(c.family, 0.0) > now):
@@ -260,26 +279,28 @@ class Broker:
                 continue
             if c.memo_version != state.version or c.memo_until <= now:
                 c.refresh(now)
+            if c.held:
+                continue
             ready.append(c)
         return ready
 
     def _is_ready(self, c: Candidate, now: float) -> bool:
         state = c.state
-        if state.needs_reauth or state.cooldown_until > now:
+        if state.needs_reauth or state.quarantined or state.cooldown_until > now:
             return False
         if state.model_cooldowns and (
             state.model_cooldowns.get(c.model, 0.0) > now or state.model_cooldowns.get(c.family, 0.0) > now
         ):
             return False
-        return not (self.budgets.budgets and self.budgets.is_over(c.account.id, now))
+        if self.budgets.budgets and self.budgets.is_over(c.account.id, now):
+            return False
+        if c.memo_version != state.version or c.memo_until <= now:
+            c.refresh(now)
+        return not c.held
 
     def _is_healthy(self, c: Candidate, now: float) -> bool:
         """Ready and not near a limit: a pinned conversation stays only on a healthy account."""
-        if not self._is_ready(c, now):
-            return False
-        if c.memo_version != c.state.version or c.memo_until <= now:
-            c.refresh(now)
-        return not c.is_near
+        return self._is_ready(c, now) and not c.is_near
 
     def _lease(self, c: Candidate, ask: Ask, now: float) -> Lease:
         state = c.state
@@ -304,19 +325,38 @@ class Broker:
                 left
                 for c in (*route.primary, *route.fallback)
                 if not c.state.needs_reauth
+                and not c.state.quarantined
                 and (left := max(c.state.cooling(now, c.model), c.state.cooling(now, c.family))) > 0
             ),
             default=None,
         )
         if soonest is None:
             return AllAccountsBusy(
-                f"every account serving {model!r} failed, is over budget or needs re-authentication",
+                f"every account serving {model!r} failed, is over budget, keeps its reserve, is "
+                "quarantined or needs re-authentication",
                 retry_after_s=60.0,
             )
         return AllAccountsBusy(
             f"every account serving {model!r} is cooling down; the first is free in {soonest:.0f}s",
             retry_after_s=soonest,
         )
+
+    def held(self, account: Account, now: float, model: str = "") -> str:
+        """Why ``account`` takes no request for ``model`` now (reserve, overage policy), or ``""``.
+
+        Without a model: its account-wide windows only."""
+        state = self.state(account.id)
+        if not state.windows:
+            return ""
+        family = model_family(model) if model else ""
+        return pressure(
+            state.windows.values() if model else [w for w in state.windows.values() if not w.model],
+            model,
+            family,
+            now,
+            reserve=account.reserve_pct / 100.0,
+            overage=account.overage,
+        ).held
 
     def eligible(self, model: str) -> list[str]:
         """Ids of the accounts that could serve ``model`` now, primary then fallback (for tests, status)."""
@@ -340,6 +380,8 @@ class Broker:
         windows = parse_headers(headers, now, model=model) + parse_body(status, body, now)
         if windows:
             self.update_headroom(account_id, windows)
+        if status < 400 and served_from_overage(headers):
+            self.state(account_id).overage_requests += 1
 
     def update_headroom(self, account_id: str, windows: list[Headroom]) -> None:
         """Replace known windows of the same name; clear a quota cooldown whose window has reset."""
@@ -348,6 +390,11 @@ class Broker:
         state.windows = merge(before, windows)
         state.version += 1
         now = self.clock()
+        if self.on_event is not None:
+            for w in windows:
+                old = before.get(w.key)
+                if w.kind == "quota" and w.is_blocking(now) and (old is None or not old.is_blocking(now)):
+                    self.on_event("window_spent", account_id, f"window {w.key} is spent")
         if state.cooldown_window and state.cooldown_until > now:
             window = state.windows.get(state.cooldown_window)
             if window is not None and not window.is_blocking(now) and (window.left(now) or 0.0) > 0.0:
@@ -417,12 +464,17 @@ class Broker:
             state.cooldown_window = ""
         if changed and self._on_state is not None:
             self._on_state(lease.account.id, state)
+        if changed and self.on_event is not None and outcome.kind in ("quarantined", "auth_failed"):
+            event = "quarantined" if outcome.kind == "quarantined" else "needs_reauth"
+            self.on_event(event, lease.account.id, state.quarantined or state.needs_reauth)
 
     def reset(self, account_id: str) -> None:
-        """Clear cooldown and error state (``proxygate reset``); quota windows stay (they are facts)."""
+        """Clear cooldown, error state and quarantine (``proxygate reset``); quota windows stay
+        (they are facts)."""
         state = self.state(account_id)
         state.cooldown_until, state.cooldown_reason, state.cooldown_window = 0.0, "", ""
         state.failures, state.model_cooldowns, state.needs_reauth, state.last_error_at = 0, {}, "", 0.0
+        state.quarantined = ""
         if self._on_state is not None:
             self._on_state(account_id, state)
 
@@ -432,6 +484,7 @@ class Broker:
         """An account's id, kind, health, windows, leases and pins for status displays; never a secret."""
         state = self.state(account.id)
         cooling = state.cooling(now)
+        held = self.held(account, now)
         models = {m: round(until - now, 1) for m, until in state.model_cooldowns.items() if until > now}
         return {
             "id": account.id,
@@ -441,14 +494,24 @@ class Broker:
             "enabled": not account.disabled,
             "state": "disabled"
             if account.disabled
+            else "quarantined"
+            if state.quarantined
             else "needs re-auth"
             if state.needs_reauth
             else "cooling down"
             if cooling > 0
+            else "held"
+            if held
             else "ready",
             "cooldown_s": round(cooling, 1),
             "cooldown_until": state.cooldown_until if cooling > 0 else None,
-            "reason": state.needs_reauth or (state.cooldown_reason if cooling > 0 or models else ""),
+            "reason": (f"quarantined: {state.quarantined}" if state.quarantined else "")
+            or state.needs_reauth
+            or (state.cooldown_reason if cooling > 0 or models else "")
+            or held,
+            "reserve_pct": account.reserve_pct,
+            "overage": account.overage,
+            "overage_requests": state.overage_requests,
             "model_cooldowns": models,
             "inflight": state.inflight,
             "pins": self.pins.count_by_account(now).get(account.id, 0),

@@ -12,7 +12,8 @@ left, when it resets, who said so and when. Providers speak four dialects (peers
     OpenAI API key          x-ratelimit-{limit,remaining,reset}-{requests,tokens}
                             (reset is a duration such as ``6m0s`` or ``20ms``)
     Codex subscription      x-codex-{primary,secondary}-{used-percent,window-minutes,
-                            reset-at,reset-after-seconds}; 429 body ``usage_limit_reached``
+                            reset-at,reset-after-seconds} (named by length, not position:
+                            ``codex_window``); 429 body ``usage_limit_reached``
                             with ``resets_at`` / ``resets_in_seconds`` (peers.md §3.2)
 
 The subscriptions also publish their windows at free usage endpoints (peers.md §3.1, §3.2),
@@ -161,6 +162,18 @@ def representative_claim(headers: Mapping[str, str]) -> str:
     return ""
 
 
+def served_from_overage(headers: Mapping[str, str]) -> bool:
+    """Whether a Claude subscription answered from billed extra usage beyond the plan:
+    ``-overage-in-use: true``, or a representative claim such as ``seven_day_overage_included``."""
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered == "anthropic-ratelimit-unified-overage-in-use" and value.strip().lower() == "true":
+            return True
+        if lowered == "anthropic-ratelimit-unified-representative-claim" and "overage" in value.lower():
+            return True
+    return False
+
+
 _UNIFIED = "anthropic-ratelimit-unified-"
 # Model-scoped weekly windows come as ``7d_oi-…`` and as ``7d-sonnet-…``: both become ``7d_…``.
 _UNIFIED_FIELD = re.compile(r"^anthropic-ratelimit-unified-([a-z0-9_-]+?)-(status|reset|utilization)$")
@@ -247,10 +260,24 @@ def _openai_api(h: dict[str, str], now: float) -> list[Headroom]:
     return found
 
 
+def codex_window(position: str, length_s: float | None) -> str:
+    """A Codex window's name by its length, not its position: ``primary`` and ``secondary`` are
+    places in a list (in mid-2026 the 5-hour window was absent and the weekly one came as
+    ``primary``). ``5h`` up to a day, ``7d`` from six days, else ``<minutes>m``; the position
+    only when the length is unknown."""
+    if length_s is None or length_s <= 0:
+        return position
+    if length_s <= 86400.0:
+        return "5h"
+    if length_s >= 6 * 86400.0:
+        return "7d"
+    return f"{round(length_s / 60.0)}m"
+
+
 def _codex(h: dict[str, str], now: float) -> list[Headroom]:
     found = []
-    for window in ("primary", "secondary"):
-        prefix = f"x-codex-{window}-"
+    for position in ("primary", "secondary"):
+        prefix = f"x-codex-{position}-"
         used = _opt_float(h.get(prefix + "used-percent"))
         reset_at = _epoch(h.get(prefix + "reset-at"))
         if reset_at is None:
@@ -259,15 +286,16 @@ def _codex(h: dict[str, str], now: float) -> list[Headroom]:
         minutes = _opt_float(h.get(prefix + "window-minutes"))
         if used is None and reset_at is None:
             continue
+        length_s = None if minutes is None else minutes * 60.0
         found.append(
             Headroom(
-                window,
+                codex_window(position, length_s),
                 None if used is None else _clamp(1.0 - used / 100.0),
                 reset_at,
                 "codex",
                 now,
                 is_rejected=used is not None and used >= 100.0,
-                window_s=None if minutes is None else minutes * 60.0,
+                window_s=length_s,
             )
         )
     return found
@@ -389,28 +417,29 @@ def parse_claude_usage(data: Any, now: float) -> list[Headroom]:
 
 
 def parse_chatgpt_usage(data: Any, now: float) -> list[Headroom]:
-    """ChatGPT ``/wham/usage`` → windows ``primary`` (≈5 h) and ``secondary`` (≈7 d)."""
+    """ChatGPT ``/wham/usage`` → windows named by their length (``5h``, ``7d``: ``codex_window``)."""
     limits = data.get("rate_limit") if isinstance(data, dict) else None
     if not isinstance(limits, dict):
         return []
     found = []
-    for window in ("primary", "secondary"):
-        entry = limits.get(f"{window}_window")
+    for position in ("primary", "secondary"):
+        entry = limits.get(f"{position}_window")
         if not isinstance(entry, dict):
             continue
         used = _opt_float(entry.get("used_percent"))
         reset_at = _epoch(entry.get("reset_at"))
         if reset_at is None and (after := _opt_float(entry.get("reset_after_seconds"))) is not None:
             reset_at = now + after
+        length_s = _opt_float(entry.get("limit_window_seconds"))
         found.append(
             Headroom(
-                window,
+                codex_window(position, length_s),
                 None if used is None else _clamp(1.0 - used / 100.0),
                 reset_at,
                 "codex-usage",
                 now,
                 is_rejected=(used is not None and used >= 100.0) or bool(limits.get("limit_reached")),
-                window_s=_opt_float(entry.get("limit_window_seconds")),
+                window_s=length_s,
             )
         )
     return found

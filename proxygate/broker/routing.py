@@ -65,6 +65,8 @@ class Candidate:
     urgency: float = 0.0
     "Drain urgency × the account's weight."
     is_near: bool = False
+    held: str = ""
+    "Why the account takes no request now (reserve reached, overage it may not use); empty: usable."
     memo_until: float = float("-inf")
     memo_version: int = -1
 
@@ -76,9 +78,18 @@ class Candidate:
         """Recompute the memoised pressure of this account's windows for this route's model."""
         state = self.state
         if state.windows:
-            urgency, self.is_near = pressure(state.windows.values(), self.model, self.family, now)
+            account = self.account
+            found = pressure(
+                state.windows.values(),
+                self.model,
+                self.family,
+                now,
+                reserve=account.reserve_pct / 100.0,
+                overage=account.overage,
+            )
+            urgency, self.is_near, self.held = found.urgency, found.is_near, found.held
         else:
-            urgency, self.is_near = UNKNOWN_URGENCY, False
+            urgency, self.is_near, self.held = UNKNOWN_URGENCY, False, ""
         self.urgency = urgency * self.account.weight
         self.memo_until = now + PRESSURE_MEMO_S
         self.memo_version = state.version

@@ -9,7 +9,11 @@ at time *now* (a pure function of the accounts' state and *now*):
     usable(a)  = min over W of fraction_left        (windows past their reset count as 1.0;
                                                      unknown amounts are skipped: unknown ≠ 0)
     near(a)    = usable(a) < NEAR_LIMIT_FRACTION, or some window in W is rejected and not
-                 yet reset (the overage window excepted, and none at all while overage serves)
+                 yet reset (the overage window excepted); while overage would serve a
+                 rejected plan window, the account's ``overage`` policy decides: ``never``
+                 holds it (no requests at all), ``last-resort`` keeps it near, ``allow``
+                 clears near
+    held(a)    = some quota window in W has no more than ``reserve_pct`` left: no requests
     urgency(a) = max over quota windows w in W of  min(left_w, usable(a)) / hours_to_reset_w
                  hours_to_reset_w = max(resets_at − now, MIN_HORIZON_S) in hours; for a window
                  past its reset or without a reset time: its length (default one week)
@@ -40,6 +44,7 @@ Why these shapes:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from proxygate.broker.headroom import Headroom
 
@@ -61,11 +66,38 @@ INFLIGHT_FACTORS = tuple(INFLIGHT_DECAY**n for n in range(64))
 PRESSURE_MEMO_S = 1.0
 
 
-def pressure(windows: Iterable[Headroom], model: str, family: str, now: float) -> tuple[float, bool]:
-    """``(urgency, is_near_limit)`` of one account's windows for ``model`` (of ``family``) at ``now``."""
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """One account's windows for one model at one time, as the broker ranks and filters them."""
+
+    urgency: float
+    is_near: bool
+    "Skipped while any account not near a limit is ready (used only as a last resort)."
+    held: str = ""
+    "Why the account must not be used at all now (its reserve, or overage it may not spend); empty: usable."
+
+
+def pressure(
+    windows: Iterable[Headroom],
+    model: str,
+    family: str,
+    now: float,
+    *,
+    reserve: float = 0.0,
+    overage: str = "allow",
+) -> Pressure:
+    """The urgency and limits of one account's windows for ``model`` (of ``family``) at ``now``.
+
+    ``reserve``: the fraction of every quota window kept for the owner (``reserve_pct`` / 100):
+    a window with no more than that left holds the account. ``overage``: the account's policy
+    for extra usage once a plan window is rejected: ``never`` holds the account, ``last-resort``
+    makes it near its limit, ``allow`` serves like any headroom.
+    """
     usable = 1.0
     is_near = False
+    plan_rejected = False
     overage_serves = False
+    held = ""
     quota: list[tuple[float, float]] = []  # (left, hours to reset)
     for w in windows:
         if w.model and w.model != model and w.model != family:
@@ -74,24 +106,31 @@ def pressure(windows: Iterable[Headroom], model: str, family: str, now: float) -
             overage_serves = not w.is_blocking(now)
             continue
         if w.is_blocking(now):
-            is_near = True
+            is_near = plan_rejected = True
         left = w.left(now)
         if left is None:
             continue
         usable = min(usable, left)
         if w.kind == "quota":
+            # At exactly the reserve the next request would eat into it; 1e-9: 1 - 0.85 > 0.15.
+            if reserve > 0.0 and left <= reserve + 1e-9 and not held:
+                held = f"reserve: window {w.key} has {left * 100:.0f}% left, {reserve * 100:.0f}% is kept"
             if w.resets_at is None or w.resets_at <= now:
                 horizon_s = w.window_s or DEFAULT_WINDOW_S
             else:
                 horizon_s = max(w.resets_at - now, MIN_HORIZON_S)
             quota.append((left, horizon_s / 3600.0))
-    if overage_serves:
-        is_near = False  # the plan's window is spent but extra usage is billed and allowed
+    if overage_serves and plan_rejected:
+        # The plan's window is spent but the provider would serve from billed extra usage.
+        if overage == "never":
+            held = held or "overage: the plan's windows are spent and overage is never used"
+        elif overage == "allow":
+            is_near = False
     elif usable < NEAR_LIMIT_FRACTION:
         is_near = True
     if not quota:
-        return UNKNOWN_URGENCY, is_near
-    return max(min(left, usable) / hours for left, hours in quota), is_near
+        return Pressure(UNKNOWN_URGENCY, is_near, held)
+    return Pressure(max(min(left, usable) / hours for left, hours in quota), is_near, held)
 
 
 def score(urgency: float, *, weight: float, inflight: int, last_error_at: float, now: float) -> float:

@@ -3,17 +3,40 @@
 Cooldown maths (issue #3): a provider's ``Retry-After`` wins; otherwise the cooldown doubles
 from ``cooldown_min_s`` per consecutive failure up to ``cooldown_max_s``, and the first
 success clears it. Overload (529/503) is capacity, not quota: a short, separate cooldown.
-401/403 is not a cooldown at all but "needs re-auth": retrying cannot fix it.
+401 (or a refresh token the provider no longer accepts) is not a cooldown at all but "needs
+re-auth": a new login fixes it. A permanent refusal (403 ``permission_error``, a disabled
+organisation, a deactivated account: ``refusal_reason``) is a *quarantine*: nothing proxygate
+can do fixes it, so the account is never tried again until ``proxygate reset``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxygate.broker.headroom import Headroom
 
-OutcomeKind = Literal["ok", "rate_limited", "overloaded", "error", "auth_failed", "client_error"]
+OutcomeKind = Literal[
+    "ok", "rate_limited", "overloaded", "error", "auth_failed", "quarantined", "client_error"
+]
+
+# What providers say when an account is refused for good (peers' issue trackers: accounts that
+# kept being tried for days after a ban). Matched case-insensitively in the error's type, code
+# and message.
+_PERMANENT = re.compile(
+    r"permission_error|oauth authentication is currently not allowed for this organization"
+    r"|organization has been disabled|account_deactivated|deactivated_workspace"
+    r"|account has been deactivated|account (?:is|was) (?:suspended|banned)",
+    re.IGNORECASE,
+)
+
+
+def refusal_reason(text: str) -> str:
+    """The provider's reason (``permission_error``, ``account_deactivated``…) when ``text`` (an
+    error body: type, code, message) refuses the account for good, else ``""``."""
+    found = _PERMANENT.search(text)
+    return "" if found is None else found.group(0).lower().replace(" ", "_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +72,11 @@ class Outcome:
         return cls("auth_failed", reason=reason)
 
     @classmethod
+    def quarantined(cls, reason: str) -> Outcome:
+        """Refused for good (banned, disabled, deactivated): never retried until ``reset``."""
+        return cls("quarantined", reason=reason)
+
+    @classmethod
     def client_error(cls) -> Outcome:
         """The request was wrong (4xx), not the account: no cooldown, no failover."""
         return cls("client_error")
@@ -65,6 +93,10 @@ class AccountState:
     model_cooldowns: dict[str, float] = field(default_factory=dict)
     needs_reauth: str = ""
     "Why the account needs a new login; empty when it does not."
+    quarantined: str = ""
+    "The provider's permanent refusal (``permission_error: …``); empty when not quarantined."
+    overage_requests: int = 0
+    "Requests the provider answered from extra usage beyond the plan (since start)."
     inflight: int = 0
     last_error_at: float = 0.0
     requests: int = 0
@@ -89,6 +121,7 @@ class AccountState:
             "failures": self.failures,
             "model_cooldowns": self.model_cooldowns,
             "needs_reauth": self.needs_reauth,
+            "quarantined": self.quarantined,
             "last_error_at": self.last_error_at,
             "cooldown_window": self.cooldown_window,
         }
@@ -101,6 +134,7 @@ class AccountState:
             failures=int(data.get("failures", 0)),
             model_cooldowns={str(k): float(v) for k, v in dict(data.get("model_cooldowns", {})).items()},
             needs_reauth=str(data.get("needs_reauth", "")),
+            quarantined=str(data.get("quarantined", "")),
             last_error_at=float(data.get("last_error_at", 0.0)),
             cooldown_window=str(data.get("cooldown_window", "")),
         )
@@ -127,6 +161,11 @@ def apply_outcome(
             return changed
         case "client_error":
             return False
+        case "quarantined":
+            changed = not state.quarantined
+            state.quarantined = outcome.reason or "refused by the provider"
+            state.last_error_at = now
+            return changed
         case "auth_failed":
             state.needs_reauth = outcome.reason or "authentication failed"
             state.last_error_at = now

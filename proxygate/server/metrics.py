@@ -134,7 +134,7 @@ class LiveCollector(Collector):
 
         pool = GaugeMetricFamily(
             "proxygate_pool_accounts",
-            "Pool accounts by state (ready, cooling_down, needs_reauth, disabled).",
+            "Pool accounts by state (ready, cooling_down, needs_reauth, quarantined, disabled).",
             labels=["state"],
         )
         inflight = GaugeMetricFamily(
@@ -160,13 +160,28 @@ class LiveCollector(Collector):
             "Seconds until a quota window refills.",
             labels=["account", "window"],
         )
-        states = dict.fromkeys(("ready", "cooling_down", "needs_reauth", "disabled"), 0)
+        states = dict.fromkeys(("ready", "cooling_down", "needs_reauth", "quarantined", "disabled"), 0)
+        quarantines = GaugeMetricFamily(
+            "proxygate_account_quarantined",
+            "1 while the account is quarantined (refused for good by its provider; `reset` lifts it).",
+            labels=["account", "reason"],
+        )
+        overage = CounterMetricFamily(
+            "proxygate_overage_requests",
+            "Requests a subscription answered from billed extra usage beyond its plan.",
+            labels=["account"],
+        )
         reasons: dict[tuple[str, str], int] = {}
         for account in snapshot.accounts:
             state = broker.state(account.id)
             wait_s = state.cooling(now)
+            if state.overage_requests:
+                overage.add_metric([account.id], float(state.overage_requests))
             if account.disabled:
                 states["disabled"] += 1
+            elif state.quarantined:
+                states["quarantined"] += 1
+                quarantines.add_metric([account.id, state.quarantined.split(":", 1)[0][:40]], 1.0)
             elif state.needs_reauth:
                 states["needs_reauth"] += 1
                 reasons[("auth_failed", "account")] = reasons.get(("auth_failed", "account"), 0) + 1
@@ -197,7 +212,7 @@ class LiveCollector(Collector):
             "proxygate_pool_invalid_files", "Pool files that failed to load (see `proxygate status`)."
         )
         invalid.add_metric([], float(len(snapshot.invalid)))
-        yield from (pool, invalid, inflight, cooling, cooldowns, left, resets)
+        yield from (pool, invalid, inflight, cooling, cooldowns, left, resets, quarantines, overage)
 
         store = app[STORE]
         depth = GaugeMetricFamily("proxygate_store_queue_depth", "Store writes queued, not yet committed.")

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from proxygate.broker import Ask, Broker, Lease, Outcome, conversation
+from proxygate.broker.state import refusal_reason
 from proxygate.call import Call
 from proxygate.config import Settings
 from proxygate.errors import (
@@ -35,6 +36,7 @@ from proxygate.errors import (
     UpstreamError,
 )
 from proxygate.features.capture import dataset_capture
+from proxygate.features.live import LiveFeed
 from proxygate.features.metrics import RequestMetrics
 from proxygate.features.pricing import Pricing
 from proxygate.features.usage import UsageRecorder
@@ -73,6 +75,7 @@ def default_stages(settings: Settings, store: Store) -> list[Any]:
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
         *dataset_capture(settings.capture),  # successes as fine-tuning records; none when off
+        LiveFeed(),  # the dashboard's Traffic page; costs one truth test with no one watching
     ]
 
 
@@ -242,6 +245,8 @@ class Pipeline:
         )
         message = _error_message(raw) or f"HTTP {status}"
         outcome = classify_status(status, upstream.response.headers, message)
+        if status in (401, 402, 403) and (ban := refusal_reason(raw.decode("utf-8", "replace"))):
+            outcome = Outcome.quarantined(f"{ban}: {message}"[:200])  # banned: never retried
         if refusal := explain_refusal(lease.account, message):  # the account, not the request: fail over
             message, outcome = refusal, Outcome.error(refusal[:200])
         error = UpstreamError(f"{lease.account.id}: HTTP {status}: {message}", status=status)
@@ -394,6 +399,8 @@ def _error_message(raw: bytes) -> str:
 
 def _outcome_of(exc: UpstreamError) -> Outcome:
     if exc.error_class == "authentication":  # a dead refresh token (providers/oauth.ReauthRequired)
+        if ban := refusal_reason(exc.message):  # the refresh said the account itself is gone
+            return Outcome.quarantined(f"{ban}: {exc.message}"[:200])
         return Outcome.auth_failed(exc.message)
     if exc.error_class == "overloaded":
         return Outcome.overloaded(reason=exc.message)

@@ -81,13 +81,15 @@ def pooled_usage(app: web.Application, now: float) -> dict[str, Any]:
         if a.kind == "chatgpt" and not a.disabled and not broker.state(a.id).needs_reauth
     ]
     by_window: dict[str, list[Headroom]] = {"primary": [], "secondary": []}
+    # Windows are named by length (broker/headroom.codex_window): the short one is Codex's primary.
+    position = {"5h": "primary", "primary": "primary", "7d": "secondary", "secondary": "secondary"}
     refused = 0
     for account in accounts:
         state = broker.state(account.id)
         windows = state.windows
-        for name, found in by_window.items():
-            if (w := windows.get(name)) is not None:
-                found.append(w)
+        for w in windows.values():
+            if not w.model and (name := position.get(w.window)) is not None:
+                by_window[name].append(w)
         is_blocked = (
             any(w.is_blocking(now) for w in windows.values() if not w.model) or state.cooling(now) > 0
         )

@@ -136,9 +136,24 @@ def test_codex_headers() -> None:
         "x-codex-secondary-reset-at": "1791000000",
     }
     assert parse_headers(headers, NOW) == [
-        Headroom("primary", 0.875, NOW + 4000, "codex", NOW, window_s=18000.0),
-        Headroom("secondary", 0.0, 1791000000.0, "codex", NOW, is_rejected=True, window_s=604800.0),
+        Headroom("5h", 0.875, NOW + 4000, "codex", NOW, window_s=18000.0),
+        Headroom("7d", 0.0, 1791000000.0, "codex", NOW, is_rejected=True, window_s=604800.0),
     ]
+
+
+def test_codex_windows_are_named_by_length_not_position() -> None:
+    """Mid-2026: no 5-hour window, the weekly one in the primary position."""
+    headers = {
+        "x-codex-primary-used-percent": "40",
+        "x-codex-primary-window-minutes": "10080",
+        "x-codex-primary-reset-after-seconds": "86400",
+    }
+    (weekly,) = parse_headers(headers, NOW)
+    assert (weekly.key, weekly.window_s) == ("7d", 604800.0)
+    (unknown,) = parse_headers({"x-codex-secondary-used-percent": "1"}, NOW)
+    assert unknown.key == "secondary"  # no length said: only the position is known
+    odd = parse_headers({"x-codex-primary-used-percent": "1", "x-codex-primary-window-minutes": "2880"}, NOW)
+    assert odd[0].key == "2880m"
 
 
 def test_no_signal_is_unknown_not_zero() -> None:

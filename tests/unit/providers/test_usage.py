@@ -54,8 +54,8 @@ def test_chatgpt_usage_windows() -> None:
         },
     }
     assert parse_chatgpt_usage(body, NOW) == [
-        Headroom("primary", 0.8, NOW + 600, "codex-usage", NOW, window_s=18000.0),
-        Headroom("secondary", 0.95, 1_800_100_000.0, "codex-usage", NOW, window_s=604800.0),
+        Headroom("5h", 0.8, NOW + 600, "codex-usage", NOW, window_s=18000.0),
+        Headroom("7d", 0.95, 1_800_100_000.0, "codex-usage", NOW, window_s=604800.0),
     ]
     assert parse_chatgpt_usage({"rate_limit": None}, NOW) == []
 

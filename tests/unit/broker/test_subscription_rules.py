@@ -1,0 +1,158 @@
+"""Issue 16's broker rules told with a fake clock: quarantine, reserve, overage, windows by length."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from proxygate.broker import Ask, Broker, Headroom, Outcome
+from proxygate.config import RoutingSettings
+from proxygate.errors import AllAccountsBusy
+from proxygate.pool.files import PoolSnapshot
+from proxygate.pool.records import Account
+from proxygate.wire.ir import Format
+from tests.conftest import FakeClock
+
+SONNET = Ask("claude-sonnet-4-5", Format.anthropic)
+
+
+def account(account_id: str, **kw: Any) -> Account:
+    return Account(account_id, "claude", "claude", "http://x", ("claude-*",), (Format.anthropic,), **kw)
+
+
+def broker(
+    accounts: list[Account], clock: FakeClock, events: list[tuple[str, str, str]] | None = None
+) -> Broker:
+    sink = None if events is None else lambda *e: events.append(e)
+    return Broker(PoolSnapshot.of(accounts), RoutingSettings(), clock=clock, on_event=sink)
+
+
+def served(b: Broker, n: int = 1) -> list[str]:
+    ids = []
+    for _ in range(n):
+        lease = b.acquire(SONNET)
+        ids.append(lease.account.id)
+        lease.release(Outcome.ok())
+    return ids
+
+
+def unified(five_h: float, *, status: str = "allowed", overage: str | None = None) -> dict[str, str]:
+    """A Claude subscription response's unified headers: 5-hour window utilisation (fraction)."""
+    headers = {
+        "anthropic-ratelimit-unified-5h-utilization": str(five_h),
+        "anthropic-ratelimit-unified-5h-status": status,
+        "anthropic-ratelimit-unified-5h-reset": "1800018000",
+    }
+    if overage is not None:
+        headers["anthropic-ratelimit-unified-overage-status"] = overage
+    return headers
+
+
+def test_a_banned_account_gets_no_request_after_its_refusal_until_reset(clock: FakeClock) -> None:
+    events: list[tuple[str, str, str]] = []
+    b = broker([account("banned", priority=5), account("healthy")], clock, events)
+    lease = b.acquire(Ask("claude-opus-4", Format.anthropic))
+    assert lease.account.id == "banned"  # higher priority and no windows: tried first
+    lease.release(Outcome.quarantined("permission_error: OAuth authentication is currently not allowed"))
+    clock.advance(30 * 86400)  # no cooldown expires: a ban is not retried automatically
+    assert Counter(served(b, 200)) == {"healthy": 200}
+    view = b.describe(b.snapshot.by_id["banned"], clock())
+    assert view["state"] == "quarantined" and "permission_error" in view["reason"]
+    assert events == [
+        ("quarantined", "banned", "permission_error: OAuth authentication is currently not allowed")
+    ]
+    b.reset("banned")
+    assert "banned" in b.eligible("claude-sonnet-4-5")
+
+
+def test_quarantine_survives_a_restart_and_a_new_login_lifts_it(clock: FakeClock) -> None:
+    b = broker([account("a", refresh_token="r1")], clock)
+    b.acquire(SONNET).release(Outcome.quarantined("account_deactivated: gone"))
+    persisted = b.state("a").to_json()
+    again = broker([account("a", refresh_token="r1")], clock)
+    again.restore({"a": type(b.state("a")).from_json(persisted)})
+    with pytest.raises(AllAccountsBusy, match="quarantined"):
+        again.acquire(SONNET)
+    again.update_pool(PoolSnapshot.of([account("a", refresh_token="r2")]))
+    assert again.eligible("claude-sonnet-4-5") == ["a"]
+
+
+def test_needs_reauth_and_a_spent_window_raise_one_event_each(clock: FakeClock) -> None:
+    events: list[tuple[str, str, str]] = []
+    b = broker([account("a"), account("b")], clock, events)
+    lease = b.acquire(SONNET)
+    lease.release(Outcome.auth_failed("401: invalid_grant"))
+    spent = [Headroom("5h", 0.0, clock() + 3600, "anthropic-unified", clock(), is_rejected=True)]
+    b.update_headroom("b", spent)
+    b.update_headroom("b", spent)  # still spent: no second alert
+    assert events == [
+        ("needs_reauth", lease.account.id, "401: invalid_grant"),
+        ("window_spent", "b", "window 5h is spent"),
+    ]
+
+
+def test_with_reserve_15_the_window_never_passes_85_percent_through_proxygate(clock: FakeClock) -> None:
+    """Each request uses 1 % of the window; the provider reports utilisation after each one."""
+    kept = account("kept", reserve_pct=15)
+    b = broker([kept, account("other")], clock)
+    used_pct = 70
+    b.observe("kept", unified(used_pct / 100), status=200)  # urgent: drained first
+    b.update_headroom("other", [Headroom("7d", 1.0, clock() + 7 * 86400, "anthropic-unified", clock())])
+    seen: Counter[str] = Counter()
+    for _ in range(100):
+        lease = b.acquire(SONNET)
+        seen[lease.account.id] += 1
+        if lease.account.id == "kept":
+            used_pct += 1
+            b.observe("kept", unified(used_pct / 100), status=200)
+        lease.release(Outcome.ok())
+    assert used_pct == 85
+    assert seen == {"kept": 15, "other": 85}
+    view = b.describe(kept, clock())
+    assert view["state"] == "held" and "reserve" in view["reason"] and view["reserve_pct"] == 15
+
+
+def test_with_overage_never_an_account_living_on_overage_gets_nothing(clock: FakeClock) -> None:
+    plan_only = account("plan-only", priority=5)  # overage defaults to "never"
+    b = broker([plan_only, account("tight")], clock)
+    b.observe("plan-only", unified(1.0, status="rejected", overage="allowed"), status=200)
+    b.observe("tight", unified(0.985), status=200)  # near its own limit: still the only choice
+    assert Counter(served(b, 50)) == {"tight": 50}
+    assert "overage" in b.describe(plan_only, clock())["reason"]
+
+
+def test_overage_allow_serves_and_last_resort_waits_for_everything_else(clock: FakeClock) -> None:
+    b = broker([account("allow", overage="allow", priority=5), account("last", overage="last-resort")], clock)
+    for name in ("allow", "last"):
+        b.observe(name, unified(1.0, status="rejected", overage="allowed"), status=200)
+    assert Counter(served(b, 10)) == {"allow": 10}
+    lease = b.acquire(SONNET, exclude=["allow"])
+    assert lease.account.id == "last"  # nothing else left: last resort
+    lease.release(Outcome.ok())
+
+
+def test_requests_answered_from_overage_are_counted(clock: FakeClock) -> None:
+    b = broker([account("a", overage="allow")], clock)
+    b.observe(
+        "a", {"anthropic-ratelimit-unified-representative-claim": "seven_day_overage_included"}, status=200
+    )
+    b.observe("a", {"anthropic-ratelimit-unified-overage-in-use": "true"}, status=200)
+    b.observe("a", {"anthropic-ratelimit-unified-representative-claim": "five_hour"}, status=200)
+    assert b.describe(b.snapshot.by_id["a"], clock())["overage_requests"] == 2
+
+
+def test_a_codex_weekly_window_in_the_primary_position_is_the_weekly_window(clock: FakeClock) -> None:
+    codex = Account("c", "chatgpt", "chatgpt", "http://x", ("gpt-*",), (Format.responses,))
+    b = Broker(PoolSnapshot.of([codex]), RoutingSettings(), clock=clock)
+    weekly_only = {"x-codex-primary-used-percent": "60", "x-codex-primary-window-minutes": "10080",
+                   "x-codex-primary-reset-after-seconds": "200000"}  # fmt: skip
+    b.observe("c", weekly_only, status=200)
+    both = {"x-codex-primary-used-percent": "10", "x-codex-primary-window-minutes": "300",
+            "x-codex-primary-reset-after-seconds": "3000"}  # fmt: skip
+    b.observe("c", both, status=200)  # the 5-hour window came back: it does not overwrite the weekly
+    windows = b.state("c").windows
+    assert sorted(windows) == ["5h", "7d"]
+    assert (windows["7d"].fraction_left, windows["7d"].window_s) == (pytest.approx(0.4), 604800.0)
+    assert (windows["5h"].fraction_left, windows["5h"].window_s) == (pytest.approx(0.9), 18000.0)
