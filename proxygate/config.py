@@ -9,6 +9,8 @@ every other command agree on one pool. A bad value fails at load, naming key, so
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import tomllib
 import types
@@ -246,6 +248,18 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretsSettings:
+    """Account secrets at rest (issue 13): API keys and OAuth tokens in pool files, AES-256-GCM."""
+
+    encrypt: bool = False
+    "Encrypt the secrets proxygate writes (logins, refreshes, add-key) and upgrade plaintext files it loads."
+    key: str = ""
+    "A data key (32 bytes, base64url) to use instead of a generated one, e.g. shared by several instances."
+    keyring: bool = True
+    "Keep a generated data key in the OS keyring when one is usable; else a 0600 key file in data_dir."
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     addr: str = f"127.0.0.1:{DEFAULT_PORT}"
     "Listen address HOST:PORT. Anything but loopback needs proxy_token."
@@ -303,6 +317,7 @@ class Settings:
     prices: Mapping[str, PriceSettings] = field(default_factory=dict)
     "Model name → price (USD per million tokens), overriding or adding to the shipped table."
     oauth: OAuthSettings = OAuthSettings()
+    secrets: SecretsSettings = SecretsSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."
 
@@ -389,6 +404,7 @@ def load_settings(
             settings, routing=dataclasses.replace(settings.routing, configs=configs)
         )
     split_addr(settings.addr, "addr")
+    _check_secrets_key(settings.secrets.key)
     for key in (
         "max_body_mb",
         "max_response_mb",
@@ -406,6 +422,18 @@ def load_settings(
             f"({', '.join(sorted(settings.routing.configs))})"
         )
     return settings
+
+
+def _check_secrets_key(text: str) -> None:
+    """A bad shared key fails at load, not at the first file it should open (never echoes it)."""
+    if not text:
+        return
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (binascii.Error, ValueError):
+        raise ConfigError("secrets.key: not base64url (generate one with `proxygate secrets new-key`)") from None
+    if len(key) != 32:
+        raise ConfigError(f"secrets.key: must be 32 bytes (base64url), got {len(key)}")
 
 
 def _resolve(path: Path, base: Path) -> Path:

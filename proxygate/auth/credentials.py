@@ -23,6 +23,7 @@ from proxygate.errors import PoolError
 from proxygate.pool import files
 from proxygate.pool.files import load_pool
 from proxygate.pool.records import InvalidAccount
+from proxygate.store.secrets import Vault
 
 
 def read_json(path: Path) -> Any:
@@ -127,9 +128,9 @@ def claude_login_entry(tokens: TokenSet, body: dict[str, Any], *, email: str, no
     return {"email": email, **tokens.file_fields(now)}
 
 
-def chatgpt_file_name(pool_dir: Path, email: str, account_id: str) -> str:
+def chatgpt_file_name(pool_dir: Path, email: str, account_id: str, vault: Vault | None = None) -> str:
     """``<email>``, or ``<email>.<account id>`` when the email already has another workspace."""
-    for account in load_pool(pool_dir).accounts:
+    for account in load_pool(pool_dir, vault).accounts:
         if (
             account.kind == "chatgpt"
             and account.email.lower() == email.lower()

@@ -39,6 +39,7 @@ from proxygate.pool.records import InvalidAccount, mask
 from proxygate.server.admin import status_report
 from proxygate.server.broker_state import restore_broker
 from proxygate.store import COOLDOWNS, LMDBStore
+from proxygate.store.secrets import Vault
 
 RefArgument = Annotated[
     str, typer.Argument(help="Account id or email (see `proxygate list`).", metavar="ACCOUNT")
@@ -53,7 +54,7 @@ LIVE_APPLY_WAIT_S = 3.0
 
 def offline_status(settings: Settings) -> dict[str, Any]:
     """What `status` shows without a running server: files, persisted health, today's usage."""
-    snapshot = load_pool(settings.pool_dir)
+    snapshot = load_pool(settings.pool_dir, Vault.of(settings))
     broker = Broker(snapshot, settings.routing, clock=time.time, budgets=settings.budgets)
     store = LMDBStore(settings.data_dir)
     try:
@@ -100,7 +101,7 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False, addr
     columns = ("id", "kind", "provider", "enabled", "state", "requests today", "tokens today")
     for column in (*columns, "plan", "token expires", "last refresh", "quota left"):
         table.add_column(column)
-    records = load_pool(settings.pool_dir).by_id
+    records = load_pool(settings.pool_dir, Vault.of(settings)).by_id
     for a in data["accounts"]:
         state = a["state"] + (f" ({a['cooldown_s']:.0f}s)" if a["cooldown_s"] else "")
         if a["reason"]:
@@ -210,7 +211,7 @@ def _set_enabled(ref: str, config: Path | None, addr: str | None, *, enabled: bo
     verb = "enabled" if enabled else "disabled"
     with reported():
         settings = settings_from(config)
-        account = set_enabled(settings.pool_dir, ref, enabled=enabled)
+        account = set_enabled(settings.pool_dir, ref, enabled=enabled, vault=Vault.of(settings))
         server = find_server(settings, addr)
         if server is None:
             console.print(f"{verb} [bold]{escape(account.id)}[/]{NOT_RUNNING_NOTE}", highlight=False)
@@ -240,7 +241,7 @@ def reset(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None
     """Clear an account's cooldown and error state."""
     with reported():
         settings = settings_from(config)
-        account = load_pool(settings.pool_dir).find(ref)
+        account = load_pool(settings.pool_dir, Vault.of(settings)).find(ref)
         server = find_server(settings, addr)
         if server is not None:
             admin_client.call(
@@ -320,7 +321,7 @@ def add_key(
         if weight is not None:
             data["weight"] = weight
         try:
-            path = add_account_file(settings.pool_dir, "apikey", name, data)
+            path = add_account_file(settings.pool_dir, "apikey", name, data, vault=Vault.of(settings))
         except InvalidAccount as exc:
             raise PoolError(f"not added: {exc}") from None
     console.print(
@@ -353,7 +354,7 @@ def import_accounts(source: FromOption, config: ConfigOption = None) -> None:
         settings = settings_from(config)
         raw = read_json(source)  # the Codex CLI's auth.json is one login, not a list
         entries = [codex_entry(raw, source=source)] if is_codex_auth(raw) else read_entries(source)
-        report = import_entries(settings.pool_dir, entries)
+        report = import_entries(settings.pool_dir, entries, vault=Vault.of(settings))
     _print_report(report)
 
 
@@ -362,7 +363,9 @@ def import_keys(source: FromOption, config: ConfigOption = None) -> None:
     """Import API keys from a JSON array, one pool file each."""
     with reported():
         settings = settings_from(config)
-        report = import_entries(settings.pool_dir, read_entries(source), kind_of=lambda _: "apikey")
+        report = import_entries(
+            settings.pool_dir, read_entries(source), kind_of=lambda _: "apikey", vault=Vault.of(settings)
+        )
     _print_report(report)
 
 
@@ -379,7 +382,7 @@ def check(
 
     with reported():
         settings = settings_from(config)
-        account = load_pool(settings.pool_dir).find(ref)
+        account = load_pool(settings.pool_dir, Vault.of(settings)).find(ref)
         literal = [m for m in account.models if not set("*?[") & set(m)]
         chosen = model or (literal[0] if literal else PROVIDERS[account.provider].check_model)
         if not chosen:

@@ -51,6 +51,7 @@ from proxygate.errors import PoolError, ProxyError
 from proxygate.pool.files import add_account_file, load_pool
 from proxygate.pool.records import Account, InvalidAccount, Kind, mask
 from proxygate.store.files import write_json_atomic
+from proxygate.store.secrets import Vault
 
 # A pending browser login older than this is refused: the authorization code lives minutes.
 PENDING_LOGIN_TTL_S = 30 * 60.0
@@ -73,7 +74,7 @@ def _pending_path(settings: Settings) -> Path:
 def save_account(settings: Settings, kind: Kind, name: str, entry: dict[str, Any]) -> Path:
     """Write the account file (replacing an older login of the same account) and clear re-auth."""
     try:
-        path = add_account_file(settings.pool_dir, kind, name, entry, replace=True)
+        path = add_account_file(settings.pool_dir, kind, name, entry, replace=True, vault=Vault.of(settings))
     except InvalidAccount as exc:
         raise PoolError(f"not saved: {exc}") from None
     clear_reauth(settings, path.stem)
@@ -222,7 +223,7 @@ def add_account(
         else:
             tokens = asyncio.run(_chatgpt_browser_login(settings, open_browser=not no_browser))
         entry = chatgpt_login_entry(tokens, time.time())
-        name = chatgpt_file_name(settings.pool_dir, entry["email"], entry["account_id"])
+        name = chatgpt_file_name(settings.pool_dir, entry["email"], entry["account_id"], Vault.of(settings))
         path = save_account(settings, "chatgpt", name, entry)
     console.print(_describe_login(entry, path), highlight=False)
 
@@ -338,7 +339,7 @@ def list_claude(config: ConfigOption = None, as_json: JsonOption = False) -> Non
 
     with reported():
         settings = settings_from(config)
-        snapshot = load_pool(settings.pool_dir)
+        snapshot = load_pool(settings.pool_dir, Vault.of(settings))
         status = {a["id"]: a for a in live_or_offline_status(settings)["accounts"]}
     rows = []
     for account in (a for a in snapshot.accounts if a.kind == "claude"):

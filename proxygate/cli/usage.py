@@ -31,6 +31,7 @@ from proxygate.pool.files import load_pool
 from proxygate.prices import Price, PriceTable, Rates, load_prices
 from proxygate.server.usage_report import BY_CHOICES, parse_period, requests_page, usage_report
 from proxygate.store import LMDBStore
+from proxygate.store.secrets import Vault
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -76,7 +77,7 @@ def fetch_usage(settings: Settings, *, since: str, by: str, addr: str | None) ->
             server, "/admin/api/usage?" + urlencode({"since": since, "by": by}), timeout_s=30.0
         )
         return report
-    accounts = load_pool(settings.pool_dir).accounts
+    accounts = load_pool(settings.pool_dir, Vault.of(settings)).accounts
     with _store(settings) as store:
         return usage_report(store, accounts, since=since, by=by, now=time.time())
 

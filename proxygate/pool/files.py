@@ -2,11 +2,22 @@
 
 Writes go through ``store/files.py`` (atomic, 0600). A file that fails to load never stops
 the others: it becomes an ``InvalidFile`` entry naming the file and the problem.
+
+Secret fields may be sealed (``store/secrets.py``): a ``Vault`` opens them at load, and seals
+what is written when ``[secrets] encrypt`` is on or the file is sealed already. Without a vault,
+a sealed file is invalid (no keys to open it). Every rewrite of an existing file holds the
+account's lock (``.<name>.lock``, the one token refreshes take), so a rewrite never puts back a
+refresh token that another process has just spent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +27,12 @@ import orjson
 from proxygate.errors import PoolError
 from proxygate.pool.records import KIND_DIRS, KINDS, Account, InvalidAccount, Kind, parse_account
 from proxygate.store.files import ensure_private_dir, write_json_atomic
+from proxygate.store.secrets import SECRET_FIELDS, SecretUnavailable, Vault, is_sealed, sealed_key_id
+
+log = logging.getLogger("proxygate.pool")
+
+# How often a rewrite re-tries an account lock a refresh holds; refreshes take ~0.5 s.
+_LOCK_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +95,75 @@ def read_json(path: Path) -> Any:
         raise InvalidAccount(f"malformed JSON: {exc}") from None
 
 
-def load_file(kind: Kind, path: Path) -> Account:
+def lock_path(account_path: Path) -> Path:
+    """``pool/claude/.you@x.com.lock``: dot-named, so the pool loader never reads it as an account."""
+    return account_path.parent / f".{account_path.stem}.lock"
+
+
+@contextlib.contextmanager
+def account_lock(account_path: Path, *, timeout_s: float) -> Iterator[bool]:
+    """Hold the account's lock (``flock``); yields False if it stayed taken for ``timeout_s``."""
+    fd = os.open(lock_path(account_path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(_LOCK_POLL_S)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def open_secrets(data: Any, vault: Vault | None) -> Any:
+    """A file's JSON with its sealed fields opened; ``InvalidAccount`` with the reason if one cannot be."""
+    if not isinstance(data, dict):
+        return data
+    if vault is None:
+        for name in SECRET_FIELDS:
+            value = data.get(name)
+            if is_sealed(value):
+                raise InvalidAccount(
+                    f'"{name}" is encrypted (key {sealed_key_id(value)}) and no keys were given'
+                )
+        return data
+    try:
+        return vault.open_fields(data)
+    except SecretUnavailable as exc:
+        raise InvalidAccount(exc.message) from None
+
+
+def load_file(kind: Kind, path: Path, vault: Vault | None = None) -> Account:
     if path.is_dir():
         raise InvalidAccount("a directory, not an account file")
-    return parse_account(read_json(path), kind, default_id=path.stem, path=path)
+    data = read_json(path)
+    account = parse_account(open_secrets(data, vault), kind, default_id=path.stem, path=path)
+    if vault is not None and vault.is_encrypting and vault.needs_sealing(data):
+        _upgrade(path, data, vault)
+    return account
 
 
-def load_pool(pool_dir: Path) -> PoolSnapshot:
+def _upgrade(path: Path, seen: dict[str, Any], vault: Vault) -> None:
+    """Seal a plaintext file just loaded ([secrets] encrypt); a failure leaves it as it was."""
+    try:
+        with account_lock(path, timeout_s=0) as is_locked:
+            # A refresh holds the lock: it writes the file sealed itself. Changed since we read
+            # it: the next load (the watcher sees the change) upgrades what is there now.
+            if not is_locked or read_json(path) != seen:
+                return
+            write_json_atomic(path, vault.seal_fields(seen))
+        log.info("%s: secrets encrypted ([secrets] encrypt)", path)
+    except Exception as exc:  # the account stays usable in plaintext; say why it stayed so
+        reason = exc.message if isinstance(exc, PoolError) else f"{type(exc).__name__}: {exc}"
+        log.warning("%s: could not encrypt its secrets: %s", path, reason)
+
+
+def load_pool(pool_dir: Path, vault: Vault | None = None) -> PoolSnapshot:
     """Load every account file; bad ones and duplicate ids become ``InvalidFile`` entries.
 
     Whatever goes wrong with one file makes that file invalid, never more: the server loads
@@ -94,7 +173,7 @@ def load_pool(pool_dir: Path) -> PoolSnapshot:
     invalid: list[InvalidFile] = []
     for kind, path in account_files(pool_dir):
         try:
-            account = load_file(kind, path)
+            account = load_file(kind, path, vault)
         except InvalidAccount as exc:
             invalid.append(InvalidFile(path, str(exc)))
             continue
@@ -109,20 +188,32 @@ def load_pool(pool_dir: Path) -> PoolSnapshot:
     return PoolSnapshot.of(accounts.values(), invalid)
 
 
-def update_account_file(account: Account, changes: Mapping[str, Any]) -> None:
+def update_account_file(account: Account, changes: Mapping[str, Any], vault: Vault | None = None) -> None:
     """Rewrite the account's file with ``changes`` merged in; unknown keys are preserved."""
     if account.path is None:
         raise PoolError(f"account {account.id!r} has no file")
-    try:
-        current = orjson.loads(account.path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise PoolError(f"{account.path}: cannot read: {exc}") from None
-    write_json_atomic(account.path, {**current, **changes})
+    with account_lock(account.path, timeout_s=60) as is_locked:
+        if not is_locked:
+            raise PoolError(f"{account.path}: another process holds the account lock; try again")
+        try:
+            current = orjson.loads(account.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise PoolError(f"{account.path}: cannot read: {exc}") from None
+        write_json_atomic(account.path, sealed_for(vault, current, {**current, **changes}))
 
 
-def set_enabled(pool_dir: Path, ref: str, *, enabled: bool) -> Account:
-    account = load_pool(pool_dir).find(ref)
-    update_account_file(account, {"disabled": not enabled})
+def sealed_for(vault: Vault | None, on_disk: Mapping[str, Any], data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` as it must be written over ``on_disk``: sealed if encryption is on or the file was sealed."""
+    if vault is not None and vault.seals_writes_to(on_disk):
+        return vault.seal_fields(data)
+    if vault is None and any(is_sealed(on_disk.get(k)) and not is_sealed(data.get(k)) for k in SECRET_FIELDS):
+        raise PoolError("the file is encrypted and no keys were given: not writing secrets in clear")
+    return data
+
+
+def set_enabled(pool_dir: Path, ref: str, *, enabled: bool, vault: Vault | None = None) -> Account:
+    account = load_pool(pool_dir, vault).find(ref)
+    update_account_file(account, {"disabled": not enabled}, vault)
     return account
 
 
@@ -132,13 +223,28 @@ def new_account_path(pool_dir: Path, kind: Kind, name: str) -> Path:
 
 
 def add_account_file(
-    pool_dir: Path, kind: Kind, name: str, data: Mapping[str, Any], *, replace: bool = False
+    pool_dir: Path,
+    kind: Kind,
+    name: str,
+    data: Mapping[str, Any],
+    *,
+    replace: bool = False,
+    vault: Vault | None = None,
 ) -> Path:
-    """Validate ``data`` as a ``kind`` account and write it to the pool; returns the path."""
+    """Validate ``data`` as a ``kind`` account and write it to the pool; returns the path.
+
+    Sealed when ``[secrets] encrypt`` is on; a login replacing a sealed file stays sealed.
+    """
     path = new_account_path(pool_dir, kind, name)
     parse_account(dict(data), kind, default_id=path.stem, path=path)  # raises InvalidAccount
     if path.exists() and not replace:
         raise PoolError(f"{path} already exists")
     ensure_private_dir(pool_dir)
-    write_json_atomic(path, data)
+    ensure_private_dir(path.parent)
+    with account_lock(path, timeout_s=60):  # a refresh of the file replaced finishes first
+        on_disk: Mapping[str, Any] = {}
+        with contextlib.suppress(InvalidAccount):
+            previous = read_json(path) if path.exists() else {}
+            on_disk = previous if isinstance(previous, dict) else {}
+        write_json_atomic(path, vault.seal_fields(data) if vault and vault.seals_writes_to(on_disk) else data)
     return path

@@ -16,6 +16,7 @@ from proxygate.errors import PoolError
 from proxygate.pool.files import load_pool, new_account_path, read_json
 from proxygate.pool.records import Account, InvalidAccount, Kind, parse_account
 from proxygate.store.files import write_json_atomic
+from proxygate.store.secrets import Vault
 
 
 @dataclass(slots=True)
@@ -74,15 +75,17 @@ def import_entries(
     entries: list[Any],
     *,
     kind_of: Callable[[dict[str, Any]], Kind] = guess_kind,
+    vault: Vault | None = None,
 ) -> ImportReport:
     """Write each valid, new entry as a pool file.
 
     An entry without ``id`` is named like ``add-key`` names one (its email, else its provider;
     ``-2``… when taken), and its file name is its id, as for any pool file. A duplicate is the
     same id, the same login, or the same credential (fingerprint) as an account already there.
+    With ``[secrets] encrypt`` on (``vault``), what is written is sealed.
     """
     report = ImportReport()
-    existing = load_pool(pool_dir)
+    existing = load_pool(pool_dir, vault)
     seen: set[str] = {a.id for a in existing.accounts}
     seen_logins = {(a.kind, a.email.lower(), a.account_id) for a in existing.accounts if a.email}
     seen_keys = {a.fingerprint: a.label for a in existing.accounts}
@@ -111,7 +114,7 @@ def import_entries(
         if account.id in seen or path.exists() or (account.email and login in seen_logins):
             report.duplicates.append(f"{where}: {account.label} is already in the pool; skipped")
             continue
-        write_json_atomic(path, entry)
+        write_json_atomic(path, vault.seal_fields(entry) if vault and vault.is_encrypting else entry)
         seen.add(account.id)
         seen_logins.add(login)
         seen_keys[account.fingerprint] = account.label

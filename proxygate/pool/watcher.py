@@ -18,6 +18,7 @@ import watchfiles
 from proxygate.pool.files import InvalidFile, PoolSnapshot, kind_dir, load_pool
 from proxygate.pool.records import KINDS
 from proxygate.store.files import ensure_private_dir
+from proxygate.store.secrets import Vault
 
 log = logging.getLogger("proxygate.pool")
 
@@ -56,8 +57,13 @@ def warn_new_invalid(before: PoolSnapshot, after: PoolSnapshot, changed: Iterabl
     return fresh
 
 
-async def watch_pool(pool_dir: Path, on_change: Callable[[PoolSnapshot], None], stop: asyncio.Event) -> None:
-    """Reload the pool on every change under ``pool_dir`` until ``stop`` is set."""
+async def watch_pool(
+    pool_dir: Path,
+    on_change: Callable[[PoolSnapshot], None],
+    stop: asyncio.Event,
+    vault: Vault | None = None,
+) -> None:
+    """Reload the pool on every change under ``pool_dir`` until ``stop`` is set (``vault`` opens sealed files)."""
     ensure_private_dir(pool_dir)
     for kind in KINDS:
         ensure_private_dir(kind_dir(pool_dir, kind))
@@ -65,10 +71,10 @@ async def watch_pool(pool_dir: Path, on_change: Callable[[PoolSnapshot], None], 
     if _WATCHFILES_FILTER not in watch_log.filters:
         watch_log.addFilter(_WATCHFILES_FILTER)
     # What the server loaded (and warned about) at start; later reloads warn about news only.
-    previous = await asyncio.to_thread(load_pool, pool_dir)
+    previous = await asyncio.to_thread(load_pool, pool_dir, vault)
     # 50 ms debounce: a change is served well within the promised second.
     async for changes in watchfiles.awatch(pool_dir, stop_event=stop, debounce=50, step=20, recursive=True):
-        snapshot = await asyncio.to_thread(load_pool, pool_dir)
+        snapshot = await asyncio.to_thread(load_pool, pool_dir, vault)
         warn_new_invalid(previous, snapshot, (Path(path) for _, path in changes))
         log.info(
             "pool reloaded: %d accounts, %d invalid files", len(snapshot.accounts), len(snapshot.invalid)

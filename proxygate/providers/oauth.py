@@ -10,6 +10,8 @@ the account out. Hence, per account:
     fcntl.flock           one refresh per account file across processes (``.<name>.lock``)
     re-read under lock    a token another process rotated a moment ago is reused, not refreshed
     write, then use       the new tokens reach the file (0600, atomic) before any request uses them
+    sealed stays sealed   tokens are written encrypted when [secrets] encrypt is on or the file
+                          is encrypted already (``store/secrets.py``); reads decrypt
 
 The record the broker holds may be stale (the watcher reloads a changed file a little later),
 so the keeper remembers what it refreshed; a record that changed on disk from outside (a new
@@ -37,9 +39,11 @@ import orjson
 
 from proxygate.auth.tokens import OAuthKind, TokenEndpointError, TokenSet, jwt_expiry, refresh_grant
 from proxygate.config import OAuthSettings
-from proxygate.errors import UpstreamError
-from proxygate.pool.records import Account
+from proxygate.errors import PoolError, UpstreamError
+from proxygate.pool.files import lock_path, open_secrets, sealed_for
+from proxygate.pool.records import Account, InvalidAccount
 from proxygate.store.files import write_json_atomic
+from proxygate.store.secrets import Vault
 
 log = logging.getLogger("proxygate.oauth")
 
@@ -84,19 +88,16 @@ def with_tokens(account: Account, tokens: TokenSet) -> Account:
     )
 
 
-def lock_path(account_path: Path) -> Path:
-    """``pool/claude/.you@x.com.lock``: dot-named, so the pool loader never reads it as an account."""
-    return account_path.parent / f".{account_path.stem}.lock"
-
-
-def read_file_tokens(path: Path) -> TokenSet:
+def read_file_tokens(path: Path, vault: Vault | None = None) -> TokenSet:
     """The tokens in an account file now; ``RefreshFailed`` naming the file if it is unreadable."""
     try:
-        data = orjson.loads(path.read_bytes())
+        data = open_secrets(orjson.loads(path.read_bytes()), vault)
     except OSError as exc:
         raise RefreshFailed(f"{path}: cannot read: {exc.strerror}; not refreshed") from None
     except orjson.JSONDecodeError:
         raise RefreshFailed(f"{path}: malformed JSON; not refreshed (fix or re-add the account)") from None
+    except InvalidAccount as exc:  # sealed under a key that is not here
+        raise RefreshFailed(f"{path}: {exc}; not refreshed") from None
     if not isinstance(data, dict) or not data.get("access_token") or not data.get("refresh_token"):
         raise RefreshFailed(f'{path}: missing "access_token" or "refresh_token"; not refreshed')
     access, refresh = str(data["access_token"]), str(data["refresh_token"])
@@ -110,10 +111,18 @@ def read_file_tokens(path: Path) -> TokenSet:
     return TokenSet(access, refresh, expires if expires is not None else jwt_expiry(access))
 
 
-def write_file_tokens(path: Path, tokens: TokenSet, now: float) -> None:
-    """Merge new tokens into the account file (unknown keys kept), atomically, mode 0600."""
+def write_file_tokens(path: Path, tokens: TokenSet, now: float, vault: Vault | None = None) -> None:
+    """Merge new tokens into the account file (unknown keys kept), atomically, mode 0600.
+
+    Sealed when ``[secrets] encrypt`` is on or the file is sealed already (keyring calls: run
+    this in a thread, as the keeper does).
+    """
     current: dict[str, Any] = orjson.loads(path.read_bytes())
-    write_json_atomic(path, {**current, **tokens.file_fields(now)})
+    try:
+        data = sealed_for(vault, current, {**current, **tokens.file_fields(now)})
+    except PoolError as exc:
+        raise RefreshFailed(f"{path}: {exc.message}") from None
+    write_json_atomic(path, data)
 
 
 @contextlib.asynccontextmanager
@@ -141,11 +150,17 @@ class TokenKeeper:
     """Fresh credentials for OAuth accounts; see the module docstring for the rules."""
 
     def __init__(
-        self, settings: OAuthSettings, session: aiohttp.ClientSession, *, clock: Clock = time.time
+        self,
+        settings: OAuthSettings,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock = time.time,
+        vault: Vault | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.clock = clock
+        self.vault = vault
         self._remembered: dict[str, _Remembered] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.refreshes = 0
@@ -190,7 +205,7 @@ class TokenKeeper:
         if account.path is None:  # an account without a file (tests, API-built pools)
             return self._remember(account, stale, await self._grant(account, stale.refresh_token))
         async with file_lock(lock_path(account.path), self.settings.lock_timeout_s):
-            on_disk = await asyncio.to_thread(read_file_tokens, account.path)
+            on_disk = await asyncio.to_thread(read_file_tokens, account.path, self.vault)
             rotated = on_disk.access_token != stale.access_token
             if rotated and not (self._is_expiring(on_disk) and not is_forced):
                 # Another process refreshed a moment ago: its refresh token is the live one now.
@@ -199,7 +214,7 @@ class TokenKeeper:
             fresh = await self._grant(account, on_disk.refresh_token)
             # Disk before use: if we crashed after using the token but before writing, the
             # spent refresh token would be all the file had (peers.md §3.2, single-use).
-            await asyncio.to_thread(write_file_tokens, account.path, fresh, self.clock())
+            await asyncio.to_thread(write_file_tokens, account.path, fresh, self.clock(), self.vault)
             return self._remember(account, stale, fresh)
 
     async def _grant(self, account: Account, refresh_token: str) -> TokenSet:
