@@ -1,6 +1,18 @@
 """The ``proxygate`` command: thin Typer commands that parse, call the right layer and print."""
 
-from proxygate.cli import accounts, capture, logs, oauth, route, serve, service, usage  # noqa: F401  (registers the commands)
+from proxygate.cli import (  # noqa: F401  (registers the commands)
+    accounts,
+    capture,
+    dashboard,
+    logs,
+    oauth,
+    route,
+    secrets,
+    serve,
+    service,
+    setup,
+    usage,
+)
 from proxygate.cli.app import app, main
 
 __all__ = ["app", "main"]

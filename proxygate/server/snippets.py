@@ -12,11 +12,14 @@ texts are rendered from, so the printed snippet and the written file cannot disa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import tomli_w
+import tomlkit
+import tomlkit.exceptions
 
 from proxygate.config import Settings
 
@@ -296,3 +299,94 @@ def snippets_for(client: str, base_url: str, needs_key: bool) -> tuple[Snippet, 
 def all_snippets(base_url: str, needs_key: bool) -> list[Snippet]:
     """Every client's snippets, in CLIENTS order."""
     return [snippet for client in CLIENTS for snippet in snippets_for(client, base_url, needs_key)]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFile:
+    """A file ``setup --write`` changes: where, and how its old text becomes the new one."""
+
+    path: str
+    "~-relative path of the client's file."
+    merge: Callable[[str | None], str]
+    "Old text (None: no file yet) → new text; ValueError when the old text cannot be parsed."
+
+
+WRITABLE = ("claude-code", "codex", "gemini", "opencode")
+"Clients whose configuration `setup --write` edits; the others only print their snippets."
+
+
+def client_files(client: str, base_url: str, needs_key: bool) -> tuple[ClientFile, ...]:
+    """The files ``setup --write`` merges this client's settings into (empty: print only)."""
+    match client:
+        case "claude-code":
+            patch = claude_code_settings(base_url, needs_key)
+            return (ClientFile("~/.claude/settings.json", lambda old: merged_json(old, patch)),)
+        case "codex":
+            provider = codex_provider(base_url, needs_key)
+            return (ClientFile("~/.codex/config.toml", lambda old: merged_codex_toml(old, provider)),)
+        case "gemini":
+            env = gemini_env(base_url, needs_key)
+            return (
+                ClientFile("~/.gemini/settings.json", lambda old: merged_json(old, gemini_settings())),
+                ClientFile("~/.gemini/.env", lambda old: merged_dotenv(old, env)),
+            )
+        case "opencode":
+            config = opencode_config(base_url, needs_key)
+            return (ClientFile("~/.config/opencode/opencode.json", lambda old: merged_json(old, config)),)
+    return ()
+
+
+def _deep_merge(base: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def merged_json(old: str | None, patch: Mapping[str, Any]) -> str:
+    """``patch`` merged into a JSON object: nested objects merged, other keys kept as they were."""
+    current: Any = {}
+    if old is not None and old.strip():
+        try:
+            current = orjson.loads(old)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        if not isinstance(current, dict):
+            raise ValueError("not a JSON object")
+    return _json(_deep_merge(current, patch))
+
+
+def merged_codex_toml(old: str | None, provider: Mapping[str, Any]) -> str:
+    """The top-level ``model_provider`` and its ``[model_providers.NAME]`` table set; every other
+    key, comment and table kept as written (tomlkit edits the document in place)."""
+    try:
+        doc = tomlkit.parse(old or "")
+    except tomlkit.exceptions.ParseError as exc:
+        raise ValueError(f"not valid TOML ({exc})") from None
+    doc["model_provider"] = provider["model_provider"]
+    providers = doc.get("model_providers")
+    if providers is None:
+        providers = tomlkit.table(is_super_table=True)
+        doc["model_providers"] = providers
+    elif not isinstance(providers, dict):
+        raise ValueError("model_providers is not a table")
+    for name, values in provider["model_providers"].items():
+        table = tomlkit.table()
+        table.update(values)
+        providers[name] = table
+    return tomlkit.dumps(doc)
+
+
+def merged_dotenv(old: str | None, env: Mapping[str, str]) -> str:
+    """``NAME=value`` lines set: a line of the same name replaced in place, a new one appended."""
+    lines = (old or "").splitlines()
+    missing = dict(env)
+    for i, line in enumerate(lines):
+        name = line.removeprefix("export ").split("=", 1)[0].strip()
+        if name in missing and "=" in line:
+            lines[i] = f"{name}={missing.pop(name)}"
+    lines += [f"{name}={value}" for name, value in missing.items()]
+    return "\n".join(lines) + "\n"
