@@ -47,8 +47,12 @@ class FakeAuthServer:
     device_polls: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     device_requests: list[dict[str, Any]] = field(default_factory=list)
     usage_requests: list[dict[str, str]] = field(default_factory=list)
+    usage_times: list[float] = field(default_factory=list)
+    "When each usage request arrived (monotonic seconds)."
     wham: dict[str, Any] = field(default_factory=dict)
     claude_usage: dict[str, Any] = field(default_factory=dict)
+    usage_statuses: list[int] = field(default_factory=list)
+    "Statuses the usage endpoint answers next (429: rate-limited), one per request; then 200."
     delay_s: float = 0.0
     issued: int = 0
 
@@ -133,6 +137,9 @@ class FakeAuthServer:
 
     async def usage(self, request: web.Request) -> web.Response:
         self.usage_requests.append(dict(request.headers))
+        self.usage_times.append(time.monotonic())
+        if self.usage_statuses and (code := self.usage_statuses.pop(0)) != 200:
+            return web.json_response({"error": {"type": "rate_limit_error"}}, status=code)
         return web.json_response(self.wham if "wham" in request.path else self.claude_usage)
 
 

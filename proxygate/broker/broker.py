@@ -46,7 +46,7 @@ from proxygate.broker.routing import (
     build_route,
     day_and_month,
 )
-from proxygate.broker.score import pressure
+from proxygate.broker.score import NEAR_LIMIT_FRACTION, pressure
 from proxygate.broker.state import AccountState, Outcome, apply_outcome
 from proxygate.config import BudgetSettings, RoutingSettings
 from proxygate.errors import AllAccountsBusy, ConfigError, NoAccountForModel
@@ -66,6 +66,8 @@ FRESH_S = 5.0
 "A window observed this recently belongs to the response being released (429 scoping)."
 HEADROOM_PERSIST_S = 60.0
 "Unchanged-looking windows are re-persisted at most this often (observe runs per response)."
+STALE_COOLDOWN_S = 300.0
+"A cooldown with more than this left is a hypothesis the usage endpoint can refute (issue 16 §2)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +410,43 @@ class Broker:
         ):
             self._headroom_persisted[account_id] = now
             self._on_headroom(account_id, list(state.windows.values()))
+
+    def lift_stale_cooldown(self, account_id: str, polled: list[Headroom]) -> str:
+        """After a usage poll: lift a cooldown (> ``STALE_COOLDOWN_S`` left) that the provider's own
+        numbers refute; returns what was lifted (``""``: nothing).
+
+        Providers reset windows early (reset credits) and Retry-After can outlive the limit by
+        days: when every account-wide quota window the poll reported serves with headroom, the
+        account-wide cooldown goes; a model's cooldown goes when its model-scoped windows do too.
+        """
+        state = self.state(account_id)
+        now = self.clock()
+
+        def serves(windows: list[Headroom]) -> bool:
+            return bool(windows) and all(
+                not w.is_blocking(now) and (w.left(now) or 0.0) >= NEAR_LIMIT_FRACTION for w in windows
+            )
+
+        wide = [w for w in polled if not w.model and w.kind == "quota"]
+        if not serves(wide):
+            return ""
+        lifted = []
+        if state.cooling(now) > STALE_COOLDOWN_S:
+            lifted.append(
+                f"cooldown ({state.cooldown_reason or 'no reason'}, {state.cooling(now):.0f}s left)"
+            )
+            state.cooldown_until, state.cooldown_reason, state.cooldown_window = 0.0, "", ""
+            state.failures = 0
+        for model, until in list(state.model_cooldowns.items()):
+            scoped = [w for w in polled if w.model and w.model in (model, model_family(model))]
+            if until - now > STALE_COOLDOWN_S and serves(scoped):
+                lifted.append(f"{model} cooldown ({until - now:.0f}s left)")
+                del state.model_cooldowns[model]
+        if lifted:
+            state.version += 1
+            if self._on_state is not None:
+                self._on_state(account_id, state)
+        return ", ".join(lifted)
 
     def record_usage(self, account_id: str, usage: Usage | int, model: str = "") -> None:
         """Count a finished request against the account's budget: its tokens (``total_tokens``)

@@ -1,8 +1,14 @@
 """Quota polling: every OAuth account's usage endpoint, on a jittered schedule, into headroom.
 
 ``QuotaPoller`` polls every OAuth account every ``usage_poll_s`` (±20 % jitter, so a pool's
-polls do not line up), and again soon after the account was rate-limited: a cooldown whose
-window has in fact reset is then cleared early by ``Broker.update_headroom``.
+polls do not line up), again soon after the account was rate-limited, and every
+``STALE_CHECK_S`` while it cools down for more than five minutes: a cooldown is a hypothesis,
+and one the provider's own numbers refute (an early reset, reset credits) is lifted
+(``Broker.update_headroom``, ``Broker.lift_stale_cooldown``).
+
+Polls are gentle (simultaneous polls of many accounts have got tokens revoked elsewhere): one
+at a time, ``POLL_SPACING_S`` apart across the pool, and a 429 from a usage endpoint backs that
+account's polls off (doubling up to an hour) without touching the account's own state.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Callable, Iterable
 import aiohttp
 
 from proxygate.broker import Broker
+from proxygate.broker.broker import STALE_COOLDOWN_S
 from proxygate.broker.headroom import Headroom, parse_chatgpt_usage, parse_claude_usage
 from proxygate.config import OAuthSettings
 from proxygate.errors import UpstreamError
@@ -31,6 +38,12 @@ Clock = Callable[[], float]
 # After a 429, poll again once this much time has passed since the last poll (the usage
 # endpoints are themselves rate-limited, peers.md §3.1).
 AFTER_429_MIN_GAP_S = 30.0
+STALE_CHECK_S = 120.0
+"While a cooldown of more than five minutes lasts, its account's usage is checked this often."
+POLL_SPACING_S = 2.0
+"At most one usage poll this often across the whole pool."
+BACKOFF_MIN_S = 60.0
+BACKOFF_MAX_S = 3600.0
 _TICK_S = 5.0
 
 
@@ -57,6 +70,9 @@ class QuotaPoller:
         self.rng = rng or random.Random()
         self._next_at: dict[str, float] = {}
         self._last_at: dict[str, float] = {}
+        self._backoff_until: dict[str, float] = {}
+        self._refusals: dict[str, int] = {}
+        "Consecutive 429s from the account's usage endpoint (drives the backoff)."
 
     def due(self, now: float) -> list[Account]:
         """Accounts to poll now: their jittered turn came, or they were rate-limited since."""
@@ -65,7 +81,7 @@ class QuotaPoller:
             if not account.is_oauth or account.disabled:
                 continue
             state = self.broker.state(account.id)
-            if state.needs_reauth:
+            if state.needs_reauth or state.quarantined or now < self._backoff_until.get(account.id, 0.0):
                 continue
             last = self._last_at.get(account.id)
             is_turn = now >= self._next_at.get(account.id, 0.0)
@@ -75,7 +91,15 @@ class QuotaPoller:
                 and state.cooling(now) > 0
                 and now - last >= AFTER_429_MIN_GAP_S
             )
-            if is_turn or was_limited:
+            is_stale = (
+                last is not None
+                and now - last >= STALE_CHECK_S
+                and (
+                    state.cooling(now) > STALE_COOLDOWN_S
+                    or any(until - now > STALE_COOLDOWN_S for until in state.model_cooldowns.values())
+                )
+            )
+            if is_turn or was_limited or is_stale:
                 found.append(account)
         return found
 
@@ -94,12 +118,21 @@ class QuotaPoller:
                 fresh = await self.keeper.refresh_after_401(fresh, fresh.access_token)
                 data = await fetch_usage(self.session, fresh, self.settings)
         except UpstreamError as exc:
-            log.info("%s: usage poll failed: %s", account.id, exc.message)
+            if exc.status == 429:  # the usage endpoint's own limit: poll less, the account is fine
+                refusals = self._refusals[account.id] = self._refusals.get(account.id, 0) + 1
+                wait_s = min(BACKOFF_MIN_S * 2 ** min(refusals - 1, 16), BACKOFF_MAX_S)
+                self._backoff_until[account.id] = now + wait_s
+                log.info("%s: usage endpoint rate-limited; next poll in %.0fs", account.id, wait_s)
+            else:
+                log.info("%s: usage poll failed: %s", account.id, exc.message)
             return []
+        self._refusals.pop(account.id, None)
         parse = parse_chatgpt_usage if account.kind == "chatgpt" else parse_claude_usage
         windows = parse(data, now)
         if windows:
             self.broker.update_headroom(account.id, windows)
+            if lifted := self.broker.lift_stale_cooldown(account.id, windows):
+                log.warning("%s: usage shows headroom: lifted %s", account.id, lifted)
         return windows
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,10 +141,11 @@ class QuotaPoller:
             return
         tick_s = min(_TICK_S, self.settings.usage_poll_s)
         while not stop.is_set():
-            due = self.due(self.clock())
-            if due:
-                async with asyncio.TaskGroup() as tasks:
-                    for account in due:
-                        tasks.create_task(self.poll(account))
+            for account in self.due(self.clock()):  # one at a time, spaced: never a burst
+                await self.poll(account)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), POLL_SPACING_S)
+                if stop.is_set():
+                    return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick_s)

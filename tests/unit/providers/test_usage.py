@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import random
+import time
 from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
-from proxygate.broker import Broker
+from proxygate.broker import Ask, Broker, Outcome
 from proxygate.broker.headroom import Headroom, parse_chatgpt_usage, parse_claude_usage
 from proxygate.config import RoutingSettings
 from proxygate.pool.files import PoolSnapshot, load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
-from proxygate.server.quota_poll import QuotaPoller
+from proxygate.server import quota_poll
+from proxygate.server.quota_poll import STALE_CHECK_S, QuotaPoller
+from proxygate.wire.ir import Format
 from tests import oauth_fakes
 from tests.conftest import FakeClock
 from tests.oauth_fakes import FakeAuthServer, oauth_account
@@ -120,3 +126,110 @@ async def test_schedule_is_jittered_and_a_rate_limit_brings_the_next_poll_forwar
         state.needs_reauth = "refresh refused"
         assert poller.due(clock()) == []
     assert len(auth_server.usage_requests) == 2
+
+
+def _claude_account(tmp_path: Path, email: str = "dev@example.com") -> Account:
+    path = tmp_path / "pool" / "claude" / f"{email}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(oauth_account("claude", email=email, expires_in_s=10**9)))
+    return load_file("claude", path)
+
+
+def _five_hour(used_pct: float, resets_in_s: float) -> dict[str, object]:
+    return {"five_hour": {"utilization": used_pct, "resets_at": NOW + resets_in_s}}
+
+
+async def test_a_6_hour_cooldown_is_lifted_within_one_poll_after_the_usage_endpoint_shows_a_reset(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    clock = FakeClock(NOW)
+    account = _claude_account(tmp_path)
+    broker = Broker(PoolSnapshot.of([account]), RoutingSettings(), clock=clock)
+    lease = broker.acquire(Ask("claude-sonnet-4-5", Format.anthropic))
+    lease.release(Outcome.rate_limited(6 * 3600.0, reason="429: rate limited"))  # a Retry-After of 6 h
+    auth_server.claude_usage = _five_hour(100.0, 6 * 3600)
+    settings = auth_server.settings(usage_poll_s=3600.0)
+    async with aiohttp.ClientSession() as session:
+        keeper = TokenKeeper(settings, session, clock=clock)
+        poller = QuotaPoller(settings, session, broker, keeper, lambda: [account], clock=clock)
+        await poller.poll(account)
+        assert broker.state(account.id).cooling(clock()) > 5 * 3600  # the provider agrees: still spent
+        clock.advance(STALE_CHECK_S - 1)
+        assert poller.due(clock()) == []
+        clock.advance(1)
+        assert poller.due(clock()) == [account]  # long cooldowns are checked more often than usage_poll_s
+        auth_server.claude_usage = _five_hour(2.0, 5 * 3600)  # reset early (reset credits)
+        await poller.poll(account)
+    assert broker.state(account.id).cooling(clock()) == 0.0
+    assert broker.eligible("claude-sonnet-4-5") == [account.id]
+
+
+async def test_a_short_cooldown_is_left_to_run_out(tmp_path: Path, auth_server: FakeAuthServer) -> None:
+    clock = FakeClock(NOW)
+    account = _claude_account(tmp_path)
+    broker = Broker(PoolSnapshot.of([account]), RoutingSettings(), clock=clock)
+    broker.acquire(Ask("claude-sonnet-4-5", Format.anthropic)).release(Outcome.rate_limited(120.0))
+    auth_server.claude_usage = _five_hour(2.0, 5 * 3600)
+    async with aiohttp.ClientSession() as session:
+        settings = auth_server.settings()
+        poller = QuotaPoller(settings, session, broker, TokenKeeper(settings, session, clock=clock),
+                             lambda: [account], clock=clock)  # fmt: skip
+        await poller.poll(account)
+    assert broker.state(account.id).cooling(clock()) == 120.0  # a burst 429: not a stale window
+
+
+async def test_a_429_from_the_usage_endpoint_backs_off_and_never_marks_the_account(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    clock = FakeClock(NOW)
+    account = _claude_account(tmp_path)
+    broker = Broker(PoolSnapshot.of([account]), RoutingSettings(), clock=clock)
+    auth_server.usage_statuses = [429, 429]
+    settings = auth_server.settings(usage_poll_s=10.0)
+    async with aiohttp.ClientSession() as session:
+        keeper = TokenKeeper(settings, session, clock=clock)
+        poller = QuotaPoller(settings, session, broker, keeper, lambda: [account], clock=clock)
+        assert await poller.poll(account) == []
+        state = broker.state(account.id)
+        assert (state.needs_reauth, state.quarantined, state.cooling(clock()), state.last_error_at) == (
+            "",
+            "",
+            0,
+            0,
+        )
+        clock.advance(59)
+        assert poller.due(clock()) == []  # its turn (10 s) came, but the endpoint asked for less
+        clock.advance(1)
+        assert poller.due(clock()) == [account]
+        await poller.poll(account)
+        clock.advance(119)
+        assert poller.due(clock()) == []  # doubled
+        clock.advance(1)
+        assert poller.due(clock()) == [account]
+        auth_server.claude_usage = _five_hour(10.0, 3600)
+        assert [w.key for w in await poller.poll(account)] == ["5h"]
+    assert broker.eligible("claude-sonnet-4-5") == [account.id]
+
+
+async def test_polls_across_accounts_are_one_at_a_time_and_spaced(
+    tmp_path: Path, auth_server: FakeAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quota_poll, "POLL_SPACING_S", 0.2)
+    accounts = [_claude_account(tmp_path, f"dev{i}@example.com") for i in range(3)]
+    broker = Broker(PoolSnapshot.of(accounts), RoutingSettings(), clock=time.time)
+    auth_server.claude_usage = _five_hour(10.0, 3600)
+    settings = auth_server.settings(usage_poll_s=3600.0)
+    stop = asyncio.Event()
+
+    async def stop_after_three() -> None:
+        while len(auth_server.usage_times) < 3:  # noqa: ASYNC110 - the fake server has no event to wait on
+            await asyncio.sleep(0.05)
+        stop.set()
+
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
+        poller = QuotaPoller(settings, session, broker, TokenKeeper(settings, session), lambda: accounts)
+        tasks.create_task(poller.run(stop))
+        tasks.create_task(stop_after_three())
+    times = auth_server.usage_times
+    assert len(times) == 3
+    assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(times))
