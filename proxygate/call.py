@@ -43,6 +43,8 @@ class Call:
     tenant: str = ""
     conversation: str = ""
     "The conversation key (broker/pins.py), empty when nothing identifies one."
+    shaped: list[str] = field(default_factory=list)
+    "What features/limits.py changed to fit the model (``images``, ``tools``, …): x-proxygate-shaped."
     output_tap: Callable[[bytes], None] | None = None
     "Set by a stage that must see the answer: called with every body chunk sent to the client."
     # Filled by the relay:

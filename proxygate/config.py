@@ -176,6 +176,28 @@ class GuardrailSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantSettings:
+    owner_share: float = 1.0
+    "The owner's weight in the fair shares of subscription windows (tenants have --share)."
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimitSettings:
+    """What a model can take, for models whose provider reports it wrongly or not at all."""
+
+    max_output_tokens: int = 0
+    "Largest max_tokens sent upstream; a request asking more is clamped (0: no clamp)."
+    context_window: int = 0
+    "Tokens of prompt + output the model takes; max_tokens is clamped to it (0: unknown)."
+    tools: bool | None = None
+    "false: tool definitions are removed and tool calls in the history become text."
+    thinking: bool | None = None
+    "false: thinking / reasoning settings and thinking blocks in the history are removed."
+    images: bool | None = None
+    "false: images become the text [image omitted: model has no vision]."
+
+
+@dataclass(frozen=True, slots=True)
 class PriceSettings:
     """USD per million tokens; an unset cache price falls back to the shipped entry's."""
 
@@ -317,6 +339,9 @@ class Settings:
     prices: Mapping[str, PriceSettings] = field(default_factory=dict)
     "Model name → price (USD per million tokens), overriding or adding to the shipped table."
     oauth: OAuthSettings = OAuthSettings()
+    tenants: TenantSettings = TenantSettings()
+    models: Mapping[str, ModelLimitSettings] = field(default_factory=dict)
+    "Model glob → what the model can take (issue 14); the first matching entry applies."
     secrets: SecretsSettings = SecretsSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."

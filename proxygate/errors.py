@@ -4,6 +4,8 @@
     ├── ClientError                  the request itself is wrong: 4xx, never failed over
     │   ├── Unauthorized             missing or wrong proxy token
     │   ├── BodyTooLarge             over max_body_mb
+    │   ├── ModelNotAllowed          outside a tenant's ``models`` globs (403)
+    │   ├── TenantLimitReached       a tenant's rpm/tpm/concurrency/daily/monthly limit (429)
     │   └── NoAccountForModel        nothing in the pool serves the model
     ├── UpstreamError                the provider failed; the broker may fail over
     │   ├── RateLimited              429 (retry_after_s when the provider said)
@@ -50,6 +52,22 @@ class Unauthorized(ClientError):
 class BodyTooLarge(ClientError):
     error_class = "too_large"
     status = 413
+
+
+class ModelNotAllowed(ClientError):
+    error_class = "permission"
+    status = 403
+
+
+class TenantLimitReached(ClientError):
+    """A tenant's own limit (features/tenants.py): 429 with when the request would be accepted."""
+
+    error_class = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NoAccountForModel(ClientError):

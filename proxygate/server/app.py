@@ -24,9 +24,9 @@ from proxygate.config import Settings
 from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
 from proxygate.prices import load_prices
-from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, usage_api
+from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, tenants_api, usage_api
 from proxygate.server.broker_state import restore_broker
-from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, UPSTREAM
+from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
 from proxygate.server.tasks import supervise
@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app.on_response_prepare.append(guard.expose_to_listed_origins)  # CORS for allowed_origins
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(tenants_api.tenant_book(clock))  # keys and limits, before any request
     app.cleanup_ctx.append(_pool_and_broker(clock))
     app.cleanup_ctx.append(_upstream)
     ingress.add_routes(app)
@@ -51,6 +52,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     pooled_usage.add_routes(app)  # GET /backend-api/wham/usage + subscription quota polling
     metrics.add_routes(app)  # GET /metrics
     usage_api.add_routes(app)  # GET /admin/api/usage, /admin/api/requests
+    tenants_api.add_routes(app)  # /admin/api/tenants
     return app
 
 
@@ -140,7 +142,7 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         connector=connector, timeout=timeout, trust_env=_has_proxy(), auto_decompress=False
     ) as session:
         app[UPSTREAM] = session
-        app[PIPELINE] = Pipeline(settings, app[BROKER], session, app[STORE])
+        app[PIPELINE] = Pipeline(settings, app[BROKER], session, app[STORE], tenants=app[TENANT_BOOK])
         app[MODELS] = ModelCatalog(session, lambda: app[POOL][0], dict(settings.routing.aliases))
         for _ in CODECS.values():  # import every codec now, not on the first converted request
             pass

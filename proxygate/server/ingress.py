@@ -24,7 +24,7 @@ from proxygate.config import Settings
 from proxygate.errors import BodyTooLarge, ClientError, ProxyError, Unauthorized
 from proxygate.server.connections import read_body
 from proxygate.server.guard import REQUEST_ID_HEADER, log_rejection, render_error, request_id
-from proxygate.server.keys import MODELS, PIPELINE, SETTINGS
+from proxygate.server.keys import MODELS, PIPELINE, SETTINGS, TENANT_BOOK
 from proxygate.wire.ir import Format
 
 __all__ = ["add_routes", "check_shape", "check_token", "presented_token", "render_error"]
@@ -44,13 +44,28 @@ def presented_token(request: web.Request, fmt: Format) -> str:
     return request.query.get("key", "") if fmt is Format.gemini else ""
 
 
-def check_token(settings: Settings, request: web.Request, fmt: Format) -> None:
+def check_token(settings: Settings, request: web.Request, fmt: Format) -> str:
+    """The caller's tenant (``""``: the owner), or ``Unauthorized``.
+
+    A tenant key is accepted wherever the proxy token is; once tenants exist a request needs
+    one of them, or the proxy token when one is set (features/tenants.py).
+    """
+    book = request.app.get(TENANT_BOOK)
+    if book is not None and book.tenants:
+        tenant = book.authenticate(presented_token(request, fmt))
+        if tenant is None:
+            raise Unauthorized(
+                "missing or wrong proxygate key (send your tenant key as Authorization: Bearer, "
+                "x-api-key or x-goog-api-key)"
+            )
+        return tenant
     if settings.proxy_token and not hmac.compare_digest(
         presented_token(request, fmt).encode(), settings.proxy_token.encode()
     ):
         raise Unauthorized(
             "missing or wrong proxygate token (send it as Authorization: Bearer, X-ProxyGate-Token or x-api-key)"
         )
+    return ""
 
 
 async def _read_call(
@@ -63,7 +78,7 @@ async def _read_call(
     gemini_stream: bool | None,
 ) -> Call:
     settings = request.app[SETTINGS]
-    check_token(settings, request, fmt)
+    tenant = check_token(settings, request, fmt)
     limit = settings.max_body_bytes
     if (request.content_length or 0) > limit:
         raise BodyTooLarge(f"request body over the {settings.max_body_mb:g} MB limit (max_body_mb)")
@@ -103,6 +118,7 @@ async def _read_call(
         query=query,
         op=op,
         asks_usage=asks_usage,
+        tenant=tenant,
     )
 
 

@@ -38,7 +38,9 @@ from proxygate.errors import (
 from proxygate.features.capture import dataset_capture
 from proxygate.features.live import LiveFeed
 from proxygate.features.metrics import RequestMetrics
+from proxygate.features.limits import ModelLimits
 from proxygate.features.pricing import Pricing
+from proxygate.features.tenants import TenantBook, TenantLimits
 from proxygate.features.usage import UsageRecorder
 from proxygate.pool.records import Account
 from proxygate.prices import load_prices
@@ -67,11 +69,13 @@ log = logging.getLogger("proxygate.pipeline")
 MAX_ERROR_BODY = 64 * 1024
 
 
-def default_stages(settings: Settings, store: Store) -> list[Any]:
+def default_stages(settings: Settings, store: Store, tenants: TenantBook | None = None) -> list[Any]:
     """The feature set, in order. A stage is a plain class; the runner calls only the hooks it
     defines: ``on_request(call)`` before the broker, ``on_done(call)`` after the answer."""
     return [
         Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
+        TenantLimits(tenants or TenantBook(settings)),  # key's models and limits; settles after pricing
+        ModelLimits(settings.models, settings.routing.aliases),  # [models."<glob>"]: shape to fit
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
         *dataset_capture(settings.capture),  # successes as fine-tuning records; none when off
@@ -81,14 +85,20 @@ def default_stages(settings: Settings, store: Store) -> list[Any]:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, broker: Broker, session: aiohttp.ClientSession, store: Store
+        self,
+        settings: Settings,
+        broker: Broker,
+        session: aiohttp.ClientSession,
+        store: Store,
+        *,
+        tenants: TenantBook | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.session = session
         self.keeper = TokenKeeper(settings.oauth, session)
         "Fresh OAuth tokens: one refresh at a time per account, on disk before use (providers/oauth)."
-        self.stages = default_stages(settings, store)
+        self.stages = default_stages(settings, store, tenants)
         self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
         self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
 
@@ -345,6 +355,8 @@ class Pipeline:
         if self.settings.expose_account_header:
             headers["x-proxygate-account"] = lease.account.id
         headers["x-proxygate-route"] = self.broker.route_label(failover=call.attempts > 1)
+        if call.shaped:  # what features/limits.py removed or clamped
+            headers["x-proxygate-shaped"] = ",".join(call.shaped)
         return headers
 
 

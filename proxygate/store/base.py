@@ -30,6 +30,7 @@ COOLDOWNS = "cooldowns"
 HEADROOM = "headroom"
 PINS = "pins"
 SETTINGS = "settings"
+TENANTS = "tenants"
 
 
 @dataclass(frozen=True, slots=True)

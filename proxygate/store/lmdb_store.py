@@ -40,6 +40,7 @@ from proxygate.store.base import (
     HEADROOM,
     PINS,
     SETTINGS,
+    TENANTS,
     UsageRecord,
     UsageRow,
     UsageTotals,
@@ -68,7 +69,7 @@ TRIM_MAX_PER_COMMIT = 1000
 MAX_QUEUED = 50_000
 "Writes kept while the disk refuses commits (full, I/O errors); beyond it the oldest are dropped."
 
-_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS)
+_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS)
 _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 

@@ -1,0 +1,221 @@
+"""Tenants through the real server: keys in every format, limits with Retry-After, usage by tenant."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import FakeClock, admin_headers
+
+ANT = {"provider": "anthropic", "api_key": "sk-ant-upstream-0000"}
+OAI = {"provider": "openai", "api_key": "sk-upstream-0000"}
+TOKENS_PER_ANSWER = 21
+"anthropic_message()'s usage: in 11, out 3, cache read 5, cache write 2 (total_tokens counts all)."
+
+
+async def serve(start_proxy, upstream, config: str = "", clock: Any = None):
+    accounts = {
+        "ant": {**ANT, "base_url": upstream.url},
+        "oai": {**OAI, "base_url": upstream.url + "/v1"},
+    }
+    return await start_proxy(accounts, config=config, clock=clock)
+
+
+async def add(http: aiohttp.ClientSession, proxy, name: str, **limits: Any) -> str:
+    async with http.post(
+        f"{proxy.url}/admin/api/tenants", json={"name": name, **limits}, headers=admin_headers(proxy.settings)
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        data = await resp.json()
+    key = data["key"]
+    assert key.startswith("pgk_") and len(key) == 4 + 43
+    return str(key)
+
+
+async def ask(http: aiohttp.ClientSession, proxy, key: str | None, model: str = "claude-sonnet-4-5"):
+    headers = {"x-api-key": key} if key else {}
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{proxy.url}/v1/messages", json=body, headers=headers) as resp:
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+
+async def test_tenant_keys_in_every_format_and_never_upstream(start_proxy, upstream) -> None:
+    proxy = await serve(start_proxy, upstream)
+    async with aiohttp.ClientSession() as http:
+        assert (await ask(http, proxy, None))[0] == 200  # no tenants yet: keyless owner access
+        alice = await add(http, proxy, "alice")
+        bob = await add(http, proxy, "bob")
+        for key in (alice, bob):
+            assert (await ask(http, proxy, key))[0] == 200
+        # Chat with Bearer, Gemini with ?key= and x-goog-api-key
+        chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(
+            f"{proxy.url}/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {alice}"}
+        ) as resp:
+            assert resp.status == 200
+        status, _, body = await ask(http, proxy, None)
+        assert status == 401
+        assert orjson.loads(body)["error"]["type"] == "authentication_error"
+        status, _, body = await ask(http, proxy, alice[:-1] + ("A" if alice[-1] != "A" else "B"))
+        assert status == 401
+        async with http.post(
+            f"{proxy.url}/v1/chat/completions", json=chat, headers={"authorization": "Bearer sk-whatever"}
+        ) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "invalid_api_key"
+        gemini = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        async with http.post(
+            f"{proxy.url}/v1beta/models/gemini-2.5-pro:generateContent?key=nope", json=gemini
+        ) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["status"] == "UNAUTHENTICATED"
+        async with http.get(f"{proxy.url}/healthz") as resp:
+            assert resp.status == 200
+    sent = [str(r.headers) for r in upstream.requests]
+    assert sent and not any(alice[4:] in h or bob[4:] in h for h in sent)
+
+
+async def test_proxy_token_stays_the_owners(start_proxy, upstream) -> None:
+    proxy = await serve(start_proxy, upstream, config='proxy_token = "owner-secret-token"\n')
+    async with aiohttp.ClientSession() as http:
+        alice = await add(http, proxy, "alice")
+        assert (await ask(http, proxy, "owner-secret-token"))[0] == 200
+        assert (await ask(http, proxy, alice))[0] == 200
+        assert (await ask(http, proxy, None))[0] == 401
+        async with http.get(f"{proxy.url}/admin/api/tenants", headers=admin_headers(proxy.settings)) as resp:
+            listed = await resp.json()
+    assert [t["display_name"] for t in listed["tenants"]] == ["-", "alice"]
+    assert [t["usage"]["requests_today"] for t in listed["tenants"]] == [1, 1]
+    assert listed["owner_needs_token"] is False
+    assert "key_sha256" not in str(listed) and alice not in str(listed)
+
+
+async def test_rpm_refuses_the_extra_request_with_a_retry_after_that_is_enough(start_proxy, upstream) -> None:
+    clock = FakeClock()
+    proxy = await serve(start_proxy, upstream, clock=clock)
+    async with aiohttp.ClientSession() as http:
+        key = await add(http, proxy, "alice", rpm=2)
+        assert (await ask(http, proxy, key))[0] == 200
+        clock.advance(10)
+        assert (await ask(http, proxy, key))[0] == 200
+        clock.advance(10)
+        sent = len(upstream.requests)
+        status, headers, body = await ask(http, proxy, key)
+        assert status == 429 and len(upstream.requests) == sent  # nothing went upstream
+        assert orjson.loads(body)["error"]["type"] == "rate_limit_error"
+        retry = int(headers["retry-after"])
+        assert retry == 40  # the first request leaves the 60 s window 40 s from now
+        # Refused requests do not use up the allowance: a burst of refusals changes nothing.
+        for _ in range(3):
+            assert (await ask(http, proxy, key))[0] == 429
+        clock.advance(retry - 1)
+        assert (await ask(http, proxy, key))[0] == 429
+        clock.advance(1)
+        assert (await ask(http, proxy, key))[0] == 200
+
+
+async def test_tpm_counts_settled_tokens(start_proxy, upstream) -> None:
+    clock = FakeClock()
+    proxy = await serve(start_proxy, upstream, clock=clock)
+    async with aiohttp.ClientSession() as http:
+        key = await add(http, proxy, "alice", tpm=TOKENS_PER_ANSWER + 1)
+        other = await add(http, proxy, "bob", tpm=TOKENS_PER_ANSWER + 1)
+        assert (await ask(http, proxy, key))[0] == 200  # 21 of 22 used: still under
+        clock.advance(5)
+        assert (await ask(http, proxy, key))[0] == 200  # now 42
+        clock.advance(5)
+        status, headers, _ = await ask(http, proxy, key)
+        assert status == 429
+        assert (await ask(http, proxy, other))[0] == 200  # limits are per tenant
+        retry = int(headers["retry-after"])
+        assert 1 <= retry <= 60
+        clock.advance(retry)
+        assert (await ask(http, proxy, key))[0] == 200
+
+
+async def test_model_outside_the_tenants_globs_is_refused_before_upstream(start_proxy, upstream) -> None:
+    proxy = await serve(start_proxy, upstream)
+    async with aiohttp.ClientSession() as http:
+        key = await add(http, proxy, "alice", models=["claude-haiku-*"], aliases={"fast": "claude-haiku-4-5"})
+        status, _, body = await ask(http, proxy, key, model="claude-sonnet-4-5")
+        assert status == 403
+        assert orjson.loads(body)["error"]["type"] == "permission_error"
+        assert upstream.requests == []
+        assert (await ask(http, proxy, key, model="fast"))[0] == 200
+    assert upstream.requests[-1].body["model"] == "claude-haiku-4-5"
+
+
+async def test_daily_tokens_and_dollars_hold_across_a_restart(start_proxy, upstream, tmp_path) -> None:
+    proxy = await serve(start_proxy, upstream)
+    async with aiohttp.ClientSession() as http:
+        key = await add(http, proxy, "alice", daily_tokens=30)
+        cheap = await add(http, proxy, "bob", daily_usd=0.00015)
+        assert (await ask(http, proxy, key))[0] == 200
+        assert (await ask(http, proxy, key))[0] == 200  # 21 < 30: admitted, now 42
+        assert (await ask(http, proxy, key))[0] == 429
+        assert (await ask(http, proxy, cheap))[0] == 200  # 0.000087 USD at sonnet's price
+        assert (await ask(http, proxy, cheap))[0] == 200
+        assert (await ask(http, proxy, cheap))[0] == 429
+    await proxy.runner.cleanup()  # stops the app: the store is flushed
+    again = await serve(start_proxy, upstream)
+    async with aiohttp.ClientSession() as http:
+        status, headers, body = await ask(http, again, key)
+        assert status == 429, body
+        assert 1 <= int(headers["retry-after"]) <= 86400
+        assert (await ask(http, again, cheap))[0] == 429
+        async with http.get(f"{again.url}/admin/api/tenants", headers=admin_headers(again.settings)) as resp:
+            listed = {t["display_name"]: t for t in (await resp.json())["tenants"]}
+        async with http.get(
+            f"{again.url}/admin/api/usage?since=1d&by=tenant", headers=admin_headers(again.settings)
+        ) as resp:
+            assert resp.status == 200
+            by_tenant = await resp.json()
+        async with http.get(f"{again.url}/admin/api/requests", headers=admin_headers(again.settings)) as resp:
+            logged = await resp.json()
+    assert listed["alice"]["usage"]["tokens_today"] == 2 * TOKENS_PER_ANSWER
+    assert listed["alice"]["usage"]["requests_today"] == 2
+    assert math.isclose(listed["bob"]["usage"]["usd_today"], 2 * 0.000087, rel_tol=0.05)
+    assert listed["alice"]["created_at"] > 0
+    assert {"alice", "bob"} <= {str(g) for g in _groups(by_tenant)}
+    assert {e["tenant"] for e in logged["requests"]} == {"alice", "bob"}
+
+
+def _groups(report: dict) -> list[str]:
+    rows = report.get("rows") or report.get("groups") or []
+    return [r.get("key") or r.get("tenant") or r.get("group") for r in rows]
+
+
+@pytest.mark.parametrize("limit", [{"concurrency": 1}])
+async def test_limits_validate(start_proxy, upstream, limit) -> None:
+    proxy = await serve(start_proxy, upstream)
+    headers = admin_headers(proxy.settings)
+    async with aiohttp.ClientSession() as http:
+        for bad in (
+            {"name": "Alice!"},
+            {"name": "a", "rpm": -1},
+            {"name": "a", "route": "nope"},
+            {"name": "a", "x": 1},
+        ):
+            async with http.post(f"{proxy.url}/admin/api/tenants", json=bad, headers=headers) as resp:
+                assert resp.status == 400, bad
+        await add(http, proxy, "alice", **limit)
+        async with http.post(
+            f"{proxy.url}/admin/api/tenants", json={"name": "alice"}, headers=headers
+        ) as resp:
+            assert resp.status == 409
+        async with http.patch(
+            f"{proxy.url}/admin/api/tenants/alice", json={"rpm": 5}, headers=headers
+        ) as resp:
+            assert (await resp.json())["tenant"]["rpm"] == 5
+        async with http.post(f"{proxy.url}/admin/api/tenants/alice/rotate-key", headers=headers) as resp:
+            new_key = (await resp.json())["key"]
+        assert (await ask(http, proxy, new_key))[0] == 200
+        async with http.delete(f"{proxy.url}/admin/api/tenants/alice", headers=headers) as resp:
+            assert resp.status == 200
+        assert (await ask(http, proxy, new_key))[0] == 200  # no tenants left: keyless access again
+        async with http.get(f"{proxy.url}/admin/api/tenants/alice", headers=headers) as resp:
+            assert resp.status == 404
