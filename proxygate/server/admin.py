@@ -5,8 +5,9 @@ Always behind a token, loopback included (a web page can reach loopback; server/
 ``<data_dir>/admin.token`` (mode 0600, the token alone on one line, reused on later starts;
 the CLI reads it from there). It is accepted as ``Authorization: Bearer`` or
 ``X-ProxyGate-Admin-Token``; a call carrying it in a header may use any content type (curl,
-the CLI). A future cookie-authenticated call (the dashboard) must also send
-``Content-Type: application/json``: a page can forge a cookie-carrying text/plain POST, not that.
+the CLI). The dashboard's calls carry its session cookie instead (server/dashboard/sessions.py),
+and a state-changing one must also carry the session's CSRF token in ``X-CSRF-Token``: a page
+can forge a cookie-carrying POST, not that header.
 
 Other modules register their admin routes wrapped in ``guard`` (``_guard`` is the same).
 Account entries carry ids and masked credentials, never secrets.
@@ -26,10 +27,11 @@ from aiohttp import web
 
 from proxygate.broker import Broker
 from proxygate.config import Settings
-from proxygate.errors import PoolError, ProxyError, Unauthorized
+from proxygate.errors import ClientError, PoolError, ProxyError, Unauthorized
 from proxygate.pool.files import PoolSnapshot
 from proxygate.server.broker_state import save_active_route
 from proxygate.server.connections import read_body
+from proxygate.server.dashboard.sessions import CSRF_HEADER, SAFE_METHODS, session_of
 from proxygate.server.guard import log_rejection, render_for_path
 from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
 from proxygate.store import Store, today
@@ -48,19 +50,27 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def guard(handler: Handler) -> Handler:
-    """``handler`` served only to a caller presenting the admin token (401 JSON otherwise)."""
+    """``handler`` served only to a caller presenting the admin token or a dashboard session
+    (401 JSON otherwise); a session's state-changing call also needs its CSRF token (403)."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        if not hmac.compare_digest(
-            presented_admin_token(request).encode(), request.app[ADMIN_TOKEN].encode()
-        ):
-            error = Unauthorized(
-                "missing or wrong admin token (send it as Authorization: Bearer or "
-                f"X-ProxyGate-Admin-Token; unless admin_token is set it is in <data_dir>/{ADMIN_TOKEN_FILE})"
-            )
-            log_rejection(request, 401, "missing or wrong admin token")
-            return render_for_path(request, error)
-        return await handler(request)
+        if hmac.compare_digest(presented_admin_token(request).encode(), request.app[ADMIN_TOKEN].encode()):
+            return await handler(request)
+        session = session_of(request)
+        if session is not None:
+            if request.method not in SAFE_METHODS and not session.accepts_csrf(
+                request.headers.get(CSRF_HEADER, "")
+            ):
+                log_rejection(request, 403, "dashboard call without its CSRF token")
+                error = ClientError("missing or wrong CSRF token", status=403, error_class="permission")
+                return render_for_path(request, error)
+            return await handler(request)
+        error = Unauthorized(
+            "missing or wrong admin token (send it as Authorization: Bearer or "
+            f"X-ProxyGate-Admin-Token; unless admin_token is set it is in <data_dir>/{ADMIN_TOKEN_FILE})"
+        )
+        log_rejection(request, 401, "missing or wrong admin token")
+        return render_for_path(request, error)
 
     return guarded
 
