@@ -26,6 +26,7 @@ from proxygate.pool.watcher import log_invalid, watch_pool
 from proxygate.prices import load_prices
 from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, tenants_api, usage_api
 from proxygate.server.broker_state import restore_broker
+from proxygate.server.dashboard import routes as dashboard
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     pooled_usage.add_routes(app)  # GET /backend-api/wham/usage + subscription quota polling
     metrics.add_routes(app)  # GET /metrics
     usage_api.add_routes(app)  # GET /admin/api/usage, /admin/api/requests
+    dashboard.add_routes(app)  # the dashboard at / and the admin API calls its pages make
     tenants_api.add_routes(app)  # /admin/api/tenants
     return app
 
