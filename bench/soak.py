@@ -207,11 +207,14 @@ def _write_pool(root: Path, upstream_url: str) -> None:
     )
 
 
-def _rss_bytes(pid: int) -> int:
+def _rss_bytes(pid: int) -> dict[str, int]:
+    """VmRSS, and its parts: RssAnon (the heap) and RssFile (mapped files: the LMDB map)."""
+    sizes = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile"):
+            sizes[name] = int(value.split()[0]) * 1024
+    return sizes
 
 
 async def _wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
@@ -301,8 +304,10 @@ def _json_error_ok(fmt: str, body: Any) -> bool:
     return body.get("type") == "error" if fmt == "anthropic" else "type" in error
 
 
-def _ask(fmt: str, is_stream: bool, i: int) -> dict[str, Any]:
-    text = f"soak request {i}"
+def _ask(fmt: str, is_stream: bool, i: int, prompts: int) -> dict[str, Any]:
+    # Each new first message is a new conversation whose pin is kept pin_ttl_s (1 h): by
+    # design, but growth the drift would count. Real agents repeat their conversations.
+    text = f"soak request {i % prompts if prompts else i}"
     if fmt == "responses":
         return {"model": MODEL, "input": text, "stream": is_stream}
     body: dict[str, Any] = {
@@ -320,15 +325,15 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     done: int = 0
-    rss_after_warmup: int = 0
+    rss_after_warmup: dict[str, int] = field(default_factory=dict)
 
 
-async def _one(client: aiohttp.ClientSession, url: str, i: int, tally: Tally) -> None:
+async def _one(client: aiohttp.ClientSession, url: str, i: int, prompts: int, tally: Tally) -> None:
     fmt = FORMATS[i % 3]
     is_stream = (i // 3) % 2 == 0
     kind = f"{fmt} {'stream' if is_stream else 'json'}"
     try:
-        async with client.post(url + PATHS[fmt], json=_ask(fmt, is_stream, i)) as resp:
+        async with client.post(url + PATHS[fmt], json=_ask(fmt, is_stream, i, prompts)) as resp:
             body = await resp.read()
             account = resp.headers.get("x-proxygate-account", "-")
             has_id = resp.headers.get("x-proxygate-request-id", "").startswith("pg_")
@@ -364,14 +369,16 @@ async def _one(client: aiohttp.ClientSession, url: str, i: int, tally: Tally) ->
         tally.failures.append(f"#{i} {kind} from {account}: HTTP {status}: {body[:200]!r}")
 
 
-async def _soak(url: str, pid: int, requests: int, concurrency: int, warmup: int, tally: Tally) -> None:
+async def _soak(
+    url: str, pid: int, requests: int, concurrency: int, warmup: int, prompts: int, tally: Tally
+) -> None:
     counter = iter(range(requests))
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
 
     async def worker() -> None:
         for i in counter:
-            await _one(client, url, i, tally)
+            await _one(client, url, i, prompts, tally)
             tally.done += 1
             if tally.done == warmup:
                 tally.rss_after_warmup = _rss_bytes(pid)
@@ -399,7 +406,9 @@ async def _inflight(url: str, data_dir: Path) -> dict[str, int]:
     return held
 
 
-async def run(requests: int, concurrency: int, warmup: int, *, keep: bool = False) -> dict[str, Any]:
+async def run(
+    requests: int, concurrency: int, warmup: int, *, prompts: int = 100, keep: bool = False
+) -> dict[str, Any]:
     upstream = Upstream()
     app = web.Application()
     app.router.add_post("/f/{fault}/v1/messages", upstream.handle)
@@ -426,7 +435,7 @@ async def run(requests: int, concurrency: int, warmup: int, *, keep: bool = Fals
             await _wait_ready(url, proc, log)
             tally = Tally()
             started = time.monotonic()
-            await _soak(url, proc.pid, requests, concurrency, warmup, tally)
+            await _soak(url, proc.pid, requests, concurrency, warmup, prompts, tally)
             elapsed_s = time.monotonic() - started
             rss_end = _rss_bytes(proc.pid)
             held = await _inflight(url, root / "data")
@@ -445,7 +454,8 @@ async def run(requests: int, concurrency: int, warmup: int, *, keep: bool = Fals
             log_lines[traceback_lines[0] - 2 : traceback_lines[0] + 40] if traceback_lines else []
         )
         healthy_failed = [line for line in log_lines if " ok: " in line][:10]
-    drift = (rss_end - tally.rss_after_warmup) / tally.rss_after_warmup if tally.rss_after_warmup else None
+    start = tally.rss_after_warmup
+    drift = (rss_end["VmRSS"] - start["VmRSS"]) / start["VmRSS"] if start else None
     outcomes = tally.outcomes
     cut_streams_ok = outcomes["cut stream: error event"]
     visible = len(tally.failures) - (
@@ -468,14 +478,15 @@ async def run(requests: int, concurrency: int, warmup: int, *, keep: bool = Fals
     return {
         "requests": requests,
         "concurrency": concurrency,
+        "prompts": prompts,
         "elapsed_s": round(elapsed_s, 1),
         "requests_per_s": round(requests / elapsed_s, 1),
         "outcomes": dict(sorted(tally.outcomes.items())),
         "upstream_served": dict(sorted(upstream.served.items())),
         "failures": tally.failures[:20],
         "failure_count": len(tally.failures),
-        "rss_after_warmup_mb": round(tally.rss_after_warmup / 2**20, 1),
-        "rss_end_mb": round(rss_end / 2**20, 1),
+        "rss_after_warmup_mb": {k: round(v / 2**20, 1) for k, v in start.items()},
+        "rss_end_mb": {k: round(v / 2**20, 1) for k, v in rss_end.items()},
         "rss_drift": None if drift is None else round(drift, 4),
         "leases_left": held,
         "tracebacks": len(traceback_lines),
@@ -488,7 +499,8 @@ async def run(requests: int, concurrency: int, warmup: int, *, keep: bool = Fals
 
 def report(result: dict[str, Any]) -> str:
     lines = [
-        f"fault soak: {result['requests']} requests, concurrency {result['concurrency']}, "
+        f"fault soak: {result['requests']} requests ({result['prompts'] or 'all'} distinct prompts), "
+        f"concurrency {result['concurrency']}, "
         f"{result['elapsed_s']} s ({result['requests_per_s']} req/s)",
         "",
         "what the clients got:",
@@ -497,10 +509,15 @@ def report(result: dict[str, Any]) -> str:
         "what the upstream accounts served (attempts, failover included):",
         *(f"  {k:<36} {v:>6}" for k, v in result["upstream_served"].items()),
         "",
-        f"proxy RSS: {result['rss_after_warmup_mb']} MB after warm-up → {result['rss_end_mb']} MB at the end "
-        f"(drift {result['rss_drift']:+.1%})"
+        *(
+            f"proxy {k:<7} {result['rss_after_warmup_mb'][k]:6.1f} MB after warm-up → "
+            f"{result['rss_end_mb'][k]:6.1f} MB at the end"
+            for k in ("VmRSS", "RssAnon", "RssFile")
+            if k in result["rss_end_mb"]
+        ),
+        f"RSS drift (VmRSS): {result['rss_drift']:+.1%}"
         if result["rss_drift"] is not None
-        else "proxy RSS: not measured",
+        else "RSS: not measured",
         f"leases left: {result['leases_left'] or 0}",
         "",
         *(f"  [{'ok' if ok else 'FAIL'}] {name}" for name, ok in result["checks"].items()),
@@ -520,9 +537,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=500, help="RSS drift is measured from here")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.add_argument(
+        "--prompts", type=int, default=100, help="distinct first messages (0: every request a new one)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary pool, data and serve.log")
     args = parser.parse_args()
-    result = asyncio.run(run(args.requests, args.concurrency, args.warmup, keep=args.keep))
+    result = asyncio.run(
+        run(args.requests, args.concurrency, args.warmup, prompts=args.prompts, keep=args.keep)
+    )
     print(report(result))
     if args.json:
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
