@@ -19,6 +19,7 @@ from aiohttp import web
 from proxygate.broker import Lease
 from proxygate.call import Call
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
+from proxygate.pool import catalog
 from proxygate.providers.upstream import scrub
 from proxygate.server.relay import (
     Upstream,
@@ -32,11 +33,18 @@ from proxygate.server.relay import (
 from proxygate.wire import ir
 from proxygate.wire.codecs import CODECS
 from proxygate.wire.sse import SSEError
+from proxygate.wire.target import Target
 from proxygate.wire.tokens import estimate_input_tokens
 
 
+def target_of(lease: Lease) -> Target:
+    """What the leased account's provider and model accept (pool/catalog.py, the pool file)."""
+    account = lease.account
+    return catalog.target(account.spec, lease.model, prompt_cache_key=account.accepts_prompt_cache_key)
+
+
 def request_body(call: Call, lease: Lease) -> bytes:
-    """The client's request re-encoded for the leased account's format and model."""
+    """The client's request re-encoded for the leased account's format, model and provider."""
     source, target = CODECS[call.fmt], CODECS[lease.upstream_format]
     try:
         request = source.decode_request(call.body, path_model=call.model)
@@ -45,7 +53,7 @@ def request_body(call: Call, lease: Lease) -> bytes:
     except (KeyError, TypeError, ValueError) as exc:
         raise ClientError(f"cannot read the {call.fmt.value} request: {exc}") from None
     request = request.with_model(lease.model, stream=call.is_stream)
-    return orjson.dumps(target.encode_request(request))
+    return orjson.dumps(target.encode_request(request, target=target_of(lease)))
 
 
 def estimate_tokens(call: Call) -> web.Response:
@@ -90,6 +98,8 @@ async def relay(
                 scrub(lease.account, f"unreadable {lease.upstream_format.value} answer: {exc}")
             ) from None
         call.usage = response.usage
+        if not response.id:  # some compatible servers send none; "chatcmpl-" alone is no id
+            response = dataclasses.replace(response, id=response_id(call.fmt))
         body = orjson.dumps(target.encode_response(response.with_model(call.model), **stamp))
         return web.Response(
             status=200, body=answered(call, body), headers=headers, content_type="application/json"

@@ -6,10 +6,12 @@ calls answered first in the next user turn (§6.3), no empty text (§6.1), only 
 thinking (§5.7.2), ``max_tokens`` always set, and cache breakpoints injected for clients that
 do not place their own (§5.13).
 
-Sampling parameters and API versions (§1.3): the provider layer picks ``anthropic-version``;
-this encoder emits ``temperature``/``top_p``/``top_k`` only when the client itself spoke ANT
-(the client chose its version and its header is forwarded). A converted request never carries
-them, so it is valid under both ``2023-06-01`` and ``2026-10-21``.
+Sampling parameters and API versions (§1.3): a converted request goes out with the provider
+layer's ``anthropic-version: 2023-06-01``, which takes ``temperature``/``top_p``/``top_k``, so
+they are kept (a Chat client's ``temperature: 0`` must not become the default 1.0), clamped to
+Anthropic's 0–1, and dropped where the target refuses them: all three while thinking is on, and
+``top_p`` next to ``temperature`` for models that take only one (``Target.exclusive_sampling``).
+A native client's own sampling goes out as it sent it (its version header is forwarded).
 """
 
 from typing import Any
@@ -65,6 +67,7 @@ from proxygate.wire.ir import (
     UrlSource,
     sampling_number,
 )
+from proxygate.wire.target import PERMISSIVE, Target
 
 __all__ = [
     "StreamDecoder",
@@ -232,8 +235,15 @@ def _decode_output_format(fmt: Any) -> ResponseFormat | None:
     return None
 
 
-def encode_request(req: Request, *, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
-    """IR → an Anthropic Messages request body for ``req.model`` (deterministic)."""
+def encode_request(
+    req: Request, *, default_max_tokens: int = DEFAULT_MAX_TOKENS, target: Target = PERMISSIVE
+) -> dict[str, Any]:
+    """IR → an Anthropic Messages request body for ``req.model`` (deterministic).
+
+    ``max_tokens`` is required: the client's, else the model's known output limit
+    (``target``), else ``default_max_tokens``; a converted request never asks for more than
+    the model's limit.
+    """
     is_native = req.source is Format.anthropic
     system, messages = _place_system(req, repair_tool_pairing(req.messages), is_native=is_native)
     encoded = [m for m in (_encode_message(m) for m in messages) if m is not None]
@@ -245,8 +255,11 @@ def encode_request(req: Request, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
     tools = [t for t in (_encode_tool(t) for t in req.tools) if t is not None]
 
     body: dict[str, Any] = {"model": req.model}
-    max_tokens = req.max_output_tokens or default_max_tokens
-    thinking, max_tokens = _encode_thinking(req, encoded, max_tokens)
+    limit = 0 if is_native else target.max_output_tokens
+    max_tokens = req.max_output_tokens or limit or default_max_tokens
+    if limit:
+        max_tokens = min(max_tokens, limit)
+    thinking, max_tokens = _encode_thinking(req, encoded, max_tokens, limit)
     body["max_tokens"] = max_tokens
     if thinking is not None:
         body["thinking"] = thinking
@@ -263,14 +276,16 @@ def encode_request(req: Request, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
             body["tool_choice"] = choice
     if req.sampling.stop:
         body["stop_sequences"] = list(req.sampling.stop)
-    if is_native and thinking is None:
-        # Only a native client chose its API version; see the module docstring (§1.3).
-        if req.sampling.temperature is not None:
-            body["temperature"] = min(req.sampling.temperature, 1.0)
-        if req.sampling.top_p is not None:
-            body["top_p"] = req.sampling.top_p
-        if req.sampling.top_k is not None:
-            body["top_k"] = req.sampling.top_k
+    if thinking is None:  # thinking refuses sampling changes; see the module docstring (§1.3)
+        sampling = req.sampling
+        if sampling.temperature is not None:
+            body["temperature"] = min(max(sampling.temperature, 0.0), 1.0)
+        if sampling.top_p is not None and not (
+            target.exclusive_sampling and sampling.temperature is not None and not is_native
+        ):
+            body["top_p"] = sampling.top_p
+        if sampling.top_k is not None:
+            body["top_k"] = sampling.top_k
     if req.user_id:
         body["metadata"] = {"user_id": req.user_id}
     if req.cache is not None:
@@ -473,7 +488,7 @@ def _needs_missing_thinking(messages: list[dict[str, Any]]) -> bool:
 
 
 def _encode_thinking(
-    req: Request, messages: list[dict[str, Any]], max_tokens: int
+    req: Request, messages: list[dict[str, Any]], max_tokens: int, limit: int
 ) -> tuple[dict[str, Any] | None, int]:
     config = req.reasoning
     if config is None or config.mode == "off" or config.effort == "none":
@@ -489,7 +504,7 @@ def _encode_thinking(
         return out, max_tokens
     budget = config.budget_tokens or EFFORT_BUDGET.get(config.effort or "medium", EFFORT_BUDGET["medium"])
     if budget >= max_tokens:
-        if req.max_output_tokens is None:
+        if req.max_output_tokens is None and not (limit and budget + ANSWER_RESERVE_TOKENS > limit):
             max_tokens = budget + ANSWER_RESERVE_TOKENS
         else:
             budget = max_tokens - 1

@@ -17,6 +17,7 @@ other opaque reasoning never leaves toward a CHAT upstream.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -60,6 +61,7 @@ from proxygate.wire.ir import (
     UrlSource,
     sampling_number,
 )
+from proxygate.wire.target import PERMISSIVE, Target
 
 __all__ = [
     "StreamDecoder",
@@ -186,6 +188,19 @@ def _decode_assistant(msg: dict[str, Any]) -> Message:
     return Message("assistant", tuple(parts))
 
 
+def _with_call_ids(msg: Message, prefix: str) -> tuple[Message, list[str]]:
+    """Tool calls without an id get ``{prefix}_{n}``, unique in the request and stable across
+    turns (Anthropic rejects the duplicate ids one placeholder would give); returns the ids made,
+    for id-less ``tool`` messages to take in order."""
+    made: list[str] = []
+    parts = list(msg.parts)
+    for n, part in enumerate(parts):
+        if isinstance(part, ToolCall) and not part.id:
+            made.append(f"{prefix}_{n}")
+            parts[n] = replace(part, id=made[-1])
+    return (Message(msg.role, tuple(parts)) if made else msg), made
+
+
 def _append_result(messages: list[Message], result: ToolResult) -> None:
     """Consecutive tool messages become one user turn of results (§5.6 CHAT → ANT)."""
     last = messages[-1] if messages else None
@@ -206,6 +221,7 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
         raise InvalidRequest("messages: expected a list of messages")
     system: list[Text] = []
     messages: list[Message] = []
+    unanswered: list[str] = []  # generated ids of the last assistant turn's calls, in call order
     for i, msg in enumerate(raw_messages):
         if not isinstance(msg, dict):
             raise InvalidRequest(f"messages[{i}]: expected an object")
@@ -228,10 +244,13 @@ def decode_request(body: dict[str, Any], *, path_model: str | None = None) -> Re
             else:
                 messages.append(Message("user", parts))
         elif role == "assistant":
-            messages.append(_decode_assistant(msg))
+            assistant, unanswered = _with_call_ids(_decode_assistant(msg), f"call_pg{i}")
+            messages.append(assistant)
         elif role in ("tool", "function"):
             text_parts = tuple(p for p in _decode_content(msg.get("content")) if isinstance(p, Text))
             call_id = str(msg.get("tool_call_id") or ("call_legacy" if role == "function" else ""))
+            if not call_id and unanswered:
+                call_id = unanswered.pop(0)
             name = msg.get("name") if isinstance(msg.get("name"), str) else None
             _append_result(messages, ToolResult(call_id, text_parts, name=name))
         else:
@@ -539,11 +558,15 @@ def cache_key(req: Request) -> str:
     return "pg-" + hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
-def encode_request(req: Request, *, max_tokens_field: str = "max_tokens") -> dict[str, Any]:
+def encode_request(
+    req: Request, *, max_tokens_field: str = "max_tokens", target: Target = PERMISSIVE
+) -> dict[str, Any]:
     """IR → a Chat Completions request body (deterministic).
 
     ``max_tokens_field``: ``max_tokens`` (compatible servers) or ``max_completion_tokens``
-    (OpenAI reasoning models, §5.8) — the provider layer knows which.
+    (OpenAI reasoning models, §5.8) — the provider layer knows which. ``target`` says what the
+    provider and model accept: ``prompt_cache_key`` only where known, the reasoning effort the
+    model takes (or none), ``reasoning_content`` where the model requires it.
     """
     messages: list[dict[str, Any]] = []
     system = "\n\n".join(p.text for p in req.system if p.text.strip())
@@ -558,6 +581,10 @@ def encode_request(req: Request, *, max_tokens_field: str = "max_tokens") -> dic
             case "assistant":
                 encoded = _encode_assistant(msg)
                 if encoded is not None:
+                    if target.needs_reasoning_content and "tool_calls" in encoded:
+                        # DeepSeek reasoner: 400 "Missing reasoning_content field" without it,
+                        # also for turns that thought elsewhere (Claude) or not at all.
+                        encoded.setdefault("reasoning_content", "")
                     messages.append(encoded)
             case _:
                 messages.extend(_encode_user(msg))
@@ -576,7 +603,7 @@ def encode_request(req: Request, *, max_tokens_field: str = "max_tokens") -> dic
     if req.max_output_tokens is not None:
         body[max_tokens_field] = req.max_output_tokens
     effort = _effort(req.reasoning) if req.reasoning is not None else None
-    if effort is not None:
+    if effort is not None and (effort := target.effort(effort)) is not None:
         body["reasoning_effort"] = effort
     sampling = req.sampling
     for key, value in (
@@ -598,7 +625,8 @@ def encode_request(req: Request, *, max_tokens_field: str = "max_tokens") -> dic
         if fmt.strict is not None:
             spec["strict"] = fmt.strict
         body["response_format"] = {"type": "json_schema", "json_schema": spec}
-    body["prompt_cache_key"] = cache_key(req)
+    if target.accepts_cache_key:
+        body["prompt_cache_key"] = cache_key(req)
     if req.user_id and req.source is Format.chat:
         body["user"] = req.user_id  # never forward another format's user id (PII, §6.23)
     if req.stream:
@@ -624,7 +652,10 @@ def decode_response(body: dict[str, Any]) -> Response:
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     assert isinstance(message, dict)
     model = str(body.get("model", ""))
-    parts = list(_decode_assistant(message).parts)
+    # Id-less calls (some compatible servers): named after the answer, so two answers' calls
+    # never share an id in a later history.
+    digest = hashlib.sha256(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+    parts = list(_with_call_ids(_decode_assistant(message), f"call_pg{digest}")[0].parts)
     if parts and isinstance(parts[0], Reasoning):
         parts[0] = _plaintext_reasoning(parts[0].text, model)
     has_calls = any(isinstance(p, ToolCall) for p in parts)

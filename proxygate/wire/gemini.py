@@ -55,6 +55,7 @@ from proxygate.wire.ir import (
     ToolResult,
     sampling_number,
 )
+from proxygate.wire.target import PERMISSIVE, Target
 
 __all__ = [
     "StreamDecoder",
@@ -284,8 +285,11 @@ def _decode_response_format(generation: dict[str, Any]) -> ResponseFormat | None
 # --------------------------------------------------------------------------- request: encode
 
 
-def encode_request(req: Request) -> dict[str, Any]:
-    """IR request → a generateContent body (model and stream go in the URL); deterministic."""
+def encode_request(req: Request, *, target: Target = PERMISSIVE) -> dict[str, Any]:
+    """IR request → a generateContent body (model and stream go in the URL); deterministic.
+
+    ``target``: ``maxOutputTokens`` is capped at the model's known output limit.
+    """
     passthrough = dict(req.passthrough.get(Format.gemini, {})) if req.source == Format.gemini else {}
     body: dict[str, Any] = {"contents": _encode_contents(repair_tool_pairing(req.messages))}
     system = [{"text": t.text} for t in req.system if t.text.strip()]
@@ -297,7 +301,7 @@ def encode_request(req: Request) -> dict[str, Any]:
         body["tools"] = ([{"functionDeclarations": declarations}] if declarations else []) + hosted
     if declarations and req.tool_choice is not None:
         body["toolConfig"] = {"functionCallingConfig": _encode_tool_choice(req.tool_choice)}
-    generation = _encode_generation(req, passthrough.pop("generationConfig", {}))
+    generation = _encode_generation(req, passthrough.pop("generationConfig", {}), target)
     if generation:
         body["generationConfig"] = generation
     for key, value in passthrough.items():
@@ -385,10 +389,12 @@ def _encode_tool_choice(choice: ToolChoice) -> dict[str, Any]:
     return out
 
 
-def _encode_generation(req: Request, extra: dict[str, Any]) -> dict[str, Any]:
+def _encode_generation(req: Request, extra: dict[str, Any], target: Target) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if req.max_output_tokens is not None:
-        config["maxOutputTokens"] = req.max_output_tokens
+        config["maxOutputTokens"] = min(
+            req.max_output_tokens, target.max_output_tokens or req.max_output_tokens
+        )
     sampling = req.sampling
     for key, value in (
         ("temperature", sampling.temperature),

@@ -65,6 +65,7 @@ from proxygate.wire.responses_items import (
     stop_reason_of,
 )
 from proxygate.wire.responses_stream import StreamDecoder, StreamEncoder
+from proxygate.wire.target import PERMISSIVE, Target
 
 __all__ = [
     "StreamDecoder",
@@ -332,8 +333,12 @@ def _decode_text_format(text: Any) -> ResponseFormat | None:
 # --------------------------------------------------------------------------- request: encode
 
 
-def encode_request(req: Request) -> dict[str, Any]:
-    """IR request → a stateless ``POST /v1/responses`` body; same IR, same dict (§5.13)."""
+def encode_request(req: Request, *, target: Target = PERMISSIVE) -> dict[str, Any]:
+    """IR request → a stateless ``POST /v1/responses`` body; same IR, same dict (§5.13).
+
+    ``target``: a model that takes no reasoning (gpt-4.1) gets no ``reasoning`` and no encrypted
+    reasoning ``include``; others get the nearest effort they accept.
+    """
     passthrough = req.passthrough.get(Format.responses, {}) if req.source == Format.responses else {}
     body: dict[str, Any] = {"model": req.model}
     instructions = "\n\n".join(t.text for t in req.system if t.text)
@@ -355,11 +360,12 @@ def encode_request(req: Request) -> dict[str, Any]:
     if req.sampling.top_p is not None:
         body["top_p"] = req.sampling.top_p
     # stop sequences have no Responses equivalent (§5.8): dropped
-    reasoning = _encode_reasoning(req.reasoning)
+    takes_reasoning = target.reasoning_efforts != ()
+    reasoning = _encode_reasoning(req.reasoning, target) if takes_reasoning else None
     if reasoning is not None:
         body["reasoning"] = reasoning
-    include = list(passthrough.get("include") or [])
-    if req.reasoning is not None and req.reasoning.mode != "off" and ENCRYPTED_REASONING not in include:
+    include = [i for i in passthrough.get("include") or [] if takes_reasoning or i != ENCRYPTED_REASONING]
+    if reasoning is not None and ENCRYPTED_REASONING not in include:
         # Stateless multi-turn reasoning needs the encrypted item back (§3.9).
         include.append(ENCRYPTED_REASONING)
     if include:
@@ -368,7 +374,7 @@ def encode_request(req: Request) -> dict[str, Any]:
     text = _encode_text_format(req.response_format)
     if text is not None:
         body["text"] = text
-    if req.cache_key:
+    if req.cache_key and target.accepts_cache_key:
         body["prompt_cache_key"] = req.cache_key
     if req.user_id:
         body["safety_identifier"] = _user_id(req.user_id)
@@ -521,7 +527,7 @@ _BUDGET_EFFORT: tuple[tuple[int, Effort], ...] = (
 )
 
 
-def _encode_reasoning(cfg: ReasoningConfig | None) -> dict[str, Any] | None:
+def _encode_reasoning(cfg: ReasoningConfig | None, target: Target) -> dict[str, Any] | None:
     if cfg is None or cfg.mode == "off":
         return None
     effort = cfg.effort
@@ -531,8 +537,9 @@ def _encode_reasoning(cfg: ReasoningConfig | None) -> dict[str, Any] | None:
     if cfg.mode == "adaptive" and effort is None:
         effort = "medium"
     out: dict[str, Any] = {}
-    if effort is not None:
-        out["effort"] = effort
+    accepted = target.effort(effort) if effort is not None else None
+    if accepted is not None:
+        out["effort"] = accepted
     # A summary is what foreign clients get to see of the reasoning (§5.7.4).
     out["summary"] = cfg.summary or "auto"
     return out

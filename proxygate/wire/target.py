@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from proxygate.wire.ir import Effort
 
-EFFORT_ORDER: tuple[Effort, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+EFFORT_ORDER: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +29,17 @@ class Target:
     exclusive_sampling: bool = False
     "The model refuses ``temperature`` and ``top_p`` together: keep ``temperature`` only."
 
-    def effort(self, asked: Effort) -> Effort | None:
+    def effort(self, asked: str) -> str | None:
         """The accepted effort nearest to ``asked`` (a tie goes to the higher), or None if none is."""
         if self.reasoning_efforts is None or asked in self.reasoning_efforts:
             return asked
-        if not self.reasoning_efforts:
+        if not self.reasoning_efforts or asked not in EFFORT_ORDER:
             return None
         rank = EFFORT_ORDER.index(asked)
         return min(
             self.reasoning_efforts, key=lambda e: (abs(EFFORT_ORDER.index(e) - rank), -EFFORT_ORDER.index(e))
         )
+
+
+PERMISSIVE = Target()
+"Every field sent as asked: the default for encoding without a known account."

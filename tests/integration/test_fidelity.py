@@ -1,0 +1,229 @@
+"""Fidelity with real providers (issue 18): converted requests each target accepts, and failover
+that never strands a request. Every test goes through the real server to a recording upstream."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+
+from tests.upstream import chat_completion, ok_json
+
+CHAT_KEY = {"api_key": "sk-up-0000-1111", "models": ["*"]}
+ANT_KEY = {"provider": "anthropic", "api_key": "sk-ant-up-0000-1111", "models": ["*"]}
+THINKING = {"type": "enabled", "budget_tokens": 4000}
+
+
+def chat_account(upstream, provider: str, **extra: object) -> dict[str, object]:
+    return {"provider": provider, "base_url": upstream.url + "/v1", **CHAT_KEY, **extra}
+
+
+def ant_client(proxy) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=0)
+
+
+def openai_client(proxy) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="client", max_retries=0)
+
+
+# ----------------------------------------------------------------------- 1. prompt_cache_key
+
+
+async def test_prompt_cache_key_only_to_providers_that_accept_it(upstream, start_proxy) -> None:
+    proxy = await start_proxy(
+        {
+            "cerebras": {**chat_account(upstream, "cerebras"), "models": ["llama*"]},
+            "custom": {**chat_account(upstream, "custom"), "models": ["local-*"]},
+            "opted": {**chat_account(upstream, "custom", prompt_cache_key=True), "models": ["opted-*"]},
+            "openrouter": {**chat_account(upstream, "openrouter"), "models": ["*/*"]},
+        }
+    )
+    client = ant_client(proxy)
+    for model in ("llama3.1-8b", "local-qwen", "opted-qwen", "openai/gpt-4o-mini"):
+        message = await client.messages.create(
+            model=model, max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.content[0].text == "pong"
+    sent = [r.body for r in upstream.requests]
+    assert ["prompt_cache_key" in body for body in sent] == [False, False, True, True]
+    await client.close()
+
+
+# ----------------------------------------------------------------------- 2. reasoning effort
+
+
+async def test_thinking_is_dropped_for_models_without_reasoning_and_mapped_for_others(
+    upstream, start_proxy
+) -> None:
+    proxy = await start_proxy({"o": chat_account(upstream, "custom", models=["gpt-*", "o3*"])})
+    client = ant_client(proxy)
+    for model in ("gpt-4o", "o3", "gpt-5"):
+        await client.messages.create(
+            model=model,
+            max_tokens=8000,
+            thinking=THINKING,
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    efforts = [r.body.get("reasoning_effort") for r in upstream.requests]
+    assert efforts == [None, "low", "low"]  # 4,000 tokens of budget is a "low" effort
+
+    # A Responses client (Codex) on a Chat account: the nearest effort the model takes.
+    o_client = openai_client(proxy)
+    for model, effort in (("o3", "minimal"), ("gpt-5", "xhigh"), ("gpt-4o", "high")):
+        upstream.push(ok_json(chat_completion()))
+        answer = await o_client.responses.create(
+            model=model, reasoning={"effort": effort}, input="hi", stream=False
+        )
+        assert answer.output_text == "pong"
+    efforts = [r.body.get("reasoning_effort") for r in upstream.requests[3:]]
+    assert efforts == ["low", "high", None]
+    await client.close()
+    await o_client.close()
+
+
+async def test_responses_reasoning_is_dropped_for_gpt_4_1(upstream, start_proxy) -> None:
+    proxy = await start_proxy(
+        {"o": {"provider": "openai", "base_url": upstream.url + "/v1", **CHAT_KEY, "formats": ["responses"]}}
+    )
+    client = ant_client(proxy)
+    answer = await client.messages.create(
+        model="gpt-4.1", max_tokens=8000, thinking=THINKING, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.content[0].text == "pong"
+    sent = upstream.requests[0]
+    assert sent.path == "/v1/responses"
+    assert "reasoning" not in sent.body
+    assert "reasoning.encrypted_content" not in sent.body.get("include", [])
+    await client.messages.create(
+        model="o4-mini", max_tokens=8000, thinking=THINKING, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert upstream.requests[1].body["reasoning"]["effort"] == "low"
+    await client.close()
+
+
+# ----------------------------------------------------------------------- 3. DeepSeek reasoner
+
+
+async def test_deepseek_reasoner_gets_reasoning_content_on_every_tool_call_turn(
+    upstream, start_proxy
+) -> None:
+    proxy = await start_proxy({"d": chat_account(upstream, "deepseek", models=["deepseek-*"])})
+    client = ant_client(proxy)
+    history = [
+        {"role": "user", "content": "list files"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "use ls", "signature": "c2lnLWZyb20tY2xhdWRl"},
+                {"type": "tool_use", "id": "toolu_1", "name": "ls", "input": {}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.txt"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_2", "name": "cat", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "hello"}]},
+    ]
+    tools = [{"name": n, "input_schema": {"type": "object"}} for n in ("ls", "cat")]
+    for model in ("deepseek-reasoner", "deepseek-chat"):
+        answer = await client.messages.create(model=model, max_tokens=100, tools=tools, messages=history)
+        assert answer.content[0].text == "pong"
+    reasoner, chat = (r.body["messages"] for r in upstream.requests)
+    calls = [m for m in reasoner if m.get("tool_calls")]
+    assert len(calls) == 2
+    assert all(isinstance(m.get("reasoning_content"), str) for m in calls)
+    assert not any("reasoning_content" in m for m in chat)  # only where the model requires it
+    await client.close()
+
+
+# ----------------------------------------------------------------------- 4. sampling
+
+
+async def test_chat_sampling_reaches_anthropic(upstream, start_proxy) -> None:
+    proxy = await start_proxy({"a": {**ANT_KEY, "base_url": upstream.url}})
+    client = openai_client(proxy)
+    hi = [{"role": "user", "content": "hi"}]
+    await client.chat.completions.create(model="claude-sonnet-4-5", temperature=0, messages=hi)
+    await client.chat.completions.create(model="claude-sonnet-4-5", top_p=0.5, messages=hi)
+    await client.chat.completions.create(model="claude-sonnet-4-5", temperature=0.2, top_p=0.5, messages=hi)
+    await client.chat.completions.create(
+        model="claude-sonnet-4-20250514", temperature=1.7, top_p=0.5, messages=hi
+    )
+    sent = [r.body for r in upstream.requests]
+    assert sent[0]["temperature"] == 0 and "top_p" not in sent[0]
+    assert sent[1]["top_p"] == 0.5 and "temperature" not in sent[1]
+    # Sonnet 4.5 refuses the two together (documented): temperature is kept, top_p dropped.
+    assert (sent[2]["temperature"], "top_p" in sent[2]) == (0.2, False)
+    assert (sent[3]["temperature"], sent[3]["top_p"]) == (1.0, 0.5)  # Chat's 0–2 clamped to 0–1
+    assert all(r.headers["anthropic-version"] == "2023-06-01" for r in upstream.requests)
+    await client.close()
+
+
+# ----------------------------------------------------------------------- 5. ids, max_tokens
+
+
+async def test_tool_calls_without_ids_get_unique_ids_paired_with_their_results(upstream, start_proxy) -> None:
+    proxy = await start_proxy({"a": {**ANT_KEY, "base_url": upstream.url}})
+    client = openai_client(proxy)
+    call = {"type": "function", "function": {"name": "read", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "read two files"},
+        {"role": "assistant", "content": None, "tool_calls": [call, call]},
+        {"role": "tool", "content": "one"},
+        {"role": "tool", "content": "two"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "three"},
+    ]
+    tools = [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}]
+    await client.chat.completions.create(model="claude-sonnet-4-5", messages=messages, tools=tools)
+    sent = upstream.requests[0].body["messages"]
+    uses = [
+        b["id"] for m in sent if m["role"] == "assistant" for b in m["content"] if b["type"] == "tool_use"
+    ]
+    results = [
+        (b["tool_use_id"], b["content"])
+        for m in sent
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for b in m["content"]
+        if b["type"] == "tool_result"
+    ]
+    assert len(uses) == len(set(uses)) == 3
+    assert [r[0] for r in results] == uses
+    assert ["one" in str(r[1]) for r in results] == [True, False, False]
+    await client.close()
+
+
+async def test_answer_without_an_id_gets_one(upstream, start_proxy) -> None:
+    proxy = await start_proxy(
+        {
+            "c": chat_account(upstream, "custom", models=["local"]),
+            "g": {"provider": "gemini", "base_url": upstream.url, **CHAT_KEY, "models": ["gemini-*"]},
+        }
+    )
+    client = ant_client(proxy)
+    nameless = {k: v for k, v in chat_completion().items() if k != "id"}
+    upstream.push(ok_json(nameless))
+    answer = await client.messages.create(
+        model="local", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.id.startswith("msg_") and len(answer.id) > len("msg_") + 8
+    await client.close()
+
+    candidate = {"content": {"role": "model", "parts": [{"text": "pong"}]}, "finishReason": "STOP"}
+    upstream.push(ok_json({"candidates": [candidate]}))  # no responseId
+    o_client = openai_client(proxy)
+    done = await o_client.chat.completions.create(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert done.choices[0].message.content == "pong"
+    assert done.id.startswith("chatcmpl-") and len(done.id) > len("chatcmpl-") + 8
+    await o_client.close()
+
+
+async def test_converted_max_tokens_defaults_to_the_models_output_limit(upstream, start_proxy) -> None:
+    proxy = await start_proxy({"a": {**ANT_KEY, "base_url": upstream.url}})
+    client = openai_client(proxy)
+    hi = [{"role": "user", "content": "hi"}]
+    await client.chat.completions.create(model="claude-3-5-haiku-20241022", messages=hi)
+    await client.chat.completions.create(model="claude-3-5-haiku-20241022", max_tokens=20000, messages=hi)
+    await client.chat.completions.create(model="claude-sonnet-4-5", messages=hi)
+    await client.chat.completions.create(model="claude-unknown-9", messages=hi)
+    assert [r.body["max_tokens"] for r in upstream.requests] == [8192, 8192, 64000, 32000]
+    await client.close()
