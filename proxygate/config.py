@@ -456,7 +456,7 @@ def _check_secrets_key(text: str) -> None:
     try:
         key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
     except (binascii.Error, ValueError):
-        raise ConfigError("secrets.key: not base64url (generate one with `proxygate secrets new-key`)") from None
+        raise ConfigError("secrets.key: not base64url (generate one: openssl rand -base64 32)") from None
     if len(key) != 32:
         raise ConfigError(f"secrets.key: must be 32 bytes (base64url), got {len(key)}")
 

@@ -13,6 +13,7 @@ from proxygate.cli import (  # noqa: F401  (registers the commands)
     setup,
     usage,
 )
+from proxygate.cli import secrets  # noqa: F401  (registers `proxygate secrets …`)
 from proxygate.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -30,6 +30,7 @@ from proxygate.cli.app import (
     settings_from,
 )
 from proxygate.cli.oauth import subscription_columns
+from proxygate.cli.secrets import secrets_line
 from proxygate.config import Settings
 from proxygate.errors import PoolError
 from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
@@ -139,6 +140,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrO
         f"proxygate {'[green]running[/]' if data['running'] else '[dim]not running[/]'} on http://{escape(where)}"
     )
     console.print(f"route: {escape(data['route'])}   pool: {escape(data['pool_dir'])}")
+    console.print(f"secrets: {escape(secrets_line(settings))}", highlight=False)
     counts: dict[tuple[str, str], int] = {}
     for a in data["accounts"]:
         counts[(a["kind"], a["state"])] = counts.get((a["kind"], a["state"]), 0) + 1

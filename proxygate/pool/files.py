@@ -102,7 +102,14 @@ def lock_path(account_path: Path) -> Path:
 
 @contextlib.contextmanager
 def account_lock(account_path: Path, *, timeout_s: float) -> Iterator[bool]:
-    """Hold the account's lock (``flock``); yields False if it stayed taken for ``timeout_s``."""
+    """Hold the account's lock (``flock``); yields False if it stayed taken for ``timeout_s``.
+
+    API key files have no background writer (only subscriptions refresh), so they take no lock
+    and get no lock file beside them.
+    """
+    if account_path.parent.name == KIND_DIRS["apikey"]:
+        yield True
+        return
     fd = os.open(lock_path(account_path), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout_s

@@ -32,6 +32,7 @@ from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
 from proxygate.server.tasks import supervise
 from proxygate.store import COOLDOWNS, HEADROOM, PINS, LMDBStore
+from proxygate.store.secrets import Vault
 from proxygate.wire.codecs import CODECS
 
 log = logging.getLogger("proxygate")
@@ -76,7 +77,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings, store = app[SETTINGS], app[STORE]
-        snapshot = await asyncio.to_thread(load_pool, settings.pool_dir)
+        vault = Vault(settings.secrets, settings.data_dir)  # opens sealed pool files (issue 13)
+        snapshot = await asyncio.to_thread(load_pool, settings.pool_dir, vault)
         log_invalid(snapshot)
         holder = [snapshot]
         app[POOL] = holder
@@ -119,7 +121,9 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
-                supervise("pool watcher", lambda: watch_pool(settings.pool_dir, on_change, stop), stop=stop)
+                supervise(
+                    "pool watcher", lambda: watch_pool(settings.pool_dir, on_change, stop, vault), stop=stop
+                )
             )
             try:
                 yield

@@ -59,6 +59,7 @@ from proxygate.server.relay import (
     start_response,
 )
 from proxygate.store.base import Store
+from proxygate.store.secrets import Vault
 from proxygate.wire.errors import client_status, error_body
 from proxygate.wire.ir import Format, Usage
 from proxygate.wire.usage import UsageSniffer
@@ -96,7 +97,7 @@ class Pipeline:
         self.settings = settings
         self.broker = broker
         self.session = session
-        self.keeper = TokenKeeper(settings.oauth, session)
+        self.keeper = TokenKeeper(settings.oauth, session, vault=Vault(settings.secrets, settings.data_dir))
         "Fresh OAuth tokens: one refresh at a time per account, on disk before use (providers/oauth)."
         self.stages = default_stages(settings, store, tenants)
         self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
