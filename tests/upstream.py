@@ -185,6 +185,9 @@ class ScriptedUpstream:
     url: str = ""
     requests: list[Recorded] = field(default_factory=list)
     scripts: list[Script] = field(default_factory=list)
+    standing: dict[str, Script] = field(default_factory=dict)
+    # How an account always answers once ``scripts`` ran out, by a piece of its credential (key or
+    # bearer token): a banned account, one that is rate-limited, one that speaks from overage.
 
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
@@ -203,6 +206,10 @@ class ScriptedUpstream:
         )
         if self.scripts:
             return await self.scripts.pop(0)(request)
+        credential = request.headers.get("x-api-key", "") + request.headers.get("authorization", "")
+        for piece, script in self.standing.items():
+            if piece in credential:
+                return await script(request)
         return await default_answer(request, body)
 
 
@@ -367,5 +374,33 @@ def streamed_body(
             await out.write(part)
         await out.write_eof()
         return out
+
+    return reply
+
+
+def unified_headers(
+    used_5h: float, *, status: str = "allowed", overage: str | None = None, claim: str = "five_hour"
+) -> dict[str, str]:
+    """A Claude subscription's rate-limit headers: the 5-hour window's utilisation (a fraction),
+    its status, and optionally the overage state and representative claim."""
+    headers = {
+        "anthropic-ratelimit-unified-5h-utilization": f"{used_5h:.4f}",
+        "anthropic-ratelimit-unified-5h-status": status,
+        "anthropic-ratelimit-unified-5h-reset": "4102444800",
+        "anthropic-ratelimit-unified-representative-claim": claim,
+    }
+    if overage is not None:
+        headers["anthropic-ratelimit-unified-overage-status"] = overage
+        headers["anthropic-ratelimit-unified-overage-in-use"] = "true" if status == "rejected" else "false"
+    return headers
+
+
+def answer_with_headers(
+    headers: Callable[[], dict[str, str]], *, usage: dict[str, int] | None = None
+) -> Script:
+    """A Messages answer carrying ``headers()`` (called per request: a window that fills up)."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        return json_reply(anthropic_message(usage=usage), headers=headers())(request)
 
     return reply

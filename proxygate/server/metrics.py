@@ -223,6 +223,12 @@ class LiveCollector(Collector):
         )
         failures.add_metric([], float(store.commit_failures))
         yield failures
+        signatures = CounterMetricFamily(
+            "proxygate_signature_retries",
+            "Requests sent once more without thinking blocks another account had signed (400 recovered).",
+        )
+        signatures.add_metric([], float(getattr(app.get(PIPELINE), "signature_retries", 0)))
+        yield signatures
 
 
 # -- the route and the middleware --------------------------------------------------------------

@@ -45,6 +45,7 @@ from proxygate.features.usage import UsageRecorder
 from proxygate.pool.records import Account
 from proxygate.prices import load_prices
 from proxygate.providers.oauth import TokenKeeper
+from proxygate.providers.signatures import is_signature_error, strip_thinking
 from proxygate.providers.subscriptions import adjust_body, explain_refusal
 from proxygate.providers.upstream import build_request, response_headers, scrub, scrub_bytes
 from proxygate.server import convert
@@ -99,6 +100,8 @@ class Pipeline:
         self.session = session
         self.keeper = TokenKeeper(settings.oauth, session, vault=Vault(settings.secrets, settings.data_dir))
         "Fresh OAuth tokens: one refresh at a time per account, on disk before use (providers/oauth)."
+        self.signature_retries = 0
+        "Requests sent once more without thinking blocks another account had signed (/metrics)."
         self.stages = default_stages(settings, store, tenants)
         self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
         self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
@@ -212,6 +215,17 @@ class Pipeline:
             upstream.close()
             account = await self.keeper.refresh_after_401(account, account.access_token)
             upstream = await self._open(call, lease, account, body, same)
+        if (
+            lease.upstream_format is Format.anthropic
+            and upstream.inflater is None
+            and is_signature_error(upstream.status, upstream.first_chunk)
+            and (unsigned := strip_thinking(body)) is not None
+        ):  # a conversation that moved: its thinking blocks were signed for another account
+            upstream.close()
+            self.signature_retries += 1
+            log.info("%s %s: invalid thinking signature; sent once more without thinking blocks",
+                     call.request_id, lease.account.id)  # fmt: skip
+            upstream = await self._open(call, lease, account, unsigned, same)
         return upstream
 
     async def _open(self, call: Call, lease: Lease, account: Account, body: bytes, same: bool) -> Upstream:

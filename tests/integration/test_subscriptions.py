@@ -1,0 +1,171 @@
+"""Issue 16 through the real server: bans, reserve, overage and thinking signatures, scripted upstreams."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+
+from proxygate.server.keys import BROKER, PIPELINE
+from tests.upstream import answer_with_headers, anthropic_sse, status, unified_headers
+
+ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+BANNED = {
+    "type": "error",
+    "error": {
+        "type": "permission_error",
+        "message": "OAuth authentication is currently not allowed for this organization.",
+    },
+}
+BAD_SIGNATURE = {
+    "type": "error",
+    "error": {
+        "type": "invalid_request_error",
+        "message": "messages.1.content.0: Invalid `signature` in `thinking` block",
+    },
+}
+
+
+def two_keys(url: str, **first: object) -> dict[str, dict[str, object]]:
+    return {
+        "a": {
+            "provider": "anthropic",
+            "api_key": "sk-ant-aaaa-0000",
+            "base_url": url,
+            "priority": 2,
+            **first,
+        },
+        "b": {"provider": "anthropic", "api_key": "sk-ant-bbbb-0000", "base_url": url, "priority": 1},
+    }
+
+
+PRIORITY = '[routing.configs.default]\nstrategy = "priority"\n'
+
+
+async def post(url: str, body: dict[str, object] = ASK) -> tuple[int, CIMultiDict[str], bytes]:
+    async with aiohttp.ClientSession() as client, client.post(url + "/v1/messages", json=body) as resp:
+        return resp.status, resp.headers.copy(), await resp.read()
+
+
+def keys_used(upstream) -> list[str]:
+    return [r.headers["x-api-key"][7:11] for r in upstream.requests]
+
+
+async def test_a_banned_account_gets_no_request_after_its_first_refusal(upstream, start_proxy) -> None:
+    upstream.standing["aaaa"] = status(403, BANNED)
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    answers = [(await post(proxy.url))[0] for _ in range(20)]
+    assert answers == [200] * 20
+    assert keys_used(upstream).count("aaaa") == 1 and keys_used(upstream).count("bbbb") == 20
+    broker = proxy.app[BROKER]
+    view = broker.describe(broker.snapshot.by_id["a"], broker.clock())
+    assert view["state"] == "quarantined" and "permission_error" in view["reason"]
+    async with aiohttp.ClientSession() as client, client.get(proxy.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'proxygate_account_quarantined{account="a",reason="permission_error"} 1.0' in text
+    assert 'proxygate_pool_accounts{state="quarantined"} 1.0' in text
+    broker.reset("a")
+    assert (await post(proxy.url))[0] == 200
+    assert keys_used(upstream)[-2:] == ["aaaa", "bbbb"]  # reset lifts it (and the ban answers again)
+
+
+async def test_a_401_is_needs_reauth_not_a_quarantine(upstream, start_proxy) -> None:
+    upstream.standing["aaaa"] = status(401, {"error": {"type": "authentication_error", "message": "bad key"}})
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    assert (await post(proxy.url))[0] == 200
+    state = proxy.app[BROKER].state("a")
+    assert (state.needs_reauth, state.quarantined) == ("401: bad key", "")
+
+
+async def test_with_reserve_15_no_request_passes_85_percent(upstream, start_proxy) -> None:
+    used = [0.80]
+
+    def window() -> dict[str, str]:
+        used[0] += 0.01  # each answer reports the utilisation after itself
+        return unified_headers(used[0])
+
+    upstream.standing["aaaa"] = answer_with_headers(window)
+    proxy = await start_proxy(two_keys(upstream.url, reserve_pct=15), config=PRIORITY)
+    for _ in range(20):
+        assert (await post(proxy.url))[0] == 200
+    assert round(used[0], 2) == 0.85
+    assert keys_used(upstream).count("aaaa") == 5
+
+
+async def test_overage_never_sends_nothing_to_an_account_living_on_overage(upstream, start_proxy) -> None:
+    upstream.standing["aaaa"] = answer_with_headers(
+        lambda: unified_headers(1.0, status="rejected", overage="allowed")
+    )
+    upstream.standing["bbbb"] = answer_with_headers(lambda: unified_headers(0.985))  # near its own limit
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    for _ in range(10):
+        assert (await post(proxy.url))[0] == 200
+    assert keys_used(upstream).count("aaaa") == 1  # the first answer said so: nothing after it
+    broker = proxy.app[BROKER]
+    assert broker.describe(broker.snapshot.by_id["a"], broker.clock())["overage_requests"] == 1
+
+
+THINKING_TURN = {
+    "model": "claude-x",
+    "max_tokens": 2000,
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+    "messages": [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "sig-from-another-account"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "hello"},
+            ],
+        },
+        {"role": "user", "content": "again"},
+    ],
+}
+
+
+async def test_an_invalid_signature_400_is_recovered_on_the_same_account(upstream, start_proxy) -> None:
+    upstream.push(status(400, BAD_SIGNATURE))
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    code, _, body = await post(proxy.url, THINKING_TURN)
+    assert code == 200 and orjson.loads(body)["content"][0]["text"] == "pong"
+    assert keys_used(upstream) == ["aaaa", "aaaa"]
+    first, retry = (r.body for r in upstream.requests)
+    assert [b["type"] for b in first["messages"][1]["content"]] == ["thinking", "redacted_thinking", "text"]
+    assert retry["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
+    assert retry["thinking"] == THINKING_TURN["thinking"]  # not a tool loop: thinking stays on
+    assert proxy.app[PIPELINE].signature_retries == 1
+    assert proxy.app[BROKER].state("a").last_error_at == 0.0  # not the account's fault
+
+
+async def test_signature_recovery_streams_and_turns_thinking_off_mid_tool_loop(upstream, start_proxy) -> None:
+    loop = {
+        **THINKING_TURN,
+        "stream": True,
+        "messages": [
+            {"role": "user", "content": "list files"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "use ls", "signature": "foreign"},
+                    {"type": "tool_use", "id": "t1", "name": "ls", "input": {}},
+                ],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "a.txt"}]},
+        ],
+    }
+    upstream.push(status(400, BAD_SIGNATURE))
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    code, _, body = await post(proxy.url, loop)
+    assert code == 200 and body == anthropic_sse()
+    assert keys_used(upstream) == ["aaaa", "aaaa"]
+    retry = upstream.requests[1].body
+    assert "thinking" not in retry and [b["type"] for b in retry["messages"][1]["content"]] == ["tool_use"]
+
+
+async def test_a_second_signature_400_reaches_the_client_once(upstream, start_proxy) -> None:
+    upstream.push(status(400, BAD_SIGNATURE), status(400, BAD_SIGNATURE))
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    code, _, body = await post(proxy.url, THINKING_TURN)
+    assert code == 400 and b"signature" in body
+    assert keys_used(upstream) == ["aaaa", "aaaa"]  # one retry, never a loop
