@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -184,26 +185,35 @@ async def open_upstream(
 
 
 def retry_after_s(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
-    """``retry-after-ms``, else ``retry-after`` as seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    get = headers.get
-    ms = get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = get("retry-after")
+    """``retry-after-ms``, else ``retry-after`` as seconds or an HTTP date (RFC 9110 §10.2.3).
+
+    Zero, negative, non-finite and past values count as absent (None): taken literally they
+    would give no cooldown at all and keep the limited account first in line, so the broker's
+    exponential cooldown applies instead.
+    """
+    ms = _positive(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _positive(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(when.timestamp() - now(), 0.0)
+    left = when.timestamp() - now()
+    return left if left > 0 else None
+
+
+def _positive(value: str | None) -> float | None:
+    try:
+        number = float(value) if value else 0.0
+    except ValueError:
+        return None
+    return number if 0 < number < math.inf else None
 
 
 async def start_response(

@@ -3,10 +3,13 @@ that never strands a request. Every test goes through the real server to a recor
 
 from __future__ import annotations
 
+import aiohttp
 import anthropic
 import openai
+import pytest
 
-from tests.upstream import chat_completion, ok_json
+from proxygate.server.keys import BROKER
+from tests.upstream import chat_completion, ok_json, status
 
 CHAT_KEY = {"api_key": "sk-up-0000-1111", "models": ["*"]}
 ANT_KEY = {"provider": "anthropic", "api_key": "sk-ant-up-0000-1111", "models": ["*"]}
@@ -227,3 +230,42 @@ async def test_converted_max_tokens_defaults_to_the_models_output_limit(upstream
     await client.chat.completions.create(model="claude-unknown-9", messages=hi)
     assert [r.body["max_tokens"] for r in upstream.requests] == [8192, 8192, 64000, 32000]
     await client.close()
+
+
+# ----------------------------------------------------------------------- 6. Retry-After
+
+
+def two_keys(url: str) -> dict[str, dict[str, object]]:
+    return {
+        "a": {**ANT_KEY, "api_key": "sk-ant-aaaa-0000", "base_url": url, "priority": 2},
+        "b": {**ANT_KEY, "api_key": "sk-ant-bbbb-0000", "base_url": url, "priority": 1},
+    }
+
+
+PRIORITY = '[routing.configs.default]\nstrategy = "priority"\n'
+ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def post(url: str, body: dict[str, object] = ASK) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as client, client.post(url + "/v1/messages", json=body) as resp:
+        return resp.status, await resp.read()
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        {"retry-after": "0"},
+        {"retry-after": "-5"},
+        {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+        {"retry-after-ms": "0", "retry-after": "0"},
+    ],
+)
+async def test_a_non_positive_or_past_retry_after_starts_the_exponential_cooldown(
+    upstream, start_proxy, clock, retry_after
+) -> None:
+    upstream.push(status(429, headers=retry_after))
+    proxy = await start_proxy(two_keys(upstream.url), clock=clock, config=PRIORITY)
+    assert (await post(proxy.url))[0] == 200
+    assert proxy.app[BROKER].state("a").cooling(clock()) == 15
+    await post(proxy.url)
+    assert [r.headers["x-api-key"][7:11] for r in upstream.requests] == ["aaaa", "bbbb", "bbbb"]
