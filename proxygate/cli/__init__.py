@@ -11,6 +11,7 @@ from proxygate.cli import (  # noqa: F401  (registers the commands)
     serve,
     service,
     setup,
+    tenant,
     usage,
 )
 from proxygate.cli import secrets  # noqa: F401  (registers `proxygate secrets …`)

@@ -1,0 +1,114 @@
+"""`proxygate tenant …` as a user runs it: with no server, against a running `proxygate serve`, across SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from tests.integration.test_serve import start_serve
+
+
+async def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxygate",
+        *args,
+        "--config",
+        str(tmp_path / "config.toml"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def key_in(text: str) -> str:
+    return next(line.strip() for line in text.splitlines() if line.strip().startswith("pgk_"))
+
+
+async def ask(port: int, key: str | None) -> int:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"http://127.0.0.1:{port}/v1/messages", json=body, headers=headers) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
+def files_holding(root: Path, secret: str) -> list[Path]:
+    needle = secret.encode()
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+async def test_tenant_add_offline_then_live_then_usage_survives_sigterm(tmp_path: Path, upstream) -> None:
+    port_config = 'addr = "127.0.0.1:1"\npool_dir = "pool"\ndata_dir = "data"\n'
+    (tmp_path / "config.toml").write_text(port_config)
+    code, out, err = await cli(tmp_path, "tenant", "add", "alice", "--rpm", "50")
+    assert code == 0, err
+    alice = key_in(out)
+    assert "proxy_token" in err  # tenants and no proxy_token: keyless owner access ends
+
+    pool = tmp_path / "pool" / "apikeys"
+    pool.mkdir(parents=True)
+    (pool / "ant.json").write_bytes(
+        orjson.dumps({"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url})
+    )
+    proc, port = await start_serve(tmp_path, 'log_file = "logs/proxygate.log"\n')
+    try:
+        assert await ask(port, alice) == 200  # added before the server started
+        assert await ask(port, None) == 401
+        code, out, err = await cli(tmp_path, "tenant", "add", "bob")
+        assert code == 0, err
+        bob = key_in(out)
+        assert await ask(port, bob) == 200  # applied live
+        code, out, err = await cli(tmp_path, "tenant", "list", "--json")
+        assert code == 0, err
+        listed = {t["name"]: t for t in orjson.loads(out)}
+        assert sorted(listed) == ["-", "alice", "bob"]
+        assert (listed["alice"]["requests_today"], listed["alice"]["tokens_today"]) == (1, 21)
+        assert listed["alice"]["rpm"] == 50
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+    code, out, err = await cli(tmp_path, "tenant", "list", "--json")  # no server: from the store
+    listed = {t["name"]: t for t in orjson.loads(out)}
+    assert (listed["alice"]["requests_today"], listed["alice"]["tokens_today"]) == (1, 21)
+    assert (listed["bob"]["requests_today"], listed["bob"]["tokens_today"]) == (1, 21)
+    for key in (alice, bob):
+        assert files_holding(tmp_path, key[4:]) == []
+    upstream_headers = str([r.headers for r in upstream.requests])
+    assert alice[4:] not in upstream_headers and bob[4:] not in upstream_headers
+
+
+async def test_tenant_commands_offline(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        'addr = "127.0.0.1:1"\ndata_dir = "data"\nproxy_token = "t-owner"\n'
+    )
+    code, out, err = await cli(tmp_path, "tenant", "add", "carol", "--models", "claude-*", "--share", "2")
+    assert code == 0 and err == ""
+    first = key_in(out)
+    code, out, _ = await cli(tmp_path, "tenant", "rotate-key", "carol")
+    assert code == 0 and key_in(out) != first
+    code, _, _ = await cli(tmp_path, "tenant", "set", "carol", "--tpm", "1000")
+    assert code == 0
+    code, out, _ = await cli(tmp_path, "tenant", "show", "carol", "--json")
+    shown = orjson.loads(out)
+    assert (shown["tpm"], shown["models"], shown["share"]) == (1000, ["claude-*"], 2.0)
+    code, _, err = await cli(tmp_path, "tenant", "add", "carol")
+    assert code == 1 and "exists" in err
+    code, _, err = await cli(tmp_path, "tenant", "set", "carol", "--rpm", "-1")
+    assert code == 1 and "rpm" in err
+    code, _, _ = await cli(tmp_path, "tenant", "remove", "carol")
+    assert code == 0
+    code, out, _ = await cli(tmp_path, "tenant", "list", "--json")
+    assert [t["name"] for t in orjson.loads(out)] == ["-"]
