@@ -9,12 +9,21 @@ Three sources become one shape (the pool file of ``pool/records.py``):
     a login          a ``TokenSet`` from the token endpoint (plus id_token claims)
 
 proxygate's own pool-file format is accepted wherever a Claude Code file is.
+
+``import --local`` finds the two CLIs' files in the user's home (``local_logins``). With
+``--share`` the pool file remembers the CLI's file as ``shared_file``: the CLI and proxygate then
+hold one single-use refresh token, so before each refresh the keeper re-reads that file
+(``read_shared_tokens``) and afterwards writes the rotated tokens back (``write_shared_tokens``),
+in the CLI's own shape, every other key kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -23,7 +32,10 @@ from proxygate.errors import PoolError
 from proxygate.pool import files
 from proxygate.pool.files import load_pool
 from proxygate.pool.records import InvalidAccount
+from proxygate.store.files import write_bytes_atomic
 from proxygate.store.secrets import Vault
+
+LocalKind = Literal["claude", "chatgpt"]
 
 
 def read_json(path: Path) -> Any:
@@ -145,3 +157,126 @@ def chatgpt_file_name(pool_dir: Path, email: str, account_id: str, vault: Vault 
         except (OSError, orjson.JSONDecodeError, AttributeError):
             pass
     return email
+
+
+# -- the official CLIs' own files (import --local, --share) --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalLogin:
+    """A CLI's login found on this machine, as the pool entry it becomes."""
+
+    kind: LocalKind
+    source: Path
+    "The CLI's credential file."
+    name: str
+    "The pool file's name (the email)."
+    entry: dict[str, Any]
+
+
+def claude_dir(home: Path, environ: Mapping[str, str]) -> Path:
+    """Claude Code's config dir: $CLAUDE_CONFIG_DIR, else ~/.claude."""
+    return (
+        Path(environ["CLAUDE_CONFIG_DIR"]).expanduser()
+        if environ.get("CLAUDE_CONFIG_DIR")
+        else home / ".claude"
+    )
+
+
+def codex_dir(home: Path, environ: Mapping[str, str]) -> Path:
+    """The Codex CLI's home: $CODEX_HOME, else ~/.codex."""
+    return Path(environ["CODEX_HOME"]).expanduser() if environ.get("CODEX_HOME") else home / ".codex"
+
+
+def local_login_files(home: Path, environ: Mapping[str, str]) -> list[tuple[LocalKind, Path]]:
+    """The CLIs' credential files that exist here (Claude Code first, then Codex)."""
+    found: list[tuple[LocalKind, Path]] = []
+    claude = claude_dir(home, environ) / ".credentials.json"
+    codex = codex_dir(home, environ) / "auth.json"
+    if claude.is_file():
+        found.append(("claude", claude))
+    if codex.is_file():
+        found.append(("chatgpt", codex))
+    return found
+
+
+def claude_email(home: Path, environ: Mapping[str, str]) -> str:
+    """The email Claude Code is logged in as: ``oauthAccount.emailAddress`` in its ~/.claude.json."""
+    candidates = [home / ".claude.json"]
+    if environ.get("CLAUDE_CONFIG_DIR"):
+        candidates.insert(0, claude_dir(home, environ) / ".claude.json")
+    for path in candidates:
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError):
+            account = orjson.loads(path.read_bytes()).get("oauthAccount")
+            email = account.get("emailAddress") if isinstance(account, dict) else None
+            if isinstance(email, str) and email:
+                return email
+    return ""
+
+
+def local_logins(
+    home: Path, environ: Mapping[str, str], *, email: str = ""
+) -> tuple[list[LocalLogin], list[str]]:
+    """The logins of the CLIs on this machine, and one line per file that could not be used."""
+    logins: list[LocalLogin] = []
+    problems: list[str] = []
+    for kind, path in local_login_files(home, environ):
+        try:
+            data = read_json(path)
+            if kind == "claude":
+                entry = claude_entry(data, email=email or claude_email(home, environ), source=path)
+            else:
+                entry = codex_entry(data, source=path)
+                entry.pop("kind", None)
+        except PoolError as exc:
+            problems.append(exc.message)
+            continue
+        logins.append(LocalLogin(kind, path, str(entry["email"]), entry))
+    return logins, problems
+
+
+def read_shared_tokens(path: Path) -> TokenSet:
+    """The tokens in a CLI's credential file (Claude Code's or Codex's); ``PoolError`` otherwise."""
+    data = read_json(path)
+    oauth = data.get("claudeAiOauth") if isinstance(data, dict) else None
+    if isinstance(oauth, dict):
+        access, refresh = oauth.get("accessToken"), oauth.get("refreshToken")
+        expires_ms = oauth.get("expiresAt")
+        expires = (
+            expires_ms / 1000
+            if isinstance(expires_ms, int | float) and not isinstance(expires_ms, bool)
+            else None
+        )
+        id_token = ""
+    elif is_codex_auth(data):
+        tokens = data["tokens"]
+        access, refresh = tokens.get("access_token"), tokens.get("refresh_token")
+        expires = jwt_expiry(str(access or ""))
+        id_token = str(tokens.get("id_token") or "")
+    else:
+        raise PoolError(f"{path}: not a Claude Code or Codex credential file any more")
+    if not isinstance(access, str) or not isinstance(refresh, str) or not access or not refresh:
+        raise PoolError(f"{path}: no access and refresh token in it (logged out?)")
+    return TokenSet(access, refresh, expires if expires is not None else jwt_expiry(access), id_token)
+
+
+def write_shared_tokens(path: Path, tokens: TokenSet, now: float) -> None:
+    """Put rotated tokens back into a CLI's credential file in its own shape, other keys kept."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise PoolError(f"{path}: expected a JSON object")
+    oauth = data.get("claudeAiOauth")
+    if isinstance(oauth, dict):
+        oauth["accessToken"] = tokens.access_token
+        oauth["refreshToken"] = tokens.refresh_token
+        if tokens.expires_at is not None:
+            oauth["expiresAt"] = int(tokens.expires_at * 1000)  # Claude Code keeps epoch ms
+    elif is_codex_auth(data):
+        data["tokens"]["access_token"] = tokens.access_token
+        data["tokens"]["refresh_token"] = tokens.refresh_token
+        if tokens.id_token:
+            data["tokens"]["id_token"] = tokens.id_token
+        data["last_refresh"] = iso(now)
+    else:
+        raise PoolError(f"{path}: not a Claude Code or Codex credential file any more")
+    write_bytes_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))

@@ -350,10 +350,35 @@ FromOption = Annotated[Path, typer.Option("--from", help="JSON file to import.",
 
 
 @app.command("import")
-def import_accounts(source: FromOption, config: ConfigOption = None) -> None:
-    """Import accounts (subscriptions or keys) from a JSON array, one pool file each."""
+def import_accounts(
+    source: Annotated[Path | None, typer.Option("--from", help="JSON file to import.")] = None,
+    config: ConfigOption = None,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="Import the Claude Code and Codex CLI logins of this machine."),
+    ] = False,
+    share: Annotated[
+        bool,
+        typer.Option(
+            "--share/--take-over",
+            help="With --local: share each login with its CLI (tokens written back on refresh), "
+            "or take it over (the CLI logs in again).",
+        ),
+    ] = True,
+    email: Annotated[
+        str, typer.Option(help="With --local: the Claude account's email when ~/.claude.json names none.")
+    ] = "",
+) -> None:
+    """Import accounts from a JSON array (--from), or this machine's CLI logins (--local)."""
+    from proxygate.cli.local_logins import import_local
+
     with reported():
         settings = settings_from(config)
+        if local == (source is not None):
+            raise PoolError("say what to import: --from FILE, or --local")
+        if source is None:
+            import_local(settings, take_over=not share, email=email)
+            return
         raw = read_json(source)  # the Codex CLI's auth.json is one login, not a list
         entries = [codex_entry(raw, source=source)] if is_codex_auth(raw) else read_entries(source)
         report = import_entries(settings.pool_dir, entries, vault=Vault.of(settings))

@@ -10,6 +10,8 @@ the account out. Hence, per account:
     fcntl.flock           one refresh per account file across processes (``.<name>.lock``)
     re-read under lock    a token another process rotated a moment ago is reused, not refreshed
     write, then use       the new tokens reach the file (0600, atomic) before any request uses them
+    shared with a CLI     ``shared_file`` (import --local --share): the CLI's file is re-read under
+                          the lock first (the CLI may have refreshed), the rotated tokens written back
     sealed stays sealed   tokens are written encrypted when [secrets] encrypt is on or the file
                           is encrypted already (``store/secrets.py``); reads decrypt
 
@@ -37,6 +39,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from proxygate.auth.credentials import read_shared_tokens, write_shared_tokens
 from proxygate.auth.tokens import OAuthKind, TokenEndpointError, TokenSet, jwt_expiry, refresh_grant
 from proxygate.config import OAuthSettings
 from proxygate.errors import PoolError, UpstreamError
@@ -77,6 +80,12 @@ def record_tokens(account: Account) -> TokenSet:
     return TokenSet(
         account.access_token, account.refresh_token, expires, str(account.raw.get("id_token") or "")
     )
+
+
+def shared_file(account: Account) -> Path | None:
+    """The CLI credential file this account shares its login with (``import --local --share``)."""
+    shared = account.raw.get("shared_file")
+    return Path(shared).expanduser() if isinstance(shared, str) and shared else None
 
 
 def with_tokens(account: Account, tokens: TokenSet) -> Account:
@@ -204,8 +213,11 @@ class TokenKeeper:
     async def _refresh(self, account: Account, stale: TokenSet, *, is_forced: bool = False) -> TokenSet:
         if account.path is None:  # an account without a file (tests, API-built pools)
             return self._remember(account, stale, await self._grant(account, stale.refresh_token))
+        shared = shared_file(account)
         async with file_lock(lock_path(account.path), self.settings.lock_timeout_s):
             on_disk = await asyncio.to_thread(read_file_tokens, account.path, self.vault)
+            if shared is not None:
+                on_disk = await self._adopt_shared(account, shared, on_disk)
             rotated = on_disk.access_token != stale.access_token
             if rotated and not (self._is_expiring(on_disk) and not is_forced):
                 # Another process refreshed a moment ago: its refresh token is the live one now.
@@ -215,7 +227,34 @@ class TokenKeeper:
             # Disk before use: if we crashed after using the token but before writing, the
             # spent refresh token would be all the file had (peers.md §3.2, single-use).
             await asyncio.to_thread(write_file_tokens, account.path, fresh, self.clock(), self.vault)
+            if shared is not None:
+                await self._write_shared(account, shared, fresh)
             return self._remember(account, stale, fresh)
+
+    async def _adopt_shared(self, account: Account, shared: Path, on_disk: TokenSet) -> TokenSet:
+        """The CLI's file, re-read under the lock: when the CLI refreshed on its own, its tokens
+        are the live ones (ours were spent), so they go into the pool file first."""
+        assert account.path is not None
+        try:
+            theirs = await asyncio.to_thread(read_shared_tokens, shared)
+        except PoolError as exc:
+            log.warning(
+                "%s: shared login unreadable (%s); refreshing from the pool file", account.id, exc.message
+            )
+            return on_disk
+        if theirs.refresh_token == on_disk.refresh_token:
+            return on_disk
+        log.info("%s: %s was refreshed by its CLI; using its tokens", account.id, shared)
+        await asyncio.to_thread(write_file_tokens, account.path, theirs, self.clock(), self.vault)
+        return theirs
+
+    async def _write_shared(self, account: Account, shared: Path, fresh: TokenSet) -> None:
+        try:
+            await asyncio.to_thread(write_shared_tokens, shared, fresh, self.clock())
+        except (PoolError, OSError) as exc:
+            # The pool file holds the live token; the CLI will need a new login.
+            message = exc.message if isinstance(exc, PoolError) else exc.strerror
+            log.error("%s: could not write the new tokens back to %s: %s", account.id, shared, message)
 
     async def _grant(self, account: Account, refresh_token: str) -> TokenSet:
         kind: OAuthKind = "chatgpt" if account.kind == "chatgpt" else "claude"
