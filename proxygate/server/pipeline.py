@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ from proxygate.errors import (
     UpstreamError,
 )
 from proxygate.features.capture import dataset_capture
+from proxygate.features.guardrails import guardrails
 from proxygate.features.live import LiveFeed
 from proxygate.features.metrics import RequestMetrics
 from proxygate.features.limits import ModelLimits
@@ -78,6 +80,7 @@ def default_stages(settings: Settings, store: Store, tenants: TenantBook | None 
         Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
         TenantLimits(tenants or TenantBook(settings)),  # key's models and limits; settles after pricing
         ModelLimits(settings.models, settings.routing.aliases),  # [models."<glob>"]: shape to fit
+        *guardrails(settings.guardrails, settings.data_dir),  # redact in, restore out; none when off
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
         *dataset_capture(settings.capture),  # successes as fine-tuning records; none when off
@@ -269,7 +272,7 @@ class Pipeline:
             lease.account.id, upstream.response.headers, status=status, body=raw, model=lease.model
         )
         message = _error_message(raw) or f"HTTP {status}"
-        outcome = classify_status(status, upstream.response.headers, message)
+        outcome = classify_status(status, upstream.response.headers, message, raw.decode("utf-8", "replace"))
         if status in (401, 402, 403) and (ban := refusal_reason(raw.decode("utf-8", "replace"))):
             outcome = Outcome.quarantined(f"{ban}: {message}"[:200])  # banned: never retried
         if refusal := explain_refusal(lease.account, message):  # the account, not the request: fail over
@@ -380,9 +383,16 @@ def _wants_usage_injected(call: Call) -> bool:
     return call.fmt is Format.chat and call.is_stream and not call.asks_usage
 
 
-def classify_status(status: int, headers: Mapping[str, str], message: str) -> Outcome:
-    """What an upstream error status means for the account (protocols.md §5.12)."""
+def classify_status(status: int, headers: Mapping[str, str], message: str, body: str = "") -> Outcome:
+    """What an upstream error status means for the account (protocols.md §5.12).
+
+    A 403 is the account's problem (needs re-auth; a permanent refusal is quarantined by the
+    caller) unless its body says the *input* was refused: OpenRouter answers a prompt its
+    moderation flagged with 403, and one flagged prompt must not take the account out of the pool.
+    """
     retry = retry_after_s(headers)
+    if status == 403 and _CONTENT_REFUSAL.search(body or message) and not refusal_reason(body or message):
+        return Outcome.client_error()
     if status == 429:
         return Outcome.rate_limited(retry, reason=f"429: {message}"[:200])
     if status in (529, 503):
@@ -392,6 +402,15 @@ def classify_status(status: int, headers: Mapping[str, str], message: str) -> Ou
     if status >= 500 or status in (402, 408, 409):
         return Outcome.error(f"{status}: {message}"[:200], retry)
     return Outcome.client_error()
+
+
+# What providers say when they refuse the input, not the account (OpenRouter's moderation:
+# "Your input was flagged for …" with metadata.reasons / flagged_input; content policy refusals).
+_CONTENT_REFUSAL = re.compile(
+    r"flagged|moderation|content[ _-]?(?:policy|filter|management)|safety (?:system|policy)"
+    r"|violates? (?:our|the) (?:usage|content) polic",
+    re.IGNORECASE,
+)
 
 
 def _error_class(status: int) -> str:

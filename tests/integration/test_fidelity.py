@@ -269,3 +269,62 @@ async def test_a_non_positive_or_past_retry_after_starts_the_exponential_cooldow
     assert proxy.app[BROKER].state("a").cooling(clock()) == 15
     await post(proxy.url)
     assert [r.headers["x-api-key"][7:11] for r in upstream.requests] == ["aaaa", "bbbb", "bbbb"]
+
+
+# ----------------------------------------------------------------------- 7. 403
+
+
+FLAGGED = {
+    "error": {
+        "code": 403,
+        "message": 'openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for "harassment"',
+        "metadata": {"reasons": ["harassment"], "flagged_input": "…", "provider_name": "OpenAI"},
+    }
+}
+
+
+async def test_a_moderation_403_goes_back_to_the_client_and_leaves_the_account_serving(
+    upstream, start_proxy
+) -> None:
+    proxy = await start_proxy({"or": chat_account(upstream, "openrouter", models=["*/*"])})
+    client = ant_client(proxy)
+    upstream.push(status(403, FLAGGED))
+    hi = [{"role": "user", "content": "hi"}]
+    try:
+        await client.messages.create(model="openai/gpt-4o", max_tokens=10, messages=hi)
+        raise AssertionError("the flagged prompt was answered")
+    except anthropic.PermissionDeniedError as exc:
+        assert "flagged" in exc.message
+    state = proxy.app[BROKER].state("or")
+    assert (state.needs_reauth, state.quarantined, state.cooldown_until) == ("", "", 0)
+    answer = await client.messages.create(model="openai/gpt-4o", max_tokens=10, messages=hi)
+    assert answer.content[0].text == "pong"  # the only account serves the next request at once
+
+    o_client = openai_client(proxy)  # same format: the provider's own body, verbatim
+    upstream.push(status(403, FLAGGED))
+    try:
+        await o_client.chat.completions.create(model="openai/gpt-4o", messages=hi)
+        raise AssertionError("the flagged prompt was answered")
+    except openai.PermissionDeniedError as exc:
+        assert exc.body is not None and "flagged" in str(exc.body)
+    assert proxy.app[BROKER].state("or").needs_reauth == ""
+    await client.close()
+    await o_client.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "reauth", "quarantined"),
+    [
+        (401, {"type": "authentication_error", "message": "invalid x-api-key"}, True, False),
+        (403, {"type": "authentication_error", "message": "OAuth token has expired"}, True, False),
+        (403, {"type": "permission_error", "message": "Your API key does not have permission"}, False, True),
+    ],
+)
+async def test_auth_and_permission_errors_are_the_accounts(
+    upstream, start_proxy, code, error, reauth, quarantined
+) -> None:
+    upstream.push(status(code, {"type": "error", "error": error}))
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    assert (await post(proxy.url))[0] == 200  # failed over to b
+    state = proxy.app[BROKER].state("a")
+    assert (bool(state.needs_reauth), bool(state.quarantined)) == (reauth, quarantined)
