@@ -18,7 +18,7 @@ QUEUE_SIZE = 256
 
 
 class Subscription:
-    """One live-feed reader: a bounded queue; ``None`` in it means the feed closed."""
+    """One live-feed reader: a bounded queue; ``None`` in it means the feed ended."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
@@ -34,11 +34,11 @@ class Subscription:
 class LiveFeed:
     def __init__(self) -> None:
         self.subscribers: set[Subscription] = set()
-        self.is_closed = False
+        self.is_ended = False
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()
-        if self.is_closed:
+        if self.is_ended:
             subscription.offer(None)
         else:
             self.subscribers.add(subscription)
@@ -47,9 +47,9 @@ class LiveFeed:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
 
-    def close(self) -> None:
+    def end_all(self) -> None:
         """End every subscription at once (shutdown: live streams must not hold the drain)."""
-        self.is_closed = True
+        self.is_ended = True
         for subscription in self.subscribers:
             if subscription.queue.full():  # the end mark must get in: drop the oldest entry
                 subscription.queue.get_nowait()

@@ -7,12 +7,14 @@ dashboard session cookie, plus ``X-CSRF-Token`` for a POST made with the cookie.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from proxygate import __version__
+from proxygate.server import tenants_api
 from proxygate.server.admin import guard
 
 REF = {
@@ -134,9 +136,23 @@ OPERATIONS: tuple[tuple[str, str, str, list[dict[str, Any]], bool], ...] = (
 )
 
 
+def _other_modules() -> list[tuple[str, str, str, list[dict[str, Any]], bool]]:
+    """Routes other modules document beside their handlers (a ``ROUTES`` dict: path → method → summary)."""
+    found = []
+    for routes in (tenants_api.ROUTES,):
+        for path, methods in routes.items():
+            parameters = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in re.findall(r"{(\w+)}", path)
+            ]
+            for method, summary in methods.items():
+                found.append((method, path, summary, parameters, method in ("post", "patch", "put")))
+    return found
+
+
 def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, parameters, has_body in OPERATIONS:
+    for method, path, summary, parameters, has_body in (*OPERATIONS, *_other_modules()):
         operation: dict[str, Any] = {
             "summary": summary,
             "parameters": parameters,

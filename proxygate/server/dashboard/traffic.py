@@ -41,7 +41,7 @@ async def traffic_stream(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if entry is None:  # the feed closed: shutdown
+            if entry is None:  # the feed ended: shutdown
                 break
             await response.write(b"data: " + orjson.dumps(entry) + b"\n\n")
     finally:
@@ -50,7 +50,7 @@ async def traffic_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _close_feed(app: web.Application) -> None:
-    live_feed(app).close()
+    live_feed(app).end_all()
 
 
 def add_routes(app: web.Application) -> None:
