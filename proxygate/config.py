@@ -74,6 +74,8 @@ class RoutingSettings:
     "Cooldown after a 529/503 overload: capacity, not quota, so short."
     pin_ttl_s: float = 3600.0
     "A conversation keeps its account this long after its last request."
+    max_wait_s: float = 0.0
+    "A pinned conversation whose account cools down for at most this long waits for it (keeping its prompt cache) instead of moving; 0: never wait."
     aliases: Mapping[str, str] = field(default_factory=dict)
     "Client model name → model name the pool serves."
     configs: Mapping[str, RoutingConfig] = field(default_factory=lambda: {"default": RoutingConfig()})
@@ -282,6 +284,12 @@ class SecretsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSettings:
+    webhook_url: str = ""
+    "POST a JSON body here when an account is quarantined, needs re-auth or runs out of a window (unset: log only)."
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     addr: str = f"127.0.0.1:{DEFAULT_PORT}"
     "Listen address HOST:PORT. Anything but loopback needs proxy_token."
@@ -343,6 +351,7 @@ class Settings:
     models: Mapping[str, ModelLimitSettings] = field(default_factory=dict)
     "Model glob → what the model can take (issue 14); the first matching entry applies."
     secrets: SecretsSettings = SecretsSettings()
+    alerts: AlertSettings = AlertSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."
 

@@ -25,6 +25,7 @@ from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.watcher import log_invalid, watch_pool
 from proxygate.prices import load_prices
 from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, tenants_api, usage_api
+from proxygate.server.alerts import alerting
 from proxygate.server.broker_state import restore_broker
 from proxygate.server.dashboard import routes as dashboard
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK, UPSTREAM
@@ -48,14 +49,15 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(tenants_api.tenant_book(clock))  # keys and limits, before any request
     app.cleanup_ctx.append(_pool_and_broker(clock))
+    app.cleanup_ctx.append(alerting)  # broker events: quarantine, re-auth, spent windows → log, webhook
     app.cleanup_ctx.append(_upstream)
     ingress.add_routes(app)
     admin.add_routes(app)
     pooled_usage.add_routes(app)  # GET /backend-api/wham/usage + subscription quota polling
     metrics.add_routes(app)  # GET /metrics
     usage_api.add_routes(app)  # GET /admin/api/usage, /admin/api/requests
-    dashboard.add_routes(app)  # the dashboard at / and the admin API calls its pages make
     tenants_api.add_routes(app)  # /admin/api/tenants
+    dashboard.add_routes(app)  # the dashboard at / and the admin API calls its pages make
     return app
 
 

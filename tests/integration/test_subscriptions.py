@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 from multidict import CIMultiDict
@@ -169,3 +171,19 @@ async def test_a_second_signature_400_reaches_the_client_once(upstream, start_pr
     code, _, body = await post(proxy.url, THINKING_TURN)
     assert code == 400 and b"signature" in body
     assert keys_used(upstream) == ["aaaa", "aaaa"]  # one retry, never a loop
+
+
+async def test_a_quarantine_is_posted_once_to_the_alert_webhook(upstream, start_proxy, caplog) -> None:
+    upstream.standing["aaaa"] = status(403, BANNED)
+    config = PRIORITY + f'[alerts]\nwebhook_url = "{upstream.url}/hook"\n'
+    proxy = await start_proxy(two_keys(upstream.url), config=config)
+    for _ in range(3):
+        assert (await post(proxy.url))[0] == 200
+    async with asyncio.timeout(5):
+        while "/hook" not in upstream.paths():  # noqa: ASYNC110 - the scripted upstream has no event
+            await asyncio.sleep(0.02)
+    hooks = [r.body for r in upstream.requests if r.path == "/hook"]
+    assert [(h["event"], h["account"]) for h in hooks] == [("quarantined", "a")]
+    assert hooks[0]["reason"].startswith("permission_error: OAuth authentication")
+    loud = [r for r in caplog.records if r.name == "proxygate.alerts"]
+    assert [r.levelname for r in loud] == ["ERROR"] and "sk-ant" not in loud[0].getMessage()
