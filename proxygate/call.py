@@ -11,13 +11,26 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from multidict import CIMultiDictProxy
 
 from proxygate.wire.ir import Format, Usage
 
 Op = Literal["generate", "count_tokens", "compact"]
+
+
+class OutputTransform(Protocol):
+    """Rewrites the answer on its way to the client (the relay calls it; see ``server/relay.send``)."""
+
+    def whole(self, body: bytes) -> bytes:
+        """A whole JSON answer."""
+
+    def feed(self, data: bytes) -> bytes:
+        """Stream bytes (whole SSE events); returns what to send now, maybe nothing."""
+
+    def close(self) -> bytes:
+        """The end of the stream: whatever is still held back."""
 
 
 def new_request_id() -> str:
@@ -47,6 +60,10 @@ class Call:
     "What features/limits.py changed to fit the model (``images``, ``tools``, …): x-proxygate-shaped."
     output_tap: Callable[[bytes], None] | None = None
     "Set by a stage that must see the answer: called with every body chunk sent to the client."
+    output_transform: OutputTransform | None = None
+    "Set by a stage that rewrites the answer (guardrails restore originals); the tap sees it before."
+    redactions: dict[str, int] = field(default_factory=dict)
+    "Guardrail detector → values replaced in this request (counts only, never values)."
     # Filled by the relay:
     route: str = ""
     "The routing config in use (``x-proxygate-route`` without the +failover mark)."

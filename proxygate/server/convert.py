@@ -25,6 +25,7 @@ from proxygate.server.relay import (
     Upstream,
     answered,
     client_gone,
+    end_output,
     fail_stream,
     read_answer,
     send,
@@ -120,6 +121,7 @@ async def relay(
         data = b"".join(encoder.encode(event) for event in watch.events(decoder.close())) + encoder.close()
         if data:
             await send(out, call, data)
+        await end_output(out, call)
     except aiohttp.ClientConnectionResetError:
         client_gone(call)
         return out

@@ -228,19 +228,32 @@ async def start_response(
 
 
 async def send(out: web.StreamResponse, call: Call, data: bytes) -> None:
-    """Write to the client: the first write stamps ``first_byte_ms``; the tap sees every chunk."""
+    """Write to the client: the first write stamps ``first_byte_ms``; the tap sees every chunk
+    as the upstream's side wrote it, then the output transform (guardrails) rewrites it."""
+    if call.output_tap is not None:
+        call.output_tap(data)
+    if call.output_transform is not None:
+        data = call.output_transform.feed(data)
+        if not data:
+            return
     if not call.first_byte_ms:
         call.first_byte_ms = call.elapsed_ms
     await out.write(data)
-    if call.output_tap is not None:
-        call.output_tap(data)
+
+
+async def end_output(out: web.StreamResponse, call: Call) -> None:
+    """The stream's end: send what the output transform still holds back."""
+    if call.output_transform is not None and (rest := call.output_transform.close()):
+        await out.write(rest)
 
 
 def answered(call: Call, body: bytes) -> bytes:
-    """A whole (non-streamed) answer body about to be sent: stamp and tap it like ``send``."""
+    """A whole (non-streamed) answer body about to be sent: stamp, tap and transform it."""
     call.first_byte_ms = call.elapsed_ms
     if call.output_tap is not None:
         call.output_tap(body)
+    if call.output_transform is not None:
+        body = call.output_transform.whole(body)
     return body
 
 
@@ -286,6 +299,7 @@ async def relay_bytes(
                 await send(out, call, encode_event(event.data.encode()))
         if pending and (sniffer.is_complete or not sniffer.is_stream):
             await send(out, call, pending)  # a last event without its blank line
+        await end_output(out, call)
     except aiohttp.ClientConnectionResetError:
         client_gone(call)
         return
