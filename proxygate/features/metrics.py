@@ -42,6 +42,8 @@ class RequestScope:
 
     request_id: str = ""
     is_counted: bool = False
+    tenant: str | None = None
+    "The caller's tenant as logged (``-``: the owner) once authenticated; None before."
 
 
 REQUEST_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
@@ -65,7 +67,7 @@ class RequestMetrics:
         self.requests = Counter(
             "proxygate_requests",
             "Client requests on LLM routes, each counted once whatever the failovers.",
-            ["format", "route", "account", "model", "status"],
+            ["format", "route", "account", "model", "status", "tenant"],
             registry=r,
         )
         self.first_byte = Histogram(
@@ -85,7 +87,7 @@ class RequestMetrics:
         self.tokens = Counter(
             "proxygate_tokens",
             "Tokens the upstream reported, by kind (input, output, cache_read, cache_write).",
-            ["format", "account", "model", "kind"],
+            ["format", "account", "model", "kind", "tenant"],
             registry=r,
         )
         self.cost = Counter(
@@ -122,7 +124,11 @@ class RequestMetrics:
         fmt = call.fmt.value
         account = call.account_id or "none"
         model = self.model_label(call)
-        self._child(self.requests, fmt, call.route or "none", account, model, status_class(call.status)).inc()
+        # Bounded: call.tenant is only ever a name the tenant book authenticated.
+        tenant = call.tenant or "-"
+        self._child(
+            self.requests, fmt, call.route or "none", account, model, status_class(call.status), tenant
+        ).inc()
         if call.first_byte_ms > 0:
             self._child(self.first_byte, fmt, account).observe(call.first_byte_ms / 1000)
         self._child(self.duration, fmt, account).observe(call.elapsed_ms / 1000)
@@ -133,7 +139,7 @@ class RequestMetrics:
             strict=True,
         ):
             if n:
-                self._child(self.tokens, fmt, account, model, kind).inc(n)
+                self._child(self.tokens, fmt, account, model, kind, tenant).inc(n)
         if call.cost_usd is not None:
             if call.cost_usd:
                 self._child(self.cost, account, model).inc(call.cost_usd)
@@ -144,7 +150,9 @@ class RequestMetrics:
 
     def count_refused(self, fmt: str, route: str, status: int) -> None:
         """A request refused before the pipeline saw it: no account, no model."""
-        self._child(self.requests, fmt, route or "none", "none", OTHER_MODEL, status_class(status)).inc()
+        self._child(
+            self.requests, fmt, route or "none", "none", OTHER_MODEL, status_class(status), "none"
+        ).inc()
 
     # -- labels ------------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ import orjson
 from proxygate.call import Call
 from proxygate.config import Settings
 from proxygate.errors import ClientError, ModelNotAllowed, ProxyError, TenantLimitReached
+from proxygate.features.metrics import REQUEST_SCOPE
 from proxygate.store.base import SETTINGS, TENANTS, Store
 
 log = logging.getLogger("proxygate.tenants")
@@ -501,6 +502,8 @@ class TenantLimits:
         "Request id → tenant, for requests admitted and not yet settled."
 
     def on_request(self, call: Call) -> None:
+        if (scope := REQUEST_SCOPE.get()) is not None:
+            scope.tenant = display_name(call.tenant)  # json log lines name the tenant
         book = self.book
         tenant = book.tenants.get(call.tenant)
         if tenant is not None:

@@ -44,10 +44,11 @@ class UsageRecorder:
         level = logging.INFO if call.status < 400 else logging.WARNING
         log.log(
             level,
-            "%s %s %s model=%s account=%s status=%d in=%d out=%d cache_r=%d cache_w=%d %.0fms%s",
+            "%s %s %s tenant=%s model=%s account=%s status=%d in=%d out=%d cache_r=%d cache_w=%d %.0fms%s",
             call.request_id,
             call.fmt.value,
             "stream" if call.is_stream else "json",
+            call.tenant or "-",
             call.model,
             call.account_id or "-",
             call.status,

@@ -97,6 +97,9 @@ class JsonFormatter(logging.Formatter):
         }
         if request_id := request_id_of(record, message):
             entry["request_id"] = request_id
+            scope = REQUEST_SCOPE.get()
+            if scope is not None and scope.tenant is not None:  # authenticated: who asked (issue 14)
+                entry["tenant"] = scope.tenant
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         if record.stack_info:

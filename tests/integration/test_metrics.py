@@ -85,6 +85,7 @@ async def test_request_counter_moves_by_exactly_the_requests_made_with_failover(
                     ("model", "claude-x"),
                     ("route", "default"),
                     ("status", "2xx"),
+                    ("tenant", "-"),
                 ),
             )
         ]

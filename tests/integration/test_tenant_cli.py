@@ -63,7 +63,7 @@ async def test_tenant_add_offline_then_live_then_usage_survives_sigterm(tmp_path
     (pool / "ant.json").write_bytes(
         orjson.dumps({"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url})
     )
-    proc, port = await start_serve(tmp_path, 'log_file = "logs/proxygate.log"\n')
+    proc, port = await start_serve(tmp_path, 'log_file = "logs/proxygate.log"\nlog_format = "json"\n')
     try:
         assert await ask(port, alice) == 200  # added before the server started
         assert await ask(port, None) == 401
@@ -71,6 +71,14 @@ async def test_tenant_add_offline_then_live_then_usage_survives_sigterm(tmp_path
         assert code == 0, err
         bob = key_in(out)
         assert await ask(port, bob) == 200  # applied live
+        gemini = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/v1beta/models/gemini-x:generateContent?key={bob}", json=gemini
+            ) as resp,
+        ):
+            assert resp.status == 404  # authenticated, then: no account serves the model
         code, out, err = await cli(tmp_path, "tenant", "list", "--json")
         assert code == 0, err
         listed = {t["name"]: t for t in orjson.loads(out)}
@@ -85,7 +93,11 @@ async def test_tenant_add_offline_then_live_then_usage_survives_sigterm(tmp_path
     assert (listed["alice"]["requests_today"], listed["alice"]["tokens_today"]) == (1, 21)
     assert (listed["bob"]["requests_today"], listed["bob"]["tokens_today"]) == (1, 21)
     for key in (alice, bob):
-        assert files_holding(tmp_path, key[4:]) == []
+        assert files_holding(tmp_path, key[4:]) == []  # the log, the store, the pool: nowhere
+    logged = [orjson.loads(line) for line in (tmp_path / "logs" / "proxygate.log").read_text().splitlines()]
+    answered = [e for e in logged if e["logger"] == "proxygate.request"]
+    assert sorted(e["tenant"] for e in answered) == ["alice", "bob", "bob"]
+    assert all(f"tenant={e['tenant']} " in e["message"] for e in answered)
     upstream_headers = str([r.headers for r in upstream.requests])
     assert alice[4:] not in upstream_headers and bob[4:] not in upstream_headers
 

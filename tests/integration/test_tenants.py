@@ -88,6 +88,10 @@ async def test_proxy_token_stays_the_owners(start_proxy, upstream) -> None:
         assert (await ask(http, proxy, None))[0] == 401
         async with http.get(f"{proxy.url}/admin/api/tenants", headers=admin_headers(proxy.settings)) as resp:
             listed = await resp.json()
+        async with http.get(f"{proxy.url}/metrics", headers=admin_headers(proxy.settings)) as resp:
+            metrics = await resp.text()
+    requests = [line for line in metrics.splitlines() if line.startswith("proxygate_requests_total{")]
+    assert sorted(line.split('tenant="')[1].split('"')[0] for line in requests) == ["-", "alice", "none"]
     assert [t["display_name"] for t in listed["tenants"]] == ["-", "alice"]
     assert [t["usage"]["requests_today"] for t in listed["tenants"]] == [1, 1]
     assert listed["owner_needs_token"] is False
