@@ -223,3 +223,51 @@ async def test_limits_validate(start_proxy, upstream, limit) -> None:
         assert (await ask(http, proxy, new_key))[0] == 200  # no tenants left: keyless access again
         async with http.get(f"{proxy.url}/admin/api/tenants/alice", headers=headers) as resp:
             assert resp.status == 404
+
+
+SHAPING = '[models."claude-text-*"]\nimages = false\nthinking = false\nmax_output_tokens = 1000\n'
+IMAGE_DATA = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+async def test_a_request_is_shaped_to_what_the_model_takes(start_proxy, upstream) -> None:
+    proxy = await serve(start_proxy, upstream, config=SHAPING)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": IMAGE_DATA}}
+    body = {
+        "model": "claude-text-1",
+        "max_tokens": 64000,
+        "thinking": {"type": "enabled", "budget_tokens": 2000},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "describe"}, image]}],
+    }
+    chat = {
+        "model": "claude-text-1",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + IMAGE_DATA}}
+                ],
+            }
+        ],
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{proxy.url}/v1/messages", json=body) as resp:
+            assert resp.status == 200
+            assert resp.headers["x-proxygate-shaped"] == "max_tokens,thinking,images"
+        async with http.post(f"{proxy.url}/v1/chat/completions", json=chat) as resp:  # converted to Anthropic
+            assert resp.status == 200
+            assert resp.headers["x-proxygate-shaped"] == "images"
+        plain = {**body, "model": "claude-sonnet-4-5"}
+        async with http.post(f"{proxy.url}/v1/messages", json=plain) as resp:
+            assert resp.status == 200
+            assert "x-proxygate-shaped" not in resp.headers
+    first, converted, untouched = (r.body for r in upstream.requests)
+    assert "thinking" not in first and first["max_tokens"] == 1000
+    assert first["messages"][0]["content"] == [
+        {"type": "text", "text": "describe"},
+        {"type": "text", "text": "[image omitted: model has no vision]"},
+    ]
+    assert IMAGE_DATA not in str(first) and IMAGE_DATA not in str(converted)
+    assert "[image omitted: model has no vision]" in str(converted["messages"])
+    assert untouched["thinking"] == body["thinking"] and IMAGE_DATA in str(untouched)
