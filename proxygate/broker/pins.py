@@ -71,6 +71,13 @@ def _explicit_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str, An
     return ""
 
 
+def cache_key_for(conversation_key: str) -> str:
+    """The ``prompt_cache_key`` sent upstream for a conversation whose client sent none: the
+    same on every turn, different across conversations, and never the client's identifiers."""
+    digest = hashlib.blake2b(conversation_key.encode("utf-8", "surrogatepass"), digest_size=16)
+    return "pg-" + digest.hexdigest()
+
+
 def _turns(fmt: Format, body: Mapping[str, Any]) -> int:
     """How many non-system items the conversation has so far (1: its first request)."""
     items = body.get({Format.responses: "input", Format.gemini: "contents"}.get(fmt, "messages"))

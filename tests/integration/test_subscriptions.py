@@ -187,3 +187,41 @@ async def test_a_quarantine_is_posted_once_to_the_alert_webhook(upstream, start_
     assert hooks[0]["reason"].startswith("permission_error: OAuth authentication")
     loud = [r for r in caplog.records if r.name == "proxygate.alerts"]
     assert [r.levelname for r in loud] == ["ERROR"] and "sk-ant" not in loud[0].getMessage()
+
+
+async def _chat(url: str, messages: list[dict[str, object]], **extra: object) -> int:
+    body = {"model": "gpt-test", "messages": messages, **extra}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(url + "/v1/chat/completions", json=body) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
+async def test_a_converted_chat_to_responses_route_carries_the_conversations_cache_key(
+    upstream, start_proxy
+) -> None:
+    responses_only = {"provider": "openai", "api_key": "sk-oa-1111-0000", "base_url": upstream.url,
+                      "formats": ["responses"]}  # fmt: skip
+    proxy = await start_proxy({"o": responses_only})
+    first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "task A"}]
+    assert await _chat(proxy.url, first) == 200
+    second = [*first, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    assert await _chat(proxy.url, second) == 200
+    other = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "task B"}]
+    assert await _chat(proxy.url, other) == 200
+    assert await _chat(proxy.url, first, prompt_cache_key="client-key") == 200
+    keys = [r.body.get("prompt_cache_key") for r in upstream.requests]
+    assert all(r.path.endswith("/responses") for r in upstream.requests)
+    assert keys[0] == keys[1] and keys[0].startswith("pg-")  # one conversation, one key
+    assert keys[2] != keys[0] and keys[2].startswith("pg-")  # another conversation, another key
+    assert keys[3] == "client-key"  # the client's own key is kept
+
+
+async def test_no_cache_key_goes_to_an_endpoint_that_refuses_it(upstream, start_proxy) -> None:
+    refuses = {"provider": "openai", "api_key": "sk-oa-1111-0000", "base_url": upstream.url,
+               "formats": ["responses"], "prompt_cache_key": False}  # fmt: skip
+    proxy = await start_proxy({"o": refuses})
+    assert await _chat(proxy.url, [{"role": "user", "content": "hi"}]) == 200
+    assert "prompt_cache_key" not in upstream.requests[0].body
