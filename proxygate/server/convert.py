@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from proxygate.broker import Lease
+from proxygate.broker.pins import cache_key_for
 from proxygate.call import Call
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
 from proxygate.pool import catalog
@@ -54,6 +55,9 @@ def request_body(call: Call, lease: Lease) -> bytes:
     except (KeyError, TypeError, ValueError) as exc:
         raise ClientError(f"cannot read the {call.fmt.value} request: {exc}") from None
     request = request.with_model(lease.model, stream=call.is_stream)
+    if request.cache_key is None and call.conversation and lease.upstream_format is ir.Format.responses:
+        # Converted routes cache too: the conversation's own key (sent only where accepted: target).
+        request = dataclasses.replace(request, cache_key=cache_key_for(call.conversation))
     return orjson.dumps(target.encode_request(request, target=target_of(lease)))
 
 
