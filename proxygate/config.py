@@ -72,6 +72,9 @@ class RoutingSettings:
     "Longest cooldown when the provider gave no Retry-After."
     overload_cooldown_s: float = 5.0
     "Cooldown after a 529/503 overload: capacity, not quota, so short."
+    last_resort_s: float = 3.0
+    """When every other account failed for a request, cooling ones are tried once each, soonest
+    first; one whose provider-given reset (Retry-After) is further away than this is skipped."""
     pin_ttl_s: float = 3600.0
     "A conversation keeps its account this long after its last request."
     max_wait_s: float = 0.0

@@ -321,6 +321,43 @@ class Broker:
         fmt = ask.fmt if account.speaks(ask.fmt) else account.formats[0]
         return Lease(account, c.model, fmt, self, is_fallback=c.is_fallback)
 
+    def last_resort(
+        self, ask: Ask, *, exclude: Collection[str], within_s: float
+    ) -> tuple[Lease, float] | None:
+        """A cooling account to try once more when every other one failed for this request, and
+        how long to wait first (its known reset; 0 when the cooldown is only our backoff's guess).
+
+        Soonest reset first; an account whose provider-given reset is more than ``within_s``
+        away, or that needs re-auth, is quarantined or over budget, is skipped. A cooldown may
+        outlast the limit (a guessed 15 s after one 429): better one more try than a failure.
+        """
+        if within_s <= 0:
+            return None
+        route = self._routes.get(ask.model) or self.route(ask.model)
+        now = self.clock()
+        options: list[tuple[float, float, Candidate]] = []
+        for c in (*route.primary, *route.fallback):
+            state = c.state
+            if c.account.id in exclude or state.needs_reauth or state.quarantined:
+                continue
+            if self.budgets.budgets and self.budgets.is_over(c.account.id, now):
+                continue
+            account_left = state.cooling(now)
+            model_left = max(state.cooling(now, c.model), state.cooling(now, c.family)) - account_left
+            left = account_left + max(model_left, 0.0)
+            if left <= 0:
+                continue  # not cooling: acquire passed it over for a reason (held, excluded)
+            # A model cooldown comes from the provider's own window; ours is only a guess.
+            known = state.cooldown_is_known or model_left > 0
+            wait = left if known else 0.0
+            if wait > within_s:
+                continue
+            options.append((wait, left, c))
+        if not options:
+            return None
+        wait, _, chosen = min(options, key=lambda o: (o[0], o[1]))
+        return self._lease(chosen, ask, now), wait
+
     def _busy(self, model: str, route: Route, now: float) -> AllAccountsBusy:
         soonest = min(
             (

@@ -106,6 +106,8 @@ class AccountState:
     "Bumped whenever ``windows`` change, so memoised pressure knows it is stale."
     cooldown_window: str = ""
     "The quota window (``Headroom.key``) whose rejection caused the cooldown; cleared when it resets."
+    cooldown_is_known: bool = False
+    "``cooldown_until`` is the provider's own reset (Retry-After), not the backoff's guess."
 
     def cooling(self, now: float, model: str = "") -> float:
         """Seconds of cooldown left for ``model`` (0 when usable)."""
@@ -156,6 +158,7 @@ def apply_outcome(
             changed = bool(state.failures or state.cooldown_until or state.needs_reauth)
             state.failures = 0
             state.cooldown_until = 0.0
+            state.cooldown_is_known = False
             state.cooldown_reason = ""
             state.needs_reauth = ""
             return changed
@@ -172,6 +175,8 @@ def apply_outcome(
             return True
         case "overloaded":
             wait = outcome.retry_after_s if outcome.retry_after_s is not None else overload_s
+            if now + wait >= state.cooldown_until:
+                state.cooldown_is_known = outcome.retry_after_s is not None
             state.cooldown_until = max(state.cooldown_until, now + wait)
             state.cooldown_reason = outcome.reason
             state.last_error_at = now
@@ -184,6 +189,8 @@ def apply_outcome(
             if outcome.model:
                 state.model_cooldowns[outcome.model] = now + wait
             else:
+                if now + wait >= state.cooldown_until:
+                    state.cooldown_is_known = given is not None
                 state.cooldown_until = max(state.cooldown_until, now + wait)
             state.cooldown_reason = outcome.reason
             return True

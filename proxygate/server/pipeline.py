@@ -154,8 +154,13 @@ class Pipeline:
                 if last_error is None:
                     log.warning("%s 429: %s", call.request_id, busy.message)
                     raise
-                # Every account failed for this request: say what the last one said, and when to retry.
-                return self.error_response(call, last_error, retry_after=busy.retry_after_s)
+                resort = self.broker.last_resort(
+                    ask, exclude=tried, within_s=self.settings.routing.last_resort_s
+                )
+                if resort is None:
+                    # Every account failed for this request: say what the last one said, and when to retry.
+                    return self.error_response(call, last_error, retry_after=busy.retry_after_s)
+                lease = await _after_reset(*resort)
             call.attempts += 1
             call.account_id, call.upstream_model = lease.account.id, lease.model
             call.upstream_format = lease.upstream_format
@@ -381,6 +386,17 @@ class Pipeline:
 def _wants_usage_injected(call: Call) -> bool:
     """A streaming Chat request that did not ask for usage: we ask, and hide the extra chunk."""
     return call.fmt is Format.chat and call.is_stream and not call.asks_usage
+
+
+async def _after_reset(lease: Lease, wait_s: float) -> Lease:
+    """A last-resort lease once its account's known reset has passed: sooner meets the same 429."""
+    if wait_s > 0:
+        try:
+            await asyncio.sleep(wait_s)
+        except BaseException:  # the client left while we waited
+            lease.release(Outcome.client_error())
+            raise
+    return lease
 
 
 def classify_status(status: int, headers: Mapping[str, str], message: str, body: str = "") -> Outcome:

@@ -328,3 +328,28 @@ async def test_auth_and_permission_errors_are_the_accounts(
     assert (await post(proxy.url))[0] == 200  # failed over to b
     state = proxy.app[BROKER].state("a")
     assert (bool(state.needs_reauth), bool(state.quarantined)) == (reauth, quarantined)
+
+
+# ----------------------------------------------------------------------- 8. last resort
+
+
+@pytest.mark.parametrize(
+    ("first", "served_by"),
+    [
+        ({"retry-after": "1"}, "aaaa"),  # known reset 1 s away: waited for, then tried
+        ({}, "aaaa"),  # our own guess of 15 s: tried at once, it may serve
+        ({"retry-after": "30"}, None),  # known to be far: skipped, the 500 stands
+    ],
+)
+async def test_a_cooling_account_is_the_last_resort(upstream, start_proxy, clock, first, served_by) -> None:
+    proxy = await start_proxy(two_keys(upstream.url), clock=clock, config=PRIORITY)
+    upstream.push(status(429, headers=first))
+    assert (await post(proxy.url))[0] == 200  # a limited, b served
+    upstream.push(status(500))  # b fails transiently; a is still cooling
+    code, _ = await post(proxy.url)
+    keys = [r.headers["x-api-key"][7:11] for r in upstream.requests]
+    if served_by is None:
+        assert (code, keys) == (500, ["aaaa", "bbbb", "bbbb"])
+    else:
+        assert (code, keys) == (200, ["aaaa", "bbbb", "bbbb", served_by])
+        assert proxy.app[BROKER].state("a").cooling(clock()) == 0  # its success cleared the cooldown
