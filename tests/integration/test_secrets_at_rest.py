@@ -15,6 +15,7 @@ import orjson
 
 from proxygate.server.keys import POOL
 from proxygate.store.secrets import is_sealed
+from tests.conftest import admin_headers
 from tests.upstream import ScriptedUpstream, anthropic_message, ok_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,3 +181,24 @@ async def test_encrypt_on_upgrades_plaintext_files_at_start_and_add_key_writes_s
     assert grep(tmp_path / "pool", KEY, OTHER) == []
     await settled(proxy, lambda snap: "oai" in snap.by_id)
     assert proxy.app[POOL][0].by_id["oai"].api_key == OTHER
+
+
+async def test_the_admin_api_disables_a_sealed_account_and_adds_keys_sealed(
+    upstream: ScriptedUpstream, start_proxy: Any, tmp_path: Path
+) -> None:
+    """The dashboard's actions reload the pool with the keys: a sealed file stays a valid account."""
+    env = {**NO_KEYRING, "PROXYGATE_SECRETS_ENCRYPT": "true"}
+    proxy = await start_proxy(
+        {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream.url}}, env=env
+    )
+    async with aiohttp.ClientSession(headers=admin_headers(proxy.settings)) as client:
+        async with client.post(f"{proxy.url}/admin/api/accounts/ant/disable") as resp:
+            assert resp.status == 200, await resp.text()
+        snapshot = proxy.app[POOL][0]
+        assert snapshot.invalid == () and snapshot.by_id["ant"].disabled
+        body = {"provider": "openai", "api_key": OTHER, "id": "oai"}
+        async with client.post(f"{proxy.url}/admin/api/accounts", json=body) as resp:
+            assert resp.status == 201, await resp.text()
+            assert OTHER[-16:] not in await resp.text()
+    assert proxy.app[POOL][0].by_id["oai"].api_key == OTHER
+    assert grep(tmp_path / "pool", KEY, OTHER) == []

@@ -29,6 +29,7 @@ from proxygate.server.connections import read_body
 from proxygate.server.dashboard.sessions import SESSIONS
 from proxygate.server.guard import render_for_path
 from proxygate.server.keys import BROKER, POOL, SETTINGS
+from proxygate.store.secrets import Vault
 
 FORMATS = ("anthropic", "chat", "responses", "gemini")
 
@@ -39,7 +40,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def reload_pool(app: web.Application) -> None:
     """Read the pool dir now and route by it at once (the watcher would, a moment later)."""
-    snapshot = await asyncio.to_thread(load_pool, app[SETTINGS].pool_dir)
+    snapshot = await asyncio.to_thread(load_pool, app[SETTINGS].pool_dir, Vault.of(app[SETTINGS]))
     app[POOL][0] = snapshot
     app[BROKER].update_pool(snapshot)
 
@@ -63,7 +64,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 async def _set_enabled(request: web.Request, *, enabled: bool) -> web.Response:
     try:
         account = _account(request)
-        await asyncio.to_thread(set_enabled, request.app[SETTINGS].pool_dir, account.id, enabled=enabled)
+        settings = request.app[SETTINGS]
+        await asyncio.to_thread(
+            set_enabled, settings.pool_dir, account.id, enabled=enabled, vault=Vault.of(settings)
+        )
         await reload_pool(request.app)
     except PoolError as exc:
         return _json({"error": exc.message}, 404)
@@ -179,7 +183,8 @@ async def add_api_key(request: web.Request) -> web.Response:
     if await asyncio.to_thread(new_account_path(pool_dir, "apikey", name).exists):
         return _json({"error": f"an account named {name!r} exists: choose another id"}, 409)
     try:
-        path = await asyncio.to_thread(add_account_file, pool_dir, "apikey", name, entry)
+        vault = Vault.of(request.app[SETTINGS])  # sealed when [secrets] encrypt is on
+        path = await asyncio.to_thread(add_account_file, pool_dir, "apikey", name, entry, vault=vault)
     except (InvalidAccount, PoolError) as exc:
         return _json({"error": f"not added: {exc}"}, 400)
     await reload_pool(request.app)
