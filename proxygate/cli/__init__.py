@@ -4,6 +4,7 @@ from proxygate.cli import (  # noqa: F401  (registers the commands)
     accounts,
     capture,
     dashboard,
+    doctor,
     logs,
     oauth,
     route,
@@ -14,7 +15,6 @@ from proxygate.cli import (  # noqa: F401  (registers the commands)
     tenant,
     usage,
 )
-from proxygate.cli import secrets  # noqa: F401  (registers `proxygate secrets …`)
 from proxygate.cli.app import app, main
 
 __all__ = ["app", "main"]

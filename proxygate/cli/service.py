@@ -76,7 +76,7 @@ class Target:
         return ["systemctl"] if self.is_system else ["systemctl", "--user"]
 
 
-def _target(manager: Manager, is_system: bool) -> Target:
+def target_for(manager: Manager, *, is_system: bool) -> Target:
     if manager is Manager.auto:
         manager = Manager.launchd if sys.platform == "darwin" else Manager.systemd
     if manager is Manager.launchd:
@@ -195,7 +195,7 @@ def install(
     """Install (or upgrade) and start the service; roll back when the new one does not come up."""
     with reported():
         settings = settings_from(config)
-    target = _target(manager, system)
+    target = target_for(manager, is_system=system)
     if print_only:
         sys.stdout.write(_render(target, settings).decode())
         return
@@ -253,7 +253,7 @@ def _write(path: Path, payload: bytes) -> bool:
 @service.command()
 def uninstall(manager: ManagerOption = Manager.auto, system: SystemOption = False) -> None:
     """Stop the service and remove its unit (or plist); config, pool and data stay."""
-    target = _target(manager, system)
+    target = target_for(manager, is_system=system)
     reason = _unreachable(target)
     if reason is None:
         if target.manager is Manager.launchd:
@@ -283,7 +283,7 @@ def status(
 
     with reported():
         settings = settings_from(config)
-    target = _target(manager, system)
+    target = target_for(manager, is_system=system)
     installed = target.path.is_file()
     console.print(
         f"{'✓' if installed else '✗'} service definition: {target.path}"
@@ -318,7 +318,7 @@ def restart(
     """Restart the service (it drains streams in flight first) and wait for /healthz."""
     with reported():
         settings = settings_from(config)
-    target = _target(manager, system)
+    target = target_for(manager, is_system=system)
     if not target.path.is_file():
         err_console.print(
             f"[red]error:[/] no service installed ({target.path}); run: proxygate service install"
