@@ -106,7 +106,7 @@ POOL_MAIN = (
 )
 
 ADD_MAIN = (
-    '<section aria-labelledby="key-title"><h2 id="key-title">API key</h2>'
+    '<section aria-labelledby="key-title"><h2 id="key-title">Add an API key</h2>'
     '<form id="add-key" class="form" autocomplete="off">'
     '<label>Provider <select name="provider" required id="provider">{providers}</select></label>'
     '<label>API key <input name="api_key" type="password" required autocomplete="off" spellcheck="false"></label>'
@@ -145,7 +145,7 @@ USAGE_MAIN = (
     '<label>Group by <select name="by"><option value="account">account</option><option value="model">model</option>'
     '<option value="route">route</option><option value="format">client format</option></select></label>'
     '<button type="button" id="csv">Export CSV</button></form>'
-    '<section id="totals" class="totals" aria-label="Totals"></section>'
+    '<section id="totals" aria-label="Totals"></section>'
     '<section aria-labelledby="by-time"><h2 id="by-time">Over time</h2><div id="chart-time" class="chart"></div></section>'
     '<section aria-labelledby="by-group"><h2 id="by-group">By group</h2><div id="chart-group" class="chart"></div>'
     '<div class="scroll"><table id="usage-rows"><thead></thead><tbody></tbody></table></div></section>'

@@ -110,13 +110,13 @@ function accountCard(a, costs, index) {
     actions);
 }
 
-async function renderPool() {
+async function renderPool(focusKey = document.activeElement?.dataset?.key) {
   const [status, usage] = await Promise.all([
     api("/admin/api/status"),
     api("/admin/api/usage?by=account").catch(() => ({ rows: [] })),
   ]);
   const costs = Object.fromEntries((usage.rows ?? []).map((r) => [r.account, r.cost_usd]));
-  const focused = document.activeElement?.dataset?.key;
+  const focused = document.activeElement?.dataset?.key ?? focusKey; // re-rendered controls keep the focus
   const wrap = $("#accounts");
   wrap.replaceChildren(...status.accounts.map((a, i) => accountCard(a, costs, i)));
   if (!status.accounts.length) {
@@ -145,7 +145,7 @@ function confirmDelete(id) {
 }
 
 async function poolAction(button) {
-  const { action, id } = button.dataset;
+  const { action, id, key } = button.dataset;
   const path = `/admin/api/accounts/${encodeURIComponent(id)}/${action}`;
   if (action === "delete" && !(await confirmDelete(id))) return;
   button.disabled = true;
@@ -160,7 +160,7 @@ async function poolAction(button) {
     say(`${action} ${id}: ${e.message}`, true);
   } finally {
     button.disabled = false;
-    await renderPool().catch(() => {});
+    await renderPool(key).catch(() => {});
   }
 }
 

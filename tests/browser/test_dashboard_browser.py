@@ -1,0 +1,226 @@
+"""The dashboard in a real browser (chromium) against the real server and a scripted upstream.
+
+One server and one logged-in browser context for the module: the tests run in file order,
+each leaving the pool as the next expects. Screenshots go to tests/browser/artifacts/.
+"""
+
+from __future__ import annotations
+
+import http.client
+import stat
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+
+from tests.browser.conftest import ARTIFACTS, Served
+from tests.upstream import status
+
+PAGES = ("/", "/add", "/traffic", "/usage", "/routing", "/setup")
+PRICED_MODEL = "claude-sonnet-4-5"
+
+
+def wait_until(check: Any, timeout_s: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
+
+
+def ask(served: Served, model: str = PRICED_MODEL) -> Any:
+    """One request as a client makes it: the anthropic SDK, through the proxy."""
+    client = anthropic.Anthropic(base_url=served.url, api_key="any", max_retries=0)
+    return client.messages.with_raw_response.create(
+        model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+    )
+
+
+@pytest.fixture(scope="module")
+def context(browser: Any, served: Served) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=served.url)
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=served.url)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def console_errors() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(context: Any, console_errors: list[str]) -> Any:
+    p = context.new_page()
+    p.on("console", lambda m: console_errors.append(f"{p.url}: {m.text}") if m.type == "error" else None)
+    p.on("pageerror", lambda e: console_errors.append(f"{p.url}: {e}"))
+    return p
+
+
+def test_log_in_with_the_token_and_see_every_account(page: Any, served: Served) -> None:
+    page.goto("/")
+    assert "/login" in page.url
+    page.get_by_label("Admin token").fill(served.token)
+    page.keyboard.press("Enter")
+    page.wait_for_url(served.url + "/")
+    for name in ("alpha", "bravo", "charlie"):
+        page.get_by_role("heading", name=name, exact=True).wait_for()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "proxygate_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+
+def _card(page: Any, name: str) -> Any:
+    return page.locator(f'article[data-account="{name}"]')
+
+
+def _tab_to(page: Any, key: str) -> None:
+    """Keyboard only: Tab until the control ``data-key=key`` has the focus."""
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement?.dataset?.key") == key:
+            return
+    raise AssertionError(f"Tab never reached {key}")
+
+
+def test_disable_by_keyboard_and_the_next_request_goes_elsewhere_then_enable(
+    page: Any, served: Served
+) -> None:
+    assert ask(served).headers["x-proxygate-account"] == "alpha"  # highest priority
+    page.goto("/")
+    _card(page, "alpha").get_by_role("button", name="Disable").wait_for()
+    _tab_to(page, "toggle:alpha")
+    page.keyboard.press("Enter")
+    assert wait_until(lambda: served.account_file("alpha").get("disabled") is True)
+    assert ask(served).headers["x-proxygate-account"] == "bravo"
+    _card(page, "alpha").get_by_text("disabled", exact=True).wait_for()
+    enable = _card(page, "alpha").get_by_role("button", name="Enable")
+    enable.wait_for()
+    assert page.evaluate("document.activeElement?.dataset?.key") == "toggle:alpha"  # focus kept
+    page.keyboard.press("Enter")
+    assert wait_until(lambda: served.account_file("alpha").get("disabled") is False)
+    assert ask(served).headers["x-proxygate-account"] == "alpha"
+
+
+def test_add_an_api_key_through_the_form(page: Any, served: Served) -> None:
+    page.goto("/add")
+    page.get_by_label("Provider").select_option("anthropic")
+    page.get_by_label("API key", exact=True).fill("sk-ant-delta-secret-4242")
+    page.get_by_label("Account id").fill("delta")
+    page.get_by_label("Base URL").fill(served.upstream.url)
+    page.get_by_label("Priority").fill("0")
+    page.get_by_role("button", name="Add key").click()
+    page.wait_for_url(served.url + "/")
+    page.get_by_role("heading", name="delta", exact=True).wait_for()
+    path = served.pool_dir / "apikeys" / "delta.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert orjson.loads(path.read_bytes())["api_key"] == "sk-ant-delta-secret-4242"
+    assert "sk-ant-delta-secret-4242" not in page.content()
+
+
+def test_reset_a_cooling_account(page: Any, served: Served) -> None:
+    served.upstream.standing["sk-ant-alpha"] = status(429, headers={"retry-after": "600"})
+    try:
+        assert ask(served).headers["x-proxygate-account"] == "bravo"  # alpha 429s, failover
+    finally:
+        del served.upstream.standing["sk-ant-alpha"]
+    page.goto("/")
+    card = _card(page, "alpha")
+    card.get_by_text("cooling down", exact=False).wait_for()
+    card.get_by_role("button", name="Reset").click()
+    card.get_by_text("ready", exact=True).wait_for()
+    assert ask(served).headers["x-proxygate-account"] == "alpha"
+
+
+def test_switch_the_routing_config(page: Any, served: Served) -> None:
+    page.goto("/routing")
+    page.get_by_role("button", name="Use spread").click()
+    page.get_by_text("Routing now: spread/round-robin").wait_for()
+    page.get_by_role("heading", name="spread (active)").wait_for()
+    assert ask(served).headers["x-proxygate-route"].startswith("spread/")
+    page.get_by_role("button", name="Use default").click()
+    page.get_by_role("heading", name="default (active)").wait_for()
+
+
+def test_a_request_made_by_the_sdk_appears_live_on_traffic(page: Any, served: Served) -> None:
+    page.goto("/traffic")
+    page.get_by_text("Live: new requests appear at the top.").wait_for()
+    rid = ask(served).headers["x-proxygate-request-id"]
+    page.get_by_role("button", name=rid).wait_for(timeout=5000)
+    page.get_by_role("button", name=rid).click()
+    page.get_by_text("attempt(s); served by").first.wait_for()
+
+
+def test_usage_shows_a_cost(page: Any, served: Served) -> None:
+    page.goto("/usage")
+    cost = page.locator(".totals dt", has_text="API cost").locator("xpath=following-sibling::dd")
+    cost.wait_for()
+    assert wait_until(lambda: cost.inner_text().startswith("$"))
+    assert cost.inner_text() != "$0.0000"
+    page.locator("#chart-group svg").wait_for()
+
+
+def test_copy_the_claude_code_snippet_and_find_the_server_url(page: Any, served: Served) -> None:
+    page.goto("/setup")
+    section = page.locator("#client-claude-code")
+    section.get_by_role("button", name="Copy").first.click()
+    page.get_by_text("Copied to the clipboard.").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert served.url in copied and "ANTHROPIC_BASE_URL" in copied
+    assert served.token not in page.content()
+
+
+def test_a_post_without_the_csrf_token_and_a_foreign_host_are_refused(context: Any, served: Served) -> None:
+    quiet = context.new_page()  # a page of its own: the refusals log console errors by design
+    quiet.goto("/")
+    refused = quiet.evaluate(
+        """async () => (await fetch('/admin/api/accounts/alpha/disable',
+             {method: 'POST', headers: {'content-type': 'application/json'}})).status"""
+    )
+    assert refused == 403
+    assert served.account_file("alpha").get("disabled") is not True
+    cookie = next(c for c in context.cookies() if c["name"] == "proxygate_session")
+    for path in ("/", "/admin/api/status"):
+        conn = http.client.HTTPConnection(served.url.removeprefix("http://"), timeout=5)
+        conn.request(
+            "GET",
+            path,
+            headers={
+                "host": "evil.example",
+                "cookie": f"proxygate_session={cookie['value']}",
+                "authorization": f"Bearer {served.token}",
+            },
+        )
+        assert conn.getresponse().status == 403, path
+        conn.close()
+    quiet.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_screenshotted_readable_at_390_px_with_named_controls(
+    context: Any, page: Any, scheme: str, console_errors: list[str]
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.emulate_media(color_scheme=scheme)
+    for width, height in ((1280, 800), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        for path in PAGES:
+            page.goto(path)
+            page.wait_for_load_state("networkidle") if path != "/traffic" else page.wait_for_timeout(500)
+            page.wait_for_timeout(300)
+            name = (path.strip("/") or "pool") + f"-{width}-{scheme}.png"
+            page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+            if width == 390:
+                assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+            unnamed = page.evaluate(
+                """() => [...document.querySelectorAll('a, button, input:not([type=hidden]), select, meter')]
+                    .filter((el) => !(el.getAttribute('aria-label') || (el.labels && el.labels.length &&
+                        el.labels[0].textContent.trim()) || el.textContent.trim()))
+                    .map((el) => el.outerHTML.slice(0, 80))"""
+            )
+            assert unnamed == [], path
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert console_errors == []
