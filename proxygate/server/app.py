@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from urllib.request import getproxies
 
 import aiohttp
 from aiohttp import web
 
+from proxygate.auth.credentials import local_login_files
 from proxygate.broker import AccountState, Broker, Headroom, Pin
 from proxygate.config import Settings
 from proxygate.pool.files import PoolSnapshot, load_pool
@@ -113,6 +116,11 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
                 "subscription with `proxygate add-claude-account`",
                 settings.pool_dir,
             )
+            if found := local_login_files(Path.home(), os.environ):  # suggested, never imported silently
+                log.warning(
+                    "found %s: `proxygate import --local` adds these logins to the pool (shared with the CLI)",
+                    " and ".join(str(path) for _, path in found),
+                )
         else:
             log.info("pool: %d accounts from %s", len(snapshot.accounts), settings.pool_dir)
 

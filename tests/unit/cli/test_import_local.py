@@ -215,3 +215,25 @@ async def test_a_taken_over_login_leaves_the_cli_file_alone(
         await TokenKeeper(auth_server.settings(), session).fresh(account)
     assert len(auth_server.refreshes) == 1
     assert claude.read_bytes() == before
+
+
+def test_serve_on_an_empty_pool_suggests_import_local(tmp_path: Path) -> None:
+    claude, codex = plant_logins(tmp_path)
+    (tmp_path / "config.toml").write_text('addr = "127.0.0.1:0"\ndata_dir = "data"\npool_dir = "pool"\n')
+    env = {**os.environ, "HOME": str(tmp_path), "PROXYGATE_CONFIG": str(tmp_path / "config.toml")}
+    proc = subprocess.Popen(
+        [str(PROXYGATE), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for _ in range(200):
+            if (tmp_path / "data" / "server.json").exists():
+                break
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert (
+        f"found {claude} and {codex}: `proxygate import --local` adds these logins to the pool "
+        "(shared with the CLI)"
+    ) in stderr
+    assert list((tmp_path / "pool").rglob("*.json")) == []  # suggested, not done
