@@ -262,6 +262,7 @@ class Broker:
         ready = self._ready(route.primary, excluded, now) or self._ready(route.fallback, excluded, now)
         if not ready:
             raise self._busy(ask.model, route, now)
+        self._ctx.rotation = (self.route_name, route.tier, route.model)
         return self._lease(self._choose(ready, ask.fmt, now, self._ctx), ask, now)
 
     def _ready(self, layer: tuple[Candidate, ...], excluded: Collection[str], now: float) -> list[Candidate]:

@@ -303,16 +303,29 @@ class Budgets:
 Choose = Callable[[Sequence[Candidate], Format, float, "StrategyContext"], Candidate]
 
 
+MAX_ROTATIONS = 4096
+"Rotations kept (routing config × tier × model); past it they restart, bounding client-made names."
+
+Rotation = tuple[str, str, str]
+
+
 @dataclass(slots=True)
 class StrategyContext:
     """What a strategy may consult besides the candidates: rotation and budgets."""
 
     budgets: Budgets
-    turn: int = 0
+    rotation: Rotation = ("", "", "")
+    "Routing config × tier × model of the current choice, set by the broker before each one."
+    turns: dict[Rotation, int] = field(default_factory=dict)
+    """One turn counter per rotation: with a single global one, a client alternating two models
+    (Claude Code's main model and its haiku requests) lands every main-model request on one account."""
 
     def next_turn(self) -> int:
-        self.turn += 1
-        return self.turn
+        turn = self.turns.get(self.rotation, 0) + 1
+        if turn == 1 and len(self.turns) >= MAX_ROTATIONS:
+            self.turns.clear()
+        self.turns[self.rotation] = turn
+        return turn
 
 
 def _class(c: Candidate, fmt: Format) -> int:

@@ -353,3 +353,30 @@ async def test_a_cooling_account_is_the_last_resort(upstream, start_proxy, clock
     else:
         assert (code, keys) == (200, ["aaaa", "bbbb", "bbbb", served_by])
         assert proxy.app[BROKER].state("a").cooling(clock()) == 0  # its success cleared the cooldown
+
+
+# ----------------------------------------------------------------------- 9. rotation per model
+
+
+@pytest.mark.parametrize("strategy", ["round-robin", "drain-aware"])
+async def test_each_model_takes_turns_over_the_accounts(upstream, start_proxy, strategy) -> None:
+    accounts = {
+        name: {**ANT_KEY, "api_key": f"sk-ant-{name * 4}-0000", "base_url": upstream.url} for name in "ab"
+    }
+    proxy = await start_proxy(accounts, config=f'[routing.configs.default]\nstrategy = "{strategy}"\n')
+    main_model: dict[str, int] = {"a": 0, "b": 0}
+    for i in range(8):  # Claude Code: a main-model turn, then a haiku request, each a new conversation
+        for model in ("claude-sonnet-4-5", "claude-haiku-4-5"):
+            body = {
+                "model": model,
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": f"{model} {i}"}],
+            }
+            async with (
+                aiohttp.ClientSession() as client,
+                client.post(proxy.url + "/v1/messages", json=body) as resp,
+            ):
+                assert resp.status == 200
+                if model == "claude-sonnet-4-5":
+                    main_model[resp.headers["x-proxygate-account"]] += 1
+    assert max(main_model.values()) <= 6, main_model
