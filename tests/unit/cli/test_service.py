@@ -162,3 +162,16 @@ def test_status_without_service_or_server_names_both_and_fails(home: Path, tmp_p
         "- service manager: systemd is not installed on this machine",
         "✗ server: nothing answers at 127.0.0.1:9",
     ]
+
+
+def test_a_shared_cli_login_makes_its_directory_writable(home: Path) -> None:
+    """import --local --share writes rotated tokens into the CLI's file: the sandbox must allow it."""
+    pool = home / ".proxygate" / "pool" / "claude"
+    pool.mkdir(parents=True)
+    shared = home / ".claude" / ".credentials.json"
+    (pool / "me@example.com.json").write_text(
+        f'{{"email": "me@example.com", "access_token": "a", "refresh_token": "r", "shared_file": "{shared}"}}'
+    )
+    result = run(home, "service", "install", "--print")
+    assert result.returncode == 0, result.stderr
+    assert f"ReadWritePaths=-{home / '.claude'}" in result.stdout.splitlines()
