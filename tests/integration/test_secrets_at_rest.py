@@ -6,16 +6,20 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import keyring
 import orjson
 
+from proxygate.config import SecretsSettings
 from proxygate.server.keys import POOL
-from proxygate.store.secrets import is_sealed
+from proxygate.store.secrets import Vault, is_sealed
 from tests.conftest import admin_headers
+from tests.keyring_backend import FileKeyring
 from tests.upstream import ScriptedUpstream, anthropic_message, ok_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +206,77 @@ async def test_the_admin_api_disables_a_sealed_account_and_adds_keys_sealed(
             assert OTHER[-16:] not in await resp.text()
     assert proxy.app[POOL][0].by_id["oai"].api_key == OTHER
     assert grep(tmp_path / "pool", KEY, OTHER) == []
+
+
+class ThreadRecordingKeyring(FileKeyring):
+    """A keyring that notes which thread asks it: keyring calls block, so never the loop's."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.threads: list[int] = []
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.threads.append(threading.get_ident())
+        return super().get_password(service, username)
+
+
+async def test_the_server_asks_the_keyring_from_threads_only_and_once_per_key(
+    upstream: ScriptedUpstream, start_proxy: Any, tmp_path: Path
+) -> None:
+    ring = ThreadRecordingKeyring(tmp_path / "ring.json")
+    sealing = Vault(SecretsSettings(), tmp_path / "data", keyring=ring)
+    apikeys = tmp_path / "pool" / "apikeys"
+    apikeys.mkdir(parents=True)
+    (apikeys / "ant.json").write_bytes(
+        orjson.dumps(
+            {"provider": "anthropic", "api_key": sealing.seal("api_key", KEY), "base_url": upstream.url}
+        )
+    )
+    assert orjson.loads((tmp_path / "data" / "secrets.json").read_bytes())["keys"] == {}  # key in the keyring
+    ring.threads.clear()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(ring)
+    try:
+        proxy = await start_proxy(env=NO_KEYRING)
+        assert await ask(proxy, upstream) == KEY
+        before = proxy.app[POOL][0]
+        (apikeys / "ant.json").write_bytes((apikeys / "ant.json").read_bytes())  # the watcher reloads
+        await settled(proxy, lambda snap: snap is not before and "ant" in snap.by_id)
+        assert await ask(proxy, upstream) == KEY
+    finally:
+        keyring.set_keyring(previous)
+    loop_thread = threading.get_ident()
+    assert ring.threads and loop_thread not in ring.threads
+    assert len(ring.threads) == 1  # the key is cached in memory after the first lookup
+
+
+def test_the_cli_keeps_a_new_key_in_a_usable_keyring_and_status_says_so(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('pool_dir = "pool"\ndata_dir = "data"\n')
+    apikeys = tmp_path / "pool" / "apikeys"
+    apikeys.mkdir(parents=True)
+    (apikeys / "ant.json").write_bytes(orjson.dumps({"provider": "anthropic", "api_key": KEY}))
+    ring = {
+        "PYTHON_KEYRING_BACKEND": "tests.keyring_backend.FileKeyring",
+        "PROXYGATE_TEST_KEYRING": str(tmp_path / "ring.json"),
+    }
+    done = proxygate(tmp_path, "secrets", "encrypt", env=ring)
+    assert done.returncode == 0, done.stderr
+    kid = orjson.loads((tmp_path / "data" / "secrets.json").read_bytes())["current"]
+    assert orjson.loads((tmp_path / "data" / "secrets.json").read_bytes()) == {
+        "current": kid,
+        "keys": {},
+        "keyring": [kid],
+    }  # the key file names the key; the keyring holds it
+    assert f"proxygate/{kid}" in orjson.loads((tmp_path / "ring.json").read_bytes())
+    assert grep(tmp_path / "pool", KEY) == [] and grep(tmp_path / "data", KEY) == []
+    status = proxygate(tmp_path, "status", env=ring)
+    assert (
+        f"secrets: data key {kid} in the OS keyring (tests.keyring_backend.FileKeyring); [secrets] encrypt off"
+        in status.stdout
+    )
+    listed = proxygate(tmp_path, "list", "--json", env=ring)
+    assert [a["id"] for a in orjson.loads(listed.stdout)] == ["ant"]
+    # Without that keyring the file cannot be opened: invalid, with the reason.
+    without = proxygate(tmp_path, "status", "--json")
+    [bad] = orjson.loads(without.stdout)["invalid_files"]
+    assert bad["reason"].startswith(f'"api_key" is encrypted under key {kid}, which is not available here')
