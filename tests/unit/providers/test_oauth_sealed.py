@@ -80,7 +80,8 @@ async def test_a_sealed_file_under_a_missing_key_is_not_refreshed(
     stranger = Vault(SecretsSettings(), tmp_path / "other", keyring=None)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(
-            RefreshFailed, match=r"dev@example.com.json: \"access_token\" is encrypted under key \w{12}, which is not"
+            RefreshFailed,
+            match=r"dev@example.com.json: \"access_token\" is encrypted under key \w{12}, which is not",
         ):
             await TokenKeeper(auth_server.settings(), session, vault=stranger).fresh(account)
     assert auth_server.refreshes == [] and path.read_bytes() == before
