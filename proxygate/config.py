@@ -156,7 +156,7 @@ class GuardrailDetectors:
     url_credentials: bool = True
     "The password in scheme://user:password@host."
     password: bool = True
-    "Values assigned to password-like names (password=, PGPASSWORD=, \"passwd\": …)."
+    'Values assigned to password-like names (password=, PGPASSWORD=, "passwd": …).'
     ip_address: bool = True
     "Global IPv4 and IPv6 addresses (see the ip_* options for the others)."
 
@@ -198,6 +198,10 @@ class ModelLimitSettings:
     "false: tool definitions are removed and tool calls in the history become text."
     thinking: bool | None = None
     "false: thinking / reasoning settings and thinking blocks in the history are removed."
+    reasoning_efforts: tuple[str, ...] = ()
+    """Reasoning efforts the upstream model accepts (e.g. ["low", "medium", "high"]) when the
+    built-in catalog is wrong or does not know the model; a converted request's effort becomes
+    the nearest of these (empty: the catalog's; thinking = false: none)."""
     images: bool | None = None
     "false: images become the text [image omitted: model has no vision]."
 

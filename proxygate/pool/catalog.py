@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from proxygate.wire.ir import Effort, Format
-from proxygate.wire.target import Target
+from proxygate.wire.target import EFFORT_ORDER, Target
 
 AuthStyle = Literal["x-api-key", "bearer", "x-goog-api-key"]
 
@@ -197,7 +197,7 @@ def target(
     model: str,
     *,
     prompt_cache_key: bool | None = None,
-    reasoning_efforts: tuple[Effort, ...] | None = None,
+    reasoning_efforts: tuple[str, ...] | None = None,
     max_output_tokens: int = 0,
 ) -> Target:
     """What to send ``model`` at ``provider``; the keyword arguments override the catalog (the
@@ -209,7 +209,9 @@ def target(
     spec = model_spec(model) or ModelSpec()
     return Target(
         accepts_cache_key=provider.accepts_prompt_cache_key if prompt_cache_key is None else prompt_cache_key,
-        reasoning_efforts=spec.reasoning_efforts if reasoning_efforts is None else reasoning_efforts,
+        reasoning_efforts=spec.reasoning_efforts
+        if reasoning_efforts is None
+        else tuple(e for e in reasoning_efforts if e in EFFORT_ORDER),
         max_output_tokens=max_output_tokens or spec.max_output_tokens,
         needs_reasoning_content=spec.needs_reasoning_content,
         exclusive_sampling=spec.exclusive_sampling,

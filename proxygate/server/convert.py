@@ -9,8 +9,10 @@ stays the upstream's. The codecs are sans-I/O (``wire/``); this module is their 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 import time
+from collections.abc import Mapping
 
 import aiohttp
 import orjson
@@ -19,6 +21,7 @@ from aiohttp import web
 from proxygate.broker import Lease
 from proxygate.broker.pins import cache_key_for
 from proxygate.call import Call
+from proxygate.config import ModelLimitSettings
 from proxygate.errors import ClientError, ConnectionLost, UpstreamError, UpstreamTimeout
 from proxygate.pool import catalog
 from proxygate.providers.upstream import scrub
@@ -39,13 +42,26 @@ from proxygate.wire.target import Target
 from proxygate.wire.tokens import estimate_input_tokens
 
 
-def target_of(lease: Lease) -> Target:
-    """What the leased account's provider and model accept (pool/catalog.py, the pool file)."""
+def target_of(lease: Lease, models: Mapping[str, ModelLimitSettings] | None = None) -> Target:
+    """What the leased account's provider and model accept: pool/catalog.py, the pool file's
+    ``prompt_cache_key``, and the first config ``[models."<glob>"]`` matching the upstream model."""
     account = lease.account
-    return catalog.target(account.spec, lease.model, prompt_cache_key=account.accepts_prompt_cache_key)
+    limits = next((v for glob, v in (models or {}).items() if fnmatch.fnmatchcase(lease.model, glob)), None)
+    efforts: tuple[str, ...] | None = None
+    if limits is not None and limits.thinking is False:
+        efforts = ()
+    elif limits is not None and limits.reasoning_efforts:
+        efforts = limits.reasoning_efforts
+    return catalog.target(
+        account.spec,
+        lease.model,
+        prompt_cache_key=account.accepts_prompt_cache_key,
+        reasoning_efforts=efforts,
+        max_output_tokens=limits.max_output_tokens if limits is not None else 0,
+    )
 
 
-def request_body(call: Call, lease: Lease) -> bytes:
+def request_body(call: Call, lease: Lease, models: Mapping[str, ModelLimitSettings] | None = None) -> bytes:
     """The client's request re-encoded for the leased account's format, model and provider."""
     source, target = CODECS[call.fmt], CODECS[lease.upstream_format]
     try:
@@ -58,7 +74,7 @@ def request_body(call: Call, lease: Lease) -> bytes:
     if request.cache_key is None and call.conversation and lease.upstream_format is ir.Format.responses:
         # Converted routes cache too: the conversation's own key (sent only where accepted: target).
         request = dataclasses.replace(request, cache_key=cache_key_for(call.conversation))
-    return orjson.dumps(target.encode_request(request, target=target_of(lease)))
+    return orjson.dumps(target.encode_request(request, target=target_of(lease, models)))
 
 
 def estimate_tokens(call: Call) -> web.Response:

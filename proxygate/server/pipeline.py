@@ -213,7 +213,8 @@ class Pipeline:
 
     async def _send(self, call: Call, lease: Lease) -> Upstream:
         same = lease.upstream_format is call.fmt
-        body = self._fast_body(call, lease) if same else convert.request_body(call, lease)
+        models = self.settings.models  # [models."<glob>"]: what a converted request may carry
+        body = self._fast_body(call, lease) if same else convert.request_body(call, lease, models)
         # Subscriptions: a token valid past the refresh margin, and the body their backend demands.
         account = await self.keeper.fresh(lease.account)
         if account.is_oauth:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxygate.wire.ir import Effort
-
 EFFORT_ORDER: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
@@ -20,7 +18,7 @@ EFFORT_ORDER: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xh
 class Target:
     accepts_cache_key: bool = True
     "The endpoint takes ``prompt_cache_key`` (Cerebras, Groq, NIM, Azure reject it)."
-    reasoning_efforts: tuple[Effort, ...] | None = None
+    reasoning_efforts: tuple[str, ...] | None = None
     "Efforts the model accepts (Chat ``reasoning_effort``, Responses ``reasoning.effort``); empty: none; None: any."
     max_output_tokens: int = 0
     "The model's output limit: the default ``max_tokens`` where one is required, and its cap; 0: unknown."

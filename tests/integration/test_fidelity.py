@@ -380,3 +380,30 @@ async def test_each_model_takes_turns_over_the_accounts(upstream, start_proxy, s
                 if model == "claude-sonnet-4-5":
                     main_model[resp.headers["x-proxygate-account"]] += 1
     assert max(main_model.values()) <= 6, main_model
+
+
+async def test_config_overrides_the_catalogs_reasoning_efforts_and_output_limit(
+    upstream, start_proxy
+) -> None:
+    config = (
+        '[models."gpt-4o"]\nreasoning_efforts = ["low", "high"]\n'
+        '[models."my-reasoner"]\nthinking = true\nreasoning_efforts = ["medium"]\n'
+        '[models."claude-sonnet-4-5"]\nmax_output_tokens = 1000\n'
+    )
+    proxy = await start_proxy(
+        {
+            "c": chat_account(upstream, "custom", models=["gpt-*", "my-*", "plain-*"]),
+            "a": {**ANT_KEY, "base_url": upstream.url, "models": ["claude-*"]},
+        },
+        config=config,
+    )
+    client = ant_client(proxy)
+    hi = [{"role": "user", "content": "hi"}]
+    for model in ("gpt-4o", "my-reasoner", "plain-model"):
+        await client.messages.create(model=model, max_tokens=8000, thinking=THINKING, messages=hi)
+    assert [r.body.get("reasoning_effort") for r in upstream.requests] == ["low", "medium", None]
+    o_client = openai_client(proxy)
+    await o_client.chat.completions.create(model="claude-sonnet-4-5", messages=hi)
+    assert upstream.requests[-1].body["max_tokens"] == 1000
+    await client.close()
+    await o_client.close()
