@@ -80,7 +80,7 @@ app = Commands(
     name="proxygate",
     help="One local endpoint in front of many LLM accounts.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 console = Console()
