@@ -10,7 +10,10 @@ exactly once with an ``Outcome``. The way of one choice (DESIGN.md, "broker"):
                    ``reserve_pct`` reached, or only overage left with ``overage = "never"``;
                    broker/score.py), not already tried by this request
     3. pin         the conversation's pinned account, while it is eligible and not near a
-                   limit (broker/pins.py); otherwise
+                   limit (broker/pins.py); a pinned account cooling down for at most
+                   ``[routing] max_wait_s`` is waited for (``pin_wait_s``: the caller sleeps)
+                   rather than moving, which would rewrite the prompt cache (broker/cache.py);
+                   otherwise
     4. strategy    the active config's strategy over the primary candidates, then the
                    fallback ones (drain-aware by default; broker/score.py); the conversation
                    is (re-)pinned to the choice
@@ -27,6 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxygate.broker.cache import CacheBook, CacheLost
 from proxygate.broker.headroom import (
     Headroom,
     merge,
@@ -95,6 +99,8 @@ class Lease:
     released: bool = False
     is_fallback: bool = False
     "Chosen from the tier's fallback accounts."
+    cache_lost: CacheLost | None = None
+    "Set when this lease moved a conversation away from the account holding its prompt cache."
 
     def release(self, outcome: Outcome) -> None:
         if self.released:
@@ -128,6 +134,7 @@ class Broker:
         self._headroom_persisted: dict[str, float] = {}
         self.pins = PinTable(settings.pin_ttl_s)
         self.budgets = Budgets(budgets or {}, prices)  # prices: for [budgets] in dollars
+        self.cache = CacheBook(prices)  # prices: what a move's cache rewrite costs
         self._ctx = StrategyContext(self.budgets)
         self.route_name = settings.active
         self._choose = STRATEGIES[settings.configs[self.route_name].strategy]
@@ -305,14 +312,40 @@ class Broker:
         """Ready and not near a limit: a pinned conversation stays only on a healthy account."""
         return self._is_ready(c, now) and not c.is_near
 
+    def pin_wait_s(self, ask: Ask) -> float:
+        """Seconds to wait for the conversation's pinned account rather than move it (0: do not wait).
+
+        Waiting keeps the prompt cache; moving writes it again elsewhere (broker/cache.py). The
+        rule is ``[routing] max_wait_s``: wait if and only if the pinned account's remaining
+        cooldown is at most that long (and the account has no other reason to be skipped)."""
+        limit = self.settings.max_wait_s
+        if limit <= 0 or not ask.pin_key or not ask.follows_pin:
+            return 0.0
+        now = self.clock()
+        pin = self.pins.get(ask.pin_key, now)
+        route = self._routes.get(ask.model) or self.route(ask.model)
+        c = None if pin is None else route.by_id.get(pin.account_id)
+        if c is None:
+            return 0.0
+        state = c.state
+        if state.quarantined or state.needs_reauth:
+            return 0.0
+        left = max(state.cooling(now, c.model), state.cooling(now, c.family))
+        return left if 0.0 < left <= limit else 0.0
+
     def _lease(self, c: Candidate, ask: Ask, now: float) -> Lease:
         state = c.state
         state.inflight += 1
         state.requests += 1
         account = c.account
+        cache_lost = None
         if ask.pin_key:
             previous = self.pins.get(ask.pin_key, now)
             moved = previous is None or previous.account_id != account.id
+            if previous is not None and moved:
+                cache_lost = self.cache.moved(
+                    ask.pin_key, account.id, now, self._why_moved(previous.account_id, now)
+                )
             pin = self.pins.put(ask.pin_key, account.id, now)
             if self.pins.expired:  # before persisting: the key just re-pinned may be among them
                 self._forget_expired_pins()
@@ -320,7 +353,18 @@ class Broker:
                 pin.persisted_expires_at = pin.expires_at
                 self._on_pin(ask.pin_key, pin)
         fmt = ask.fmt if account.speaks(ask.fmt) else account.formats[0]
-        return Lease(account, c.model, fmt, self, is_fallback=c.is_fallback)
+        return Lease(account, c.model, fmt, self, is_fallback=c.is_fallback, cache_lost=cache_lost)
+
+    def _why_moved(self, account_id: str, now: float) -> str:
+        state = self.state(account_id)
+        if state.quarantined:
+            return f"{account_id} quarantined"
+        if state.needs_reauth:
+            return f"{account_id} needs re-auth"
+        if (left := state.cooling(now)) > 0:
+            return f"{account_id} cooling down {left:.0f}s"
+        return f"{account_id} unavailable (near a limit, failed or over budget)"
+
 
     def last_resort(
         self, ask: Ask, *, exclude: Collection[str], within_s: float
@@ -342,6 +386,10 @@ class Broker:
             if c.account.id in exclude or state.needs_reauth or state.quarantined:
                 continue
             if self.budgets.budgets and self.budgets.is_over(c.account.id, now):
+                continue
+            if c.memo_version != state.version or c.memo_until <= now:
+                c.refresh(now)
+            if c.held:  # its reserve, or overage it may not use: not even as a last resort
                 continue
             account_left = state.cooling(now)
             model_left = max(state.cooling(now, c.model), state.cooling(now, c.family)) - account_left
@@ -486,9 +534,14 @@ class Broker:
                 self._on_state(account_id, state)
         return ", ".join(lifted)
 
-    def record_usage(self, account_id: str, usage: Usage | int, model: str = "") -> None:
+    def record_usage(
+        self, account_id: str, usage: Usage | int, model: str = "", *, conversation: str = ""
+    ) -> None:
         """Count a finished request against the account's budget: its tokens (``total_tokens``)
-        and, when a budget is in dollars, its price for ``model``."""
+        and, when a budget is in dollars, its price for ``model``; and its prompt-cache use
+        (broker/cache.py) for the account and ``conversation``."""
+        if isinstance(usage, Usage) and usage.total_tokens:
+            self.cache.record(account_id, conversation, model, usage)
         if not self.budgets.budgets:
             return
         if isinstance(usage, int):
@@ -593,6 +646,7 @@ class Broker:
             "inflight": state.inflight,
             "pins": self.pins.count_by_account(now).get(account.id, 0),
             "windows": [_window_view(w, now) for w in sorted(state.windows.values(), key=lambda w: w.key)],
+            "cache_hit_rate": self.cache.report_account(account.id),
             "budget_left": round(self.budgets.left_fraction(account.id, now), 4)
             if account.id in self.budgets.budgets
             else None,

@@ -150,6 +150,8 @@ def status(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrO
     console.print(table)
     if data["accounts"]:
         console.print(account_table(data["accounts"]))
+    if line := cache_text(data.get("cache")):
+        console.print(line, highlight=False, markup=False)
     if data["invalid_files"]:
         console.print(f"[yellow]{len(data['invalid_files'])} invalid file(s):[/]")
         for bad in data["invalid_files"]:
@@ -178,6 +180,29 @@ def windows_text(windows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "-"
 
 
+def plan_rules_text(a: dict[str, Any]) -> str:
+    """A subscription's reserve and overage policy (and answers served from overage), one a line."""
+    lines = []
+    if a.get("reserve_pct"):
+        lines.append(f"reserve {a['reserve_pct']:g}%")
+    if a.get("kind") == "claude" or a.get("overage_requests"):
+        served = a.get("overage_requests") or 0
+        lines.append(
+            f"overage {a.get('overage', 'never')}" + (f", {served} answered from it" if served else "")
+        )
+    return "".join(f"\n{escape(line)}" for line in lines)
+
+
+def cache_text(cache: dict[str, Any] | None) -> str:
+    """One line on conversations moved away from their prompt cache, or ``""`` when none moved."""
+    if not cache or not cache.get("lost_count"):
+        return ""
+    return (
+        f"prompt cache: {cache['lost_count']} conversation move(s) rewrote their cache, "
+        f"~${cache['lost_usd']:.4f} at API prices"
+    )
+
+
 def account_table(accounts: list[dict[str, Any]]) -> Table:
     """Per account: health (cooldown reason and end), quota windows, leases in flight, pins."""
     table = Table("account", "state", "windows (left, reset in)", "in flight", "pins")
@@ -189,6 +214,7 @@ def account_table(accounts: list[dict[str, Any]]) -> Table:
             state += f"\n{escape(model)} cooling {_duration(left_s)}"
         if a.get("reason"):
             state += f"\n[dim]{escape(a['reason'])}[/]"
+        state += plan_rules_text(a)
         table.add_row(
             escape(a["email"] or a["id"]), state, windows_text(a.get("windows") or []), str(a.get("inflight", 0)),
             str(a.get("pins", 0)),

@@ -138,6 +138,7 @@ def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, st
             for account in snapshot.accounts
         ],
         "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
+        "cache": broker.cache.report(),  # prompt-cache hit rates and conversations moved off their cache
     }
 
 

@@ -147,6 +147,13 @@ class Pipeline:
         ask = Ask(call.model, call.fmt, call.conversation, follows_pin)
         tried: list[str] = []
         last_error: UpstreamError | None = None
+        if (wait_s := self.broker.pin_wait_s(ask)) > 0:  # [routing] max_wait_s: keep the prompt cache
+            log.info(
+                "%s waiting %.1fs for the conversation's account instead of moving it",
+                call.request_id,
+                wait_s,
+            )
+            await asyncio.sleep(wait_s)
         while True:
             try:
                 lease = self.broker.acquire(ask, exclude=tried)
@@ -162,6 +169,9 @@ class Pipeline:
                     return self.error_response(call, last_error, retry_after=busy.retry_after_s)
                 lease = await _after_reset(*resort)
             call.attempts += 1
+            if (lost := lease.cache_lost) is not None:
+                log.info("%s conversation moved: %s → %s (%s); %d cached tokens written again, ~$%s", call.request_id,
+                         lost.from_account, lost.to_account, lost.reason, lost.tokens, lost.cost_usd)  # fmt: skip
             call.account_id, call.upstream_model = lease.account.id, lease.model
             call.upstream_format = lease.upstream_format
             if call.op != "generate" and lease.upstream_format is not call.fmt:
@@ -323,7 +333,10 @@ class Pipeline:
         finally:
             upstream.close()
             lease.release(outcome)
-            self.broker.record_usage(lease.account.id, call.usage, lease.model)  # for [budgets]
+            # For [budgets], and the prompt-cache economics of the account and conversation.
+            self.broker.record_usage(
+                lease.account.id, call.usage, lease.model, conversation=call.conversation
+            )
 
     async def _relay(
         self, request: web.Request, call: Call, lease: Lease, upstream: Upstream

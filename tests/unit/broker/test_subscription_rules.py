@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from proxygate.config import RoutingSettings
 from proxygate.errors import AllAccountsBusy
 from proxygate.pool.files import PoolSnapshot
 from proxygate.pool.records import Account
-from proxygate.wire.ir import Format
+from proxygate.prices import load_prices
+from proxygate.wire.ir import Format, Usage
 from tests.conftest import FakeClock
 
 SONNET = Ask("claude-sonnet-4-5", Format.anthropic)
@@ -156,3 +158,50 @@ def test_a_codex_weekly_window_in_the_primary_position_is_the_weekly_window(cloc
     assert sorted(windows) == ["5h", "7d"]
     assert (windows["7d"].fraction_left, windows["7d"].window_s) == (pytest.approx(0.4), 604800.0)
     assert (windows["5h"].fraction_left, windows["5h"].window_s) == (pytest.approx(0.9), 18000.0)
+
+
+def _pinned_pair(clock: FakeClock, max_wait_s: float, tmp_path: Path) -> tuple[Broker, Ask, str]:
+    b = Broker(
+        PoolSnapshot.of([account("a"), account("b")]),
+        RoutingSettings(max_wait_s=max_wait_s),
+        clock=clock,
+        prices=load_prices(tmp_path, {}),
+    )
+    ask = Ask("claude-sonnet-4-5", Format.anthropic, "cc:session-1")
+    lease = b.acquire(ask)
+    lease.release(Outcome.ok())
+    prompt = Usage(input_tokens=10, cache_read_tokens=90_000, cache_write_tokens=9_990, output_tokens=50)
+    b.record_usage(lease.account.id, prompt, "claude-sonnet-4-5", conversation=ask.pin_key)
+    b.acquire(ask).release(Outcome.rate_limited(20.0))  # the pinned account cools for 20 s
+    return b, ask, lease.account.id
+
+
+def test_a_conversation_whose_account_cools_20s_waits_when_max_wait_is_30(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    b, ask, home = _pinned_pair(clock, 30.0, tmp_path)
+    assert b.pin_wait_s(ask) == 20.0
+    clock.advance(20.0)  # the caller sleeps that long
+    lease = b.acquire(ask)
+    assert (lease.account.id, lease.cache_lost) == (home, None)
+    assert b.cache.report()["lost_count"] == 0
+
+
+def test_it_moves_when_max_wait_is_0_and_records_the_cache_lost(clock: FakeClock, tmp_path: Path) -> None:
+    b, ask, home = _pinned_pair(clock, 0.0, tmp_path)
+    assert b.pin_wait_s(ask) == 0.0
+    lease = b.acquire(ask)
+    assert lease.account.id != home and lease.cache_lost is not None
+    lost = lease.cache_lost
+    assert (lost.from_account, lost.to_account, lost.tokens) == (home, lease.account.id, 100_000)
+    assert lost.cost_usd == pytest.approx(100_000 * (3.75 - 0.30) / 1e6)  # write − read, per the price table
+    assert "cooling down 20s" in lost.reason
+    report = b.cache.report()
+    assert report["lost_count"] == 1 and report["lost_usd"] == pytest.approx(0.345)
+    assert report["accounts"][home]["hit_rate"] == pytest.approx(0.9)
+
+
+def test_a_cooldown_longer_than_max_wait_moves(clock: FakeClock, tmp_path: Path) -> None:
+    b, ask, home = _pinned_pair(clock, 10.0, tmp_path)
+    assert b.pin_wait_s(ask) == 0.0  # 20 s > 10 s: waiting costs more than the cache is worth here
+    assert b.acquire(ask).account.id != home
