@@ -17,9 +17,9 @@ _GENERIC_TLDS = (
 )
 _EMAIL = re.compile(
     r"(?<![\w.+%/-])"
-    r"([A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_+-])?)"
+    r"([^\W_](?:[\w.%+-]{0,62}[\w+-])?)"
     r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    rf"(?:{_GENERIC_TLDS}|[a-z]{{2}}|[A-Z]{{2}}))"
+    rf"(?i:{_GENERIC_TLDS}|[a-z]{{2}}))"
     r"(?![\w-]|\.[A-Za-z0-9])"
 )
 # Local parts that name a service, not a person: ssh remotes (git@github.com:org/repo.git).
@@ -41,7 +41,7 @@ def emails(text: str) -> Iterator[tuple[int, int]]:
 # A phone number is written for people: a leading +, or digit groups split by one kind of
 # separator, or (area) code. A bare run of digits (a timestamp, an id) is never one.
 _PHONE = re.compile(
-    r"(?<![\w+.:/#=-])"
+    r"(?<![\w+.:/#-])"
     r"(?:"
     r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"  # +44 20 7946 0958, +1 (555) 123-4567
     r"|\(\d{3}\)[ ]?\d{3}[ .-]\d{4}"  # (555) 123-4567

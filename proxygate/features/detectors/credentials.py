@@ -42,6 +42,9 @@ _CODE_VALUE = re.compile(
 )
 
 
+_XML_PASSWORD = re.compile(r"<((?i:[\w.-]*(?:password|passwd|pwd)))>([^<\s]{1,256})</\1>")
+
+
 def passwords(text: str) -> Iterator[tuple[int, int]]:
     lowered = text.lower()
     if not any(word in lowered for word in ("pass", "pwd", "client_secret")):
@@ -61,3 +64,7 @@ def passwords(text: str) -> Iterator[tuple[int, int]]:
             if not (name.isupper() or "-" in name) and value.isidentifier() and not re.search(r"\d", value):
                 continue
         yield match.span(group)
+    if "</" in text:
+        for match in _XML_PASSWORD.finditer(text):
+            if not _is_placeholder(match.group(2)):
+                yield match.span(2)

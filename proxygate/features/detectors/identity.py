@@ -65,7 +65,7 @@ def addresses(text: str) -> Iterator[tuple[int, int]]:
 
 
 _PAIR = re.compile(
-    r"(?<![\w.@/$#-])([A-Z][a-z]{1,15})[ ]([A-Z][a-z]{1,19}(?:-[A-Z][a-z]{1,19})?)(?![\w(@/-]|\.\w)"
+    r"(?<![\w.@/$#-])([A-Z][a-z]{1,15})[ ]([A-Z][a-z]{1,19}(?:-[A-Z][a-z]{1,19})?)(?![\w(@/-]|\.\w|[ ][A-Z])"
 )
 _CONTEXT = re.compile(
     r"(?i:\b(?:author|authors|name|full[ _]?name|display[ _]?name|by|from|contact|owner|assignee|"

@@ -62,7 +62,7 @@ _VENDOR_KEYS: tuple[tuple[str, str], ...] = (
     (r"oy2", r"[a-z0-9]{43}"),  # NuGet
 )
 _API_KEY = re.compile(
-    r"(?<![A-Za-z0-9_.+/=-])(?:"
+    r"(?<![A-Za-z0-9_./-])(?:"
     + "|".join(f"{prefix}{body}" for prefix, body in _VENDOR_KEYS)
     + r")(?![A-Za-z0-9_+/=-])"
 )
@@ -79,7 +79,7 @@ def api_keys(text: str) -> Iterator[tuple[int, int]]:
 
 
 _AWS_ID = re.compile(
-    r"(?<![A-Za-z0-9])((?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA|ANPA|AIPA)[A-Z2-7]{16})(?![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9])((?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA|ANPA|AIPA)[A-Z0-9]{16})(?![A-Za-z0-9])"
 )
 _AWS_SECRET = re.compile(
     r"(?i:aws_?secret(?:_access)?_?key|secret_?access_?key|aws_secret)"
@@ -99,7 +99,7 @@ def aws_keys(text: str) -> Iterator[tuple[int, int]]:
 
 
 _JWT = re.compile(
-    r"(?<![A-Za-z0-9_-])(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})(?![A-Za-z0-9_.-])"
+    r"(?<![A-Za-z0-9_-])(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})(?![A-Za-z0-9_-]|\.[A-Za-z0-9_-])"
 )
 
 

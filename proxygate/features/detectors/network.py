@@ -15,7 +15,7 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\w.-])({_OCTET}(?:\.{_OCTET}){{3}})(?![\w-]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.-])((?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:%[\w.]+)?)(?![\w:.-])")
 _VERSION_BEFORE = re.compile(
-    r"(?:(?<![A-Za-z])(?:version|ver|release|v)|==|>=|<=|~=|!=|@|\^|~)\s*[:=]?\s*[\"']?$", re.IGNORECASE
+    r"(?:(?<![A-Za-z])(?:version|ver|release|v)[\"']?|==|>=|<=|~=|!=|\^|~)\s*[:=]?\s*[\"']?$", re.IGNORECASE
 )
 
 
