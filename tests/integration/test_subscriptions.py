@@ -225,3 +225,33 @@ async def test_no_cache_key_goes_to_an_endpoint_that_refuses_it(upstream, start_
     proxy = await start_proxy({"o": refuses})
     assert await _chat(proxy.url, [{"role": "user", "content": "hi"}]) == 200
     assert "prompt_cache_key" not in upstream.requests[0].body
+
+
+async def _turn(url: str, session: str) -> str:
+    headers = {"x-claude-code-session-id": session}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(url + "/v1/messages", json=ASK, headers=headers) as resp,
+    ):
+        await resp.read()
+        return resp.headers["x-proxygate-account"]
+
+
+async def test_a_pinned_conversation_waits_out_a_short_cooldown_or_moves_and_records_the_lost_cache(
+    upstream, start_proxy, tmp_path
+) -> None:
+    for max_wait_s, expected in ((3, "a"), (0, "b")):
+        upstream.requests.clear()
+        (tmp_path / f"wait-{max_wait_s}").mkdir()
+        config = PRIORITY.replace(
+            "[routing.configs.default]", f"[routing]\nmax_wait_s = {max_wait_s}\n\n[routing.configs.default]"
+        )
+        proxy = await start_proxy(two_keys(upstream.url), config=config, root=tmp_path / f"wait-{max_wait_s}")
+        assert await _turn(proxy.url, "conversation-x") == "a"
+        upstream.push(status(429, headers={"retry-after": "1"}))  # another conversation cools a for 1 s
+        assert await _turn(proxy.url, "conversation-y") == "b"
+        assert await _turn(proxy.url, "conversation-x") == expected
+        report = proxy.app[BROKER].cache.report()
+        assert report["lost_count"] == (expected == "b")
+        if expected == "b":
+            assert report["lost"][0]["from"] == "a" and report["lost"][0]["tokens"] > 0
