@@ -85,6 +85,8 @@ class Ask:
     "The conversation key (broker/pins.py); empty: no pinning."
     follows_pin: bool = True
     "False for a conversation's first request: pin the choice, but do not follow an old pin."
+    route: str = ""
+    "A routing config other than the active one (a tenant's ``route``); empty: the active one."
 
 
 @dataclass(slots=True)
@@ -131,6 +133,8 @@ class Broker:
         self._on_pin = on_pin
         self._states: dict[str, AccountState] = {}
         self._routes = RouteCache()
+        self._other_routes: dict[str, RouteCache] = {}
+        "Routes of the configs tenants use besides the active one, by config name."
         self._headroom_persisted: dict[str, float] = {}
         self.pins = PinTable(settings.pin_ttl_s)
         self.budgets = Budgets(budgets or {}, prices)  # prices: for [budgets] in dollars
@@ -148,6 +152,7 @@ class Broker:
         before = self.snapshot.by_id
         self.snapshot = snapshot
         self._routes.clear()  # candidates per model are recomputed lazily, once per pool
+        self._other_routes.clear()
         for account in snapshot.accounts:
             state = self._states.setdefault(account.id, AccountState())
             old = before.get(account.id)
@@ -224,9 +229,13 @@ class Broker:
     def strategy_name(self) -> str:
         return self.settings.configs[self.route_name].strategy
 
-    def route_label(self, *, failover: bool = False) -> str:
-        """``<config>/<strategy>`` (+``+failover``) for the ``x-proxygate-route`` header."""
-        return f"{self.route_name}/{self.strategy_name}" + ("+failover" if failover else "")
+    def route_label(self, *, failover: bool = False, name: str = "") -> str:
+        """``<config>/<strategy>`` (+``+failover``) for the ``x-proxygate-route`` header.
+
+        ``name``: the config a request used (a tenant's), when not the active one."""
+        name = name if name in self.settings.configs else self.route_name
+        strategy = self.settings.configs[name].strategy
+        return f"{name}/{strategy}" + ("+failover" if failover else "")
 
     def routes(self) -> list[dict[str, Any]]:
         """Every routing config, for ``proxygate route list``."""
@@ -249,7 +258,10 @@ class Broker:
     # -- choosing ----------------------------------------------------------------------------
 
     def acquire(self, ask: Ask, *, exclude: Iterable[str] = ()) -> Lease:
-        route = self._routes.get(ask.model) or self.route(ask.model)
+        other = ask.route if ask.route and ask.route != self.route_name else ""
+        route = (
+            self.route_in(other, ask.model) if other else self._routes.get(ask.model) or self.route(ask.model)
+        )
         if not route.primary and not route.fallback:
             served = ", ".join(self.served_models())
             if not served:
@@ -269,8 +281,27 @@ class Broker:
         ready = self._ready(route.primary, excluded, now) or self._ready(route.fallback, excluded, now)
         if not ready:
             raise self._busy(ask.model, route, now)
-        self._ctx.rotation = (self.route_name, route.tier, route.model)
-        return self._lease(self._choose(ready, ask.fmt, now, self._ctx), ask, now)
+        self._ctx.rotation = (other or self.route_name, route.tier, route.model)
+        choose = STRATEGIES[self.settings.configs[other].strategy] if other else self._choose
+        return self._lease(choose(ready, ask.fmt, now, self._ctx), ask, now)
+
+    def route_in(self, name: str, model: str) -> Route:
+        """The candidates for ``model`` under the routing config ``name`` (a tenant's), cached per pool."""
+        cache = self._other_routes.get(name)
+        if cache is None:
+            cache = self._other_routes[name] = RouteCache()
+        found = cache.get(model)
+        if found is None:
+            found = build_route(
+                model,
+                self.snapshot.accounts,
+                self.state,
+                self.settings.configs[name],
+                aliases=self.settings.aliases,
+                apikey_first=self.settings.priority == "apikey-first",
+            )
+            cache.put(found)
+        return found
 
     def _ready(self, layer: tuple[Candidate, ...], excluded: Collection[str], now: float) -> list[Candidate]:
         """The layer's eligible candidates, their memoised pressure fresh (the hot loop: inlined)."""

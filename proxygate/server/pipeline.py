@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from proxygate.broker import Ask, Broker, Lease, Outcome, conversation
+from proxygate.broker.fairshare import FairShare, Verdict
 from proxygate.broker.state import refusal_reason
 from proxygate.call import Call
 from proxygate.config import Settings
@@ -34,13 +35,14 @@ from proxygate.errors import (
     ConnectionLost,
     ProxyError,
     ResponseLimit,
+    TenantLimitReached,
     UpstreamError,
 )
 from proxygate.features.capture import dataset_capture
 from proxygate.features.guardrails import guardrails
+from proxygate.features.limits import ModelLimits
 from proxygate.features.live import LiveFeed
 from proxygate.features.metrics import RequestMetrics
-from proxygate.features.limits import ModelLimits
 from proxygate.features.pricing import Pricing
 from proxygate.features.tenants import TenantBook, TenantLimits
 from proxygate.features.usage import UsageRecorder
@@ -108,6 +110,10 @@ class Pipeline:
         self.stages = default_stages(settings, store, tenants)
         self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
         self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
+        self.fair = FairShare()
+        "Tenants' shares of subscription windows (broker/fairshare.py); idle with no tenants."
+        if tenants is not None:
+            tenants.on_change(lambda book: self.fair.set_shares(book.shares()))
 
     async def handle(self, request: web.Request, call: Call) -> web.StreamResponse:
         try:
@@ -130,7 +136,9 @@ class Pipeline:
         call.status, call.error_class, call.error = status, call.error_class or exc.error_class, exc.message
         headers = {"x-proxygate-request-id": call.request_id}
         if call.route:  # the broker was asked: say which routing config answered
-            headers["x-proxygate-route"] = self.broker.route_label(failover=call.attempts > 1)
+            headers["x-proxygate-route"] = self.broker.route_label(
+                failover=call.attempts > 1, name=call.route
+            )
         retry = retry_after if retry_after is not None else getattr(exc, "retry_after_s", None)
         if retry is not None:
             headers["retry-after"] = str(max(int(retry + 0.999), 1))
@@ -143,9 +151,10 @@ class Pipeline:
 
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
         call.conversation, follows_pin = conversation(call.fmt, call.headers, call.body)
-        call.route = self.broker.route_name
-        ask = Ask(call.model, call.fmt, call.conversation, follows_pin)
-        tried: list[str] = []
+        call.route = call.route or self.broker.route_name  # a tenant's route, else the active one
+        ask = Ask(call.model, call.fmt, call.conversation, follows_pin, route=call.route)
+        held, over_share = self._fair_holds(call, ask)
+        tried: list[str] = list(held)  # subscriptions this tenant is over its fair share of
         last_error: UpstreamError | None = None
         if (wait_s := self.broker.pin_wait_s(ask)) > 0:  # [routing] max_wait_s: keep the prompt cache
             log.info(
@@ -160,6 +169,11 @@ class Pipeline:
             except AllAccountsBusy as busy:
                 if last_error is None:
                     log.warning("%s 429: %s", call.request_id, busy.message)
+                    if over_share is not None:  # only its fair share stood between it and an account
+                        raise TenantLimitReached(
+                            f"tenant {call.tenant or '-'!r}: {over_share.reason}",
+                            retry_after_s=over_share.retry_after_s,
+                        ) from None
                     raise
                 resort = self.broker.last_resort(
                     ask, exclude=tried, within_s=self.settings.routing.last_resort_s
@@ -207,6 +221,33 @@ class Pipeline:
                 log.warning("%s %s: %s; failing over", call.request_id, lease.account.id, exc.message)
                 tried.append(lease.account.id)
                 last_error = exc
+
+    def _fair_holds(self, call: Call, ask: Ask) -> tuple[list[str], Verdict | None]:
+        """The subscription accounts this tenant is over its fair share of, and the soonest refusal."""
+        if not self.fair.is_shared:
+            return [], None
+        broker = self.broker
+        route = (
+            broker.route_in(ask.route, ask.model)
+            if ask.route != broker.route_name
+            else broker.route(ask.model)
+        )
+        now = broker.clock()
+        held: list[str] = []
+        soonest: Verdict | None = None
+        for c in (*route.primary, *route.fallback):
+            account = c.account
+            if not account.is_oauth:
+                continue
+            self.fair.want(call.tenant, account.id, now)
+            verdict = self.fair.admits(
+                call.tenant, account.id, c.state.windows.values(), now, reserve=account.reserve_pct / 100.0
+            )
+            if not verdict.admits:
+                held.append(account.id)
+                if soonest is None or verdict.retry_after_s < soonest.retry_after_s:
+                    soonest = verdict
+        return held, soonest
 
     def _answer_locally(self, call: Call, lease: Lease) -> web.Response:
         """count_tokens / compact for an account of another format: no upstream has the endpoint."""
@@ -333,6 +374,11 @@ class Pipeline:
         finally:
             upstream.close()
             lease.release(outcome)
+            if self.fair.is_shared and lease.account.is_oauth:
+                windows = self.broker.state(lease.account.id).windows.values()
+                self.fair.record(
+                    call.tenant, lease.account.id, windows, call.usage.total_tokens, self.broker.clock()
+                )
             # For [budgets], and the prompt-cache economics of the account and conversation.
             self.broker.record_usage(
                 lease.account.id, call.usage, lease.model, conversation=call.conversation
@@ -391,7 +437,7 @@ class Pipeline:
         headers["x-proxygate-request-id"] = call.request_id
         if self.settings.expose_account_header:
             headers["x-proxygate-account"] = lease.account.id
-        headers["x-proxygate-route"] = self.broker.route_label(failover=call.attempts > 1)
+        headers["x-proxygate-route"] = self.broker.route_label(failover=call.attempts > 1, name=call.route)
         if call.shaped:  # what features/limits.py removed or clamped
             headers["x-proxygate-shaped"] = ",".join(call.shaped)
         return headers

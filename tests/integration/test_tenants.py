@@ -8,8 +8,11 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from tests.conftest import FakeClock, admin_headers
+from tests.oauth_fakes import oauth_account
+from tests.upstream import anthropic_message
 
 ANT = {"provider": "anthropic", "api_key": "sk-ant-upstream-0000"}
 OAI = {"provider": "openai", "api_key": "sk-upstream-0000"}
@@ -271,3 +274,68 @@ async def test_a_request_is_shaped_to_what_the_model_takes(start_proxy, upstream
     assert IMAGE_DATA not in str(first) and IMAGE_DATA not in str(converted)
     assert "[image omitted: model has no vision]" in str(converted["messages"])
     assert untouched["thinking"] == body["thinking"] and IMAGE_DATA in str(untouched)
+
+
+class SubscriptionWindow:
+    """An upstream whose 5-hour window fills by 5 % with every answer it gives."""
+
+    def __init__(self, upstream, resets_at: float) -> None:
+        self.answered = 0
+        self.resets_at = resets_at
+        upstream.push(*[self.answer for _ in range(100)])
+
+    async def answer(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/apikey"):  # the API key account: no window
+            return web.json_response(anthropic_message())
+        self.answered += 1
+        headers = {
+            "anthropic-ratelimit-unified-5h-status": "allowed",
+            "anthropic-ratelimit-unified-5h-utilization": f"{0.05 * self.answered:.2f}",
+            "anthropic-ratelimit-unified-5h-reset": str(int(self.resets_at)),
+        }
+        return web.Response(
+            body=orjson.dumps(anthropic_message()), headers=headers, content_type="application/json"
+        )
+
+
+async def test_a_tenant_over_its_fair_share_moves_to_an_api_key_then_waits(
+    start_proxy, upstream, tmp_path
+) -> None:
+    clock = FakeClock()
+    SubscriptionWindow(upstream, clock() + 3 * 3600)
+    key_upstream = upstream.url + "/apikey"
+    accounts = {
+        "max": {"_kind": "claude", **oauth_account("claude"), "base_url": upstream.url},
+        "key": {**ANT, "base_url": key_upstream},
+    }
+    config = '[oauth]\nusage_poll_s = 0\n[routing.configs.subs.tiers.default]\naccounts = ["max"]\n'
+    proxy = await start_proxy(accounts, config=config, clock=clock)
+    async with aiohttp.ClientSession() as http:
+        alice = await add(http, proxy, "alice")
+        bob = await add(http, proxy, "bob")
+        served = []
+        assert (await ask(http, proxy, bob))[1]["x-proxygate-account"] == "max"  # bob wants the window too
+        for _ in range(14):
+            clock.advance(1)
+            served.append((await ask(http, proxy, alice))[1]["x-proxygate-account"])
+        # alice's part of the window's growth passes her half of it after 11 answers: then the API key
+        assert served == ["max"] * 11 + ["key"] * 3
+        assert (await ask(http, proxy, bob))[1]["x-proxygate-account"] == "max"  # bob is within his share
+        async with http.patch(
+            f"{proxy.url}/admin/api/tenants/alice",
+            json={"route": "subs"},
+            headers=admin_headers(proxy.settings),
+        ) as resp:
+            assert resp.status == 200
+        status, headers, body = await ask(http, proxy, alice)  # no API key in her route: wait
+        assert status == 429
+        assert "fair share" in orjson.loads(body)["error"]["message"]
+        retry = int(headers["retry-after"])
+        assert retry == 300  # bob counts as idle 5 minutes after he last asked
+        clock.advance(retry)
+        status, headers, _ = await ask(http, proxy, alice)
+        assert (status, headers["x-proxygate-account"], headers["x-proxygate-route"]) == (
+            200,
+            "max",
+            "subs/drain-aware",
+        )
