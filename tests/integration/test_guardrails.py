@@ -1,0 +1,352 @@
+"""Guardrails through the real server: the upstream never receives a corpus positive, and the
+client gets back exactly what it sent, in JSON and in streams split at every byte.
+
+The upstream echoes: it answers with the text it received (which must hold no original), so
+whatever reaches the client went through the restoring side. It checks every byte it gets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import orjson
+from aiohttp import web
+
+from proxygate.features.redaction import KEY_FILE
+from tests.corpus.guardrails import all_cases
+from tests.upstream import anthropic_message, chat_completion
+
+ON = {"PROXYGATE_GUARDRAILS_ENABLED": "true"}
+ANT = {"provider": "anthropic", "api_key": "sk-ant-up-0000-1111", "models": ["*"]}
+CHAT = {"provider": "custom", "api_key": "sk-up-0000-1111", "models": ["*"]}
+
+POSITIVES = [case for case in all_cases() if case.is_positive]
+VALUES = sorted({case.text[s:e] for case in POSITIVES for s, e in case.values}, key=len, reverse=True)
+CORPUS_TEXT = "\n".join(case.text for case in POSITIVES)
+# A stream per character over the whole corpus would be slow: two cases of each detector.
+SAMPLE_TEXT = "\n".join(
+    case.text
+    for detector in sorted({c.detector for c in POSITIVES})
+    for case in [c for c in POSITIVES if c.detector == detector][:2]
+)
+
+
+def assert_clean(raw: bytes) -> None:
+    """No corpus value in the bytes, as is or JSON-escaped."""
+    text = raw.decode()
+    for value in VALUES:
+        escaped = orjson.dumps(value).decode()[1:-1]
+        assert value not in text and escaped not in text, f"{value!r} reached the upstream"
+
+
+def user_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        content = body["messages"][-1]["content"]
+        if isinstance(content, list):
+            return "".join(block.get("text", "") for block in content)
+        return str(content)
+    return str(body["input"][-1]["content"][0]["text"]) if isinstance(body["input"], list) else body["input"]
+
+
+def sse(events: list[tuple[str | None, dict[str, Any]]]) -> bytes:
+    out = b""
+    for name, data in events:
+        out += (
+            (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + orjson.dumps(data) + b"\n\n"
+        )
+    return out
+
+
+def anthropic_stream(text: str, *, tool_args: str = "") -> bytes:
+    events: list[tuple[str | None, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": {**anthropic_message(""), "content": []}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ]
+    events += [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}},
+        )
+        for c in text
+    ]
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    if tool_args:
+        block = {"type": "tool_use", "id": "toolu_1", "name": "run", "input": {}}
+        events.append(
+            ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": block})
+        )
+        events += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": tool_args[i : i + 3]},
+                },
+            )
+            for i in range(0, len(tool_args), 3)
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 1}))
+    events.append(
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return sse(events)
+
+
+def chat_stream(text: str, *, tool_args: str = "") -> bytes:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    ]
+    chunks += [
+        {**base, "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]} for c in text
+    ]
+    if tool_args:
+        first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "run", "arguments": ""}}
+        chunks.append(
+            {**base, "choices": [{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}]}
+        )
+        chunks += [
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [{"index": 0, "function": {"arguments": tool_args[i : i + 3]}}]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for i in range(0, len(tool_args), 3)
+        ]
+    chunks.append(
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if tool_args else "stop"}],
+        }
+    )
+    chunks.append(
+        {**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    )
+    return sse([(None, c) for c in chunks]) + b"data: [DONE]\n\n"
+
+
+def responses_stream(text: str) -> bytes:
+    item = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    resp = {"id": "resp_1", "object": "response", "status": "completed", "model": "m", "output": [item],
+            "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}}  # fmt: skip
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {**resp, "status": "in_progress", "output": []}}
+    ]
+    events += [
+        {
+            "type": "response.output_text.delta",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": c,
+        }
+        for c in text
+    ]
+    events.append(
+        {
+            "type": "response.output_text.done",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "text": text,
+        }
+    )
+    events.append({"type": "response.completed", "response": resp})
+    return sse([(e["type"], e) for e in events])
+
+
+class Echo:
+    """The upstream: checks every byte it receives, answers with the text it got."""
+
+    def __init__(self, *, tool: bool = False) -> None:
+        self.tool = tool
+        self.bodies: list[dict[str, Any]] = []
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        assert_clean(raw)
+        body = orjson.loads(raw)
+        self.bodies.append(body)
+        text = user_text(body)
+        args = orjson.dumps({"command": text}).decode() if self.tool else ""
+        stream = body.get("stream") is True
+        if request.path.endswith("/messages"):
+            if stream:
+                return web.Response(
+                    body=anthropic_stream(text, tool_args=args), content_type="text/event-stream"
+                )
+            message = anthropic_message(text)
+            if self.tool:
+                message["content"].append(
+                    {"type": "tool_use", "id": "toolu_1", "name": "run", "input": {"command": text}}
+                )
+            return web.json_response(message)
+        if request.path.endswith("/chat/completions"):
+            if stream:
+                return web.Response(body=chat_stream(text, tool_args=args), content_type="text/event-stream")
+            return web.json_response(chat_completion(text))
+        return web.Response(body=responses_stream(text), content_type="text/event-stream")
+
+
+async def serve(upstream, start_proxy, account: dict[str, Any], echo: Echo, root=None):  # type: ignore[no-untyped-def]
+    upstream.standing["sk-"] = echo
+    base = upstream.url + ("/v1" if account["provider"] == "custom" else "")
+    return await start_proxy({"a": {**account, "base_url": base}}, env=ON, root=root)
+
+
+async def test_anthropic_json_same_format_whole_corpus(upstream, start_proxy) -> None:
+    echo = Echo(tool=True)
+    proxy = await serve(upstream, start_proxy, ANT, echo)
+    client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=0)
+    message = await client.messages.create(
+        model="claude-x",
+        max_tokens=20,
+        system=CORPUS_TEXT,
+        messages=[{"role": "user", "content": CORPUS_TEXT}],
+    )
+    assert message.content[0].text == CORPUS_TEXT
+    assert message.content[1].input == {"command": CORPUS_TEXT}
+    await client.close()
+    assert echo.bodies[0]["system"] != CORPUS_TEXT  # replaced, and the client never saw it
+
+
+async def test_anthropic_stream_split_at_every_byte_and_tool_arguments(upstream, start_proxy) -> None:
+    echo = Echo(tool=True)
+    proxy = await serve(upstream, start_proxy, ANT, echo)
+    client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=0)
+    async with client.messages.stream(
+        model="claude-x", max_tokens=20, messages=[{"role": "user", "content": SAMPLE_TEXT}]
+    ) as stream:
+        text = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == SAMPLE_TEXT
+    assert final.content[1].input == {"command": SAMPLE_TEXT}
+    await client.close()
+
+
+async def test_openai_chat_same_format_json_and_stream(upstream, start_proxy) -> None:
+    echo = Echo(tool=True)
+    proxy = await serve(upstream, start_proxy, CHAT, echo)
+    client = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="client", max_retries=0)
+    done = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": CORPUS_TEXT}]
+    )
+    assert done.choices[0].message.content == CORPUS_TEXT
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": SAMPLE_TEXT}], stream=True
+    )
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == SAMPLE_TEXT
+    args = "".join(
+        call.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for call in c.choices[0].delta.tool_calls or []
+        if call.function
+    )
+    assert orjson.loads(args) == {"command": SAMPLE_TEXT}
+    await client.close()
+
+
+async def test_converted_routes_both_ways(upstream, start_proxy, tmp_path) -> None:
+    echo = Echo()
+    proxy = await serve(upstream, start_proxy, CHAT, echo)
+    ant = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="client", max_retries=0)
+    message = await ant.messages.create(
+        model="m", max_tokens=20, messages=[{"role": "user", "content": CORPUS_TEXT}]
+    )
+    assert message.content[0].text == CORPUS_TEXT
+    async with ant.messages.stream(
+        model="m", max_tokens=20, messages=[{"role": "user", "content": SAMPLE_TEXT}]
+    ) as s:
+        assert "".join([t async for t in s.text_stream]) == SAMPLE_TEXT
+    await ant.close()
+
+    echo2 = Echo()
+    (tmp_path / "b").mkdir()
+    proxy2 = await serve(upstream, start_proxy, ANT, echo2, root=tmp_path / "b")
+    oai = openai.AsyncOpenAI(base_url=proxy2.url + "/v1", api_key="client", max_retries=0)
+    done = await oai.chat.completions.create(
+        model="claude-x", messages=[{"role": "user", "content": CORPUS_TEXT}]
+    )
+    assert done.choices[0].message.content == CORPUS_TEXT
+    stream = await oai.chat.completions.create(
+        model="claude-x", messages=[{"role": "user", "content": SAMPLE_TEXT}], stream=True
+    )
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == SAMPLE_TEXT
+    await oai.close()
+
+
+async def test_off_by_default_bodies_reach_the_upstream_unchanged(upstream, start_proxy, tmp_path) -> None:
+    seen: list[bytes] = []
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.read())
+        return web.json_response(anthropic_message("ok"))
+
+    upstream.standing["sk-"] = record
+    proxy = await start_proxy({"a": {**ANT, "base_url": upstream.url}})
+    raw = orjson.dumps(
+        {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": CORPUS_TEXT}]}
+    )
+    async with aiohttp.ClientSession() as client, client.post(f"{proxy.url}/v1/messages", data=raw) as resp:
+        assert resp.status == 200
+    assert seen == [raw]
+    assert not (proxy.settings.data_dir / KEY_FILE).exists()  # off: not even a key is made
+
+
+async def test_replacements_are_stable_across_restarts_and_thinking_passes_untouched(
+    upstream, start_proxy, tmp_path
+) -> None:
+    echo = Echo()
+    body = {
+        "model": "claude-x",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "mail kim.lee@contoso.io"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "kim.lee@contoso.io wrote", "signature": "sig=="},
+                    {"type": "text", "text": "ok"},
+                ],
+            },
+            {"role": "user", "content": "again kim.lee@contoso.io"},
+        ],
+    }
+    for _ in range(2):  # a restart: the same key file, so the same replacements
+        proxy = await serve(upstream, start_proxy, ANT, echo)
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(f"{proxy.url}/v1/messages", json=body) as resp,
+        ):
+            assert (await resp.json())["content"][0]["text"] == "again kim.lee@contoso.io"
+        await proxy.runner.cleanup()
+    first, second = echo.bodies
+    assert first == second  # same key file, same replacement: prompt caches keep hitting
+    assert first["messages"][1]["content"][0] == body["messages"][1]["content"][0]  # type: ignore[index]
+    fake = first["messages"][0]["content"].removeprefix("mail ")
+    assert "@" in fake and fake != "kim.lee@contoso.io"
+    assert (tmp_path / "data" / KEY_FILE).stat().st_mode & 0o777 == 0o600
