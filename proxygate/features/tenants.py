@@ -513,7 +513,9 @@ class TenantLimits:
                 if "model" in call.body:  # Gemini names the model in the path only
                     call.body = {**call.body, "model": model}
                     call.raw_body = orjson.dumps(call.body)  # the fast path sends these bytes
-            if tenant.route:
+            if (
+                tenant.route and tenant.route in book.settings.routing.configs
+            ):  # a config since removed: the active one
                 call.route = tenant.route
         book.admit(call.tenant)
         self._admitted[call.request_id] = call.tenant

@@ -40,7 +40,7 @@ from proxygate.features.tenants import (
 from proxygate.server.admin import guard
 from proxygate.server.connections import read_body
 from proxygate.server.guard import render_for_path
-from proxygate.server.keys import SETTINGS, STORE, TENANT_BOOK
+from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK
 from proxygate.server.tasks import supervise
 from proxygate.store.base import Store
 
@@ -128,14 +128,26 @@ def _found(book: TenantBook, name: str) -> str:
     return name
 
 
-def tenants_report(book: TenantBook) -> list[dict[str, Any]]:
-    """Every tenant's report, the owner first."""
-    return [book.report(name) for name in (OWNER, *sorted(book.tenants))]
+def tenants_report(app: web.Application) -> list[dict[str, Any]]:
+    """Every tenant's report, the owner first, with its use and share of each subscription window."""
+    book, broker, fair = app[TENANT_BOOK], app[BROKER], app[PIPELINE].fair
+    now = broker.clock()
+    uses: dict[str, list[dict[str, Any]]] = {}
+    for account in app[POOL][0].accounts:
+        if account.is_oauth:
+            windows = broker.state(account.id).windows.values()
+            for row in fair.report(account.id, windows, now, reserve=account.reserve_pct / 100.0):
+                uses.setdefault(row.pop("tenant"), []).append(row)
+    reports = []
+    for name in (OWNER, *sorted(book.tenants)):
+        report = book.report(name)
+        report["windows"] = uses.get(name, [])
+        reports.append(report)
+    return reports
 
 
 async def list_tenants(request: web.Request) -> web.Response:
-    book = request.app[TENANT_BOOK]
-    return _json({"tenants": tenants_report(book), "owner_needs_token": _owner_locked_out(request)})
+    return _json({"tenants": tenants_report(request.app), "owner_needs_token": _owner_locked_out(request)})
 
 
 async def add_tenant(request: web.Request) -> web.Response:
