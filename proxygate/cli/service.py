@@ -58,6 +58,9 @@ ManagerOption = Annotated[
     Manager,
     typer.Option("--manager", help="Service manager (auto: launchd on macOS, else systemd).", hidden=True),
 ]
+WaitOption = Annotated[
+    float, typer.Option("--wait-s", help="How long to wait for /healthz after a (re)start.", hidden=True)
+]
 SystemOption = Annotated[
     bool, typer.Option("--system/--user", help="A system unit (run as you, needs root) or a user unit.")
 ]
@@ -132,11 +135,11 @@ def _unreachable(target: Target) -> str | None:
         return None if shutil.which("launchctl") else "launchctl is not available on this machine"
     if shutil.which("systemctl") is None:
         return "systemd is not installed on this machine"
+    if _run([*target.systemctl, "show-environment"]).returncode == 0:
+        return None
     if not Path("/run/systemd/system").is_dir():
         return "systemd is not running on this machine (a container?)"
-    if _run([*target.systemctl, "show-environment"]).returncode != 0:
-        return "no systemd user manager is reachable (no user session bus; try a login shell)"
-    return None
+    return "no systemd user manager is reachable (no user session bus; try a login shell)"
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -169,10 +172,10 @@ def _start(target: Target) -> None:
     _must([*target.systemctl, "restart", UNIT])
 
 
-def _comes_up(settings: Settings) -> bool:
+def _comes_up(settings: Settings, wait_s: float) -> bool:
     from proxygate.cli.admin_client import find_server
 
-    deadline = time.monotonic() + HEALTH_WAIT_S
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if find_server(settings) is not None:
             return True
@@ -191,6 +194,7 @@ def install(
         bool, typer.Option("--print", help="Print the unit (or plist) and change nothing.")
     ] = False,
     manager: ManagerOption = Manager.auto,
+    wait_s: WaitOption = HEALTH_WAIT_S,
 ) -> None:
     """Install (or upgrade) and start the service; roll back when the new one does not come up."""
     with reported():
@@ -222,21 +226,21 @@ def install(
     if linger and target.manager is Manager.systemd and not target.is_system:
         _must(["loginctl", "enable-linger", getpass.getuser()])
     _start(target)
-    if _comes_up(settings):
+    if _comes_up(settings, wait_s):
         console.print(
             f"proxygate runs as a service ({target.path}); logs: proxygate service logs", highlight=False
         )
         return
     if previous is None:
         err_console.print(
-            f"[red]error:[/] the service did not answer /healthz within {HEALTH_WAIT_S:.0f} s; "
+            f"[red]error:[/] the service did not answer /healthz within {wait_s:.0f} s; "
             "see proxygate service logs"
         )
         raise typer.Exit(1)
     _write(target.path, previous)
     _start(target)
     err_console.print(
-        f"[red]error:[/] the new service did not answer /healthz within {HEALTH_WAIT_S:.0f} s: "
+        f"[red]error:[/] the new service did not answer /healthz within {wait_s:.0f} s: "
         f"the previous {target.path.name} is back and restarted; see proxygate service logs"
     )
     raise typer.Exit(1)
@@ -313,7 +317,10 @@ def status(
 
 @service.command()
 def restart(
-    config: ConfigOption = None, manager: ManagerOption = Manager.auto, system: SystemOption = False
+    config: ConfigOption = None,
+    manager: ManagerOption = Manager.auto,
+    system: SystemOption = False,
+    wait_s: WaitOption = HEALTH_WAIT_S,
 ) -> None:
     """Restart the service (it drains streams in flight first) and wait for /healthz."""
     with reported():
@@ -333,9 +340,9 @@ def restart(
         _must(["launchctl", "kickstart", "-k", f"{domain}/{LABEL}"])
     else:
         _must([*target.systemctl, "restart", UNIT])
-    if not _comes_up(settings):
+    if not _comes_up(settings, wait_s):
         err_console.print(
-            f"[red]error:[/] restarted, but /healthz did not answer within {HEALTH_WAIT_S:.0f} s"
+            f"[red]error:[/] restarted, but /healthz did not answer within {wait_s:.0f} s"
         )
         raise typer.Exit(1)
     console.print("restarted; the server answers", highlight=False)
