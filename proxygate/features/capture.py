@@ -112,7 +112,8 @@ class DatasetCapture:
     def on_request(self, call: Call) -> None:
         if call.op != "generate" or not _matches(call.model, self.settings.models):
             return
-        # Guardrails (not built yet) hook here: take their anonymised body unless configured otherwise.
+        # Guardrails run before this stage: call.body is their anonymised body, and the tap sees
+        # the answer before the originals are put back (server/relay.send), so both stay anonymised.
         call.output_tap = _Answer(call.body)  # the relay drops call.body later; the tap keeps it
 
     def on_done(self, call: Call) -> None:

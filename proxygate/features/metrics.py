@@ -108,6 +108,12 @@ class RequestMetrics:
             ["format", "route"],
             registry=r,
         )
+        self.replacements = Counter(
+            "proxygate_guardrail_replacements",
+            "Values the guardrails replaced in requests, by detector (counts only, never values).",
+            ["detector"],
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
 
     # -- the stage's hooks -------------------------------------------------------------------
@@ -147,6 +153,8 @@ class RequestMetrics:
             self._child(self.unpriced, account, model).inc()
         if call.attempts > 1:
             self._child(self.failovers, fmt, call.route or "none").inc(call.attempts - 1)
+        for detector, n in call.redactions.items():  # detector names are a fixed set of 15
+            self._child(self.replacements, detector).inc(n)
 
     def count_refused(self, fmt: str, route: str, status: int) -> None:
         """A request refused before the pipeline saw it: no account, no model."""

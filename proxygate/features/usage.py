@@ -39,6 +39,7 @@ class UsageRecorder:
                     attempts=call.attempts,
                     first_byte_ms=round(call.first_byte_ms, 1),
                     cost_usd=call.cost_usd,
+                    guardrails=call.redactions,
                 )
             )
         level = logging.INFO if call.status < 400 else logging.WARNING

@@ -68,6 +68,8 @@ class UsageRecord:
     "Arrival to the first body byte sent to the client (0: none was sent)."
     cost_usd: float | None = None
     "API-price cost of the usage; None when no price is known (never 0 for unknown)."
+    guardrails: Mapping[str, int] = field(default_factory=dict)
+    "Guardrail detector → values replaced in the request (counts only, never values)."
 
     @property
     def tokens(self) -> int:

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from proxygate.features.redaction import KEY_FILE
+from proxygate.server.keys import STORE
 from tests.corpus.guardrails import all_cases
 from tests.upstream import anthropic_message, chat_completion
 
@@ -350,3 +351,22 @@ async def test_replacements_are_stable_across_restarts_and_thinking_passes_untou
     fake = first["messages"][0]["content"].removeprefix("mail ")
     assert "@" in fake and fake != "kim.lee@contoso.io"
     assert (tmp_path / "data" / KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+async def test_request_log_and_metrics_count_detectors_never_values(upstream, start_proxy) -> None:
+    echo = Echo()
+    proxy = await serve(upstream, start_proxy, ANT, echo)
+    text = "mail kim.lee@contoso.io and ann.lee@contoso.io, key ghp_aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+    body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": text}]}
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"{proxy.url}/v1/messages", json=body) as resp:
+            assert (await resp.json())["content"][0]["text"] == text
+        async with client.get(f"{proxy.url}/metrics") as resp:
+            metrics = await resp.text()
+    assert 'proxygate_guardrail_replacements_total{detector="email"} 2.0' in metrics
+    assert 'proxygate_guardrail_replacements_total{detector="api_key"} 1.0' in metrics
+    store = proxy.app[STORE]
+    store.flush()
+    [entry] = store.recent_requests()
+    assert entry["guardrails"] == {"email": 2, "api_key": 1}
+    assert "contoso" not in orjson.dumps(entry).decode()
