@@ -94,7 +94,7 @@ def diagnose(config: Path | None, *, online: bool) -> Iterator[Finding]:
     yield _service()
     yield from _clients(settings)
     if online:
-        yield _clock()
+        yield _clock(_clock_url(settings))
         yield from _accounts_online(settings)
 
 
@@ -298,27 +298,40 @@ def _client_finding(name: str, path: Path, url: str, base: str, client: str) -> 
     return Finding("client", "note", f"{name}: {now} ({path})", f"proxygate setup {client} --write")
 
 
-def _clock() -> Finding:
+def _clock_url(settings: Settings) -> str:
+    """A provider this install talks to: the first enabled account's, else Anthropic's API."""
+    from proxygate.pool.files import load_pool
+    from proxygate.store.secrets import Vault
+
+    if settings.pool_dir.is_dir():
+        with contextlib.suppress(ProxyError):
+            for account in load_pool(settings.pool_dir, Vault.of(settings)).accounts:
+                if not account.disabled:
+                    return account.base_url + "/"
+    return CLOCK_URL
+
+
+def _clock(url: str) -> Finding:
     try:
-        request = urllib.request.Request(CLOCK_URL, method="HEAD")
+        request = urllib.request.Request(url, method="HEAD")
         try:
             with urllib.request.urlopen(request, timeout=ONLINE_TIMEOUT_S) as resp:
                 date = resp.headers.get("Date")
         except urllib.error.HTTPError as exc:  # any answer carries a Date
             date = exc.headers.get("Date")
     except (urllib.error.URLError, OSError) as exc:
-        return Finding("clock", "problem", f"clock: {CLOCK_URL} did not answer ({exc})", "check the network")
+        return Finding("clock", "problem", f"clock: {url} did not answer ({exc})", "check the network")
     if not date:
-        return Finding("clock", "note", f"clock: {CLOCK_URL} sent no Date header")
+        return Finding("clock", "note", f"clock: {url} sent no Date header")
     skew_s = time.time() - email.utils.parsedate_to_datetime(date).timestamp()
     if abs(skew_s) > MAX_CLOCK_SKEW_S:
         return Finding(
             "clock",
             "problem",
-            f"clock: {skew_s:+.0f} s off the provider's (tokens and signatures expire early or late)",
+            f"clock: {skew_s:+.0f} s off {url} (tokens and signatures expire early or late)",
             "sudo timedatectl set-ntp true",
         )
-    return Finding("clock", "ok", f"clock: {skew_s:+.1f} s from the provider's")
+    return Finding("clock", "ok", f"clock: {skew_s:+.1f} s from {url}")
 
 
 def _accounts_online(settings: Settings) -> Iterator[Finding]:

@@ -3,10 +3,14 @@ each planted problem named on its own ✗ line with exit code 1."""
 
 from __future__ import annotations
 
+import email.utils
+import http.server
 import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,3 +205,60 @@ def test_a_port_held_by_our_server_is_fine_and_names_its_version(home: Path, run
         for line in result.stdout.splitlines()
     )
     assert any(line.startswith("✓ store ") and " opens, " in line for line in result.stdout.splitlines())
+
+
+class SkewedProvider(http.server.BaseHTTPRequestHandler):
+    """Answers like a provider whose clock says an hour earlier than ours."""
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response_only(status)
+        self.send_header("Date", email.utils.formatdate(time.time() - 3600, usegmt=True))
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(404, b"")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self._answer(200, orjson.dumps({"type": "message", "content": [{"type": "text", "text": "ok"}]}))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def provider() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SkewedProvider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_online_finds_clock_skew_and_checks_each_account(home: Path, provider: str) -> None:
+    (home / "pool").mkdir(mode=0o700)
+    write_account(
+        home / "pool",
+        "apikeys",
+        "ant",
+        {"provider": "anthropic", "api_key": "sk-ant-x-9999", "base_url": provider},
+    )
+    (home / "pool" / "apikeys").chmod(0o700)
+    offline = doctor(home)
+    assert offline.returncode == 0, offline.stdout
+    assert not any(line.startswith(("✓ clock", "✗ clock")) for line in offline.stdout.splitlines())
+    result = doctor(home, "--online")
+    assert result.returncode == 1
+    [clock] = problems(result)
+    assert re.fullmatch(
+        rf"✗ clock: \+36\d\d s off {provider}/ \(tokens and signatures expire early or late\) — fix: "
+        r"sudo timedatectl set-ntp true",
+        clock,
+    )
+    assert any(
+        re.fullmatch(r"✓ account ant: HTTP 200 in \d+ ms", line) for line in result.stdout.splitlines()
+    )
