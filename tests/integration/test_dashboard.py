@@ -267,13 +267,56 @@ async def test_openapi_documents_every_admin_api_route_and_takes_the_bearer_toke
 async def test_logout_ends_the_session(upstream, start_proxy) -> None:
     proxy = await start_proxy(two_keys(upstream.url))
     browser = await logged_in(proxy)
-    async with aiohttp.ClientSession() as client, client.post(
-        proxy.url + "/logout",
-        data={"csrf": browser.csrf},
-        headers={**browser.cookie_header, "origin": proxy.url},
-        allow_redirects=False,
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            proxy.url + "/logout",
+            data={"csrf": browser.csrf},
+            headers={**browser.cookie_header, "origin": proxy.url},
+            allow_redirects=False,
+        ) as resp,
+    ):
         assert resp.status == 303
     assert (await browser.page("/"))[0] == 303
     assert (await browser.call("GET", "/admin/api/status"))[0] == 401
     assert len(proxy.app[SESSIONS]._sessions) == 0
+
+
+CONFIG_WITH_COMMENTS = """# my proxy settings
+[routing]
+# which config is used
+active = "default"
+
+[routing.configs.default]
+strategy = "priority"  # keep a first
+"""
+
+
+async def test_editing_aliases_keeps_comments_backs_up_validates_and_applies_at_once(
+    upstream, start_proxy
+) -> None:
+    proxy = await start_proxy(two_keys(upstream.url), config=CONFIG_WITH_COMMENTS)
+    path = proxy.settings.config_path
+    before = path.read_text()
+    headers = admin_headers(proxy.settings)
+    async with aiohttp.ClientSession() as client:
+        async with client.post(
+            proxy.url + "/admin/api/config/routing",
+            json={"aliases": {"fast": "claude-haiku-4-5"}},
+            headers=headers,
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        text = path.read_text()
+        assert "# which config is used" in text and "# keep a first" in text
+        assert 'fast = "claude-haiku-4-5"' in text
+        assert path.with_name("config.toml.bak").read_text() == before
+        async with client.post(proxy.url + "/v1/messages", json={**ASK, "model": "fast"}) as resp:
+            assert resp.status == 200
+        assert upstream.requests[-1].body["model"] == "claude-haiku-4-5"  # applied without a restart
+        # A change that does not validate is refused and nothing is written.
+        async with client.post(
+            proxy.url + "/admin/api/config/routing", json={"active": "nope"}, headers=headers
+        ) as resp:
+            assert resp.status == 400
+            assert "routing.active" in (await resp.json())["error"]
+        assert path.read_text() == text

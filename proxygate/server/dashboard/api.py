@@ -204,9 +204,9 @@ async def config(request: web.Request) -> web.Response:
         {
             "config_path": str(settings.config_path) if settings.config_path else None,
             "route": broker.route_label(),
-            "priority": settings.routing.priority,
+            "priority": broker.settings.priority,
             "routes": broker.routes(),
-            "aliases": dict(settings.routing.aliases),
+            "aliases": dict(broker.settings.aliases),  # as edited live (config_edit.py)
             "budgets": {
                 account_id: {
                     "daily_tokens": b.daily_tokens,

@@ -127,6 +127,14 @@ OPERATIONS: tuple[tuple[str, str, str, list[dict[str, Any]], bool], ...] = (
     ),
     (
         "post",
+        "/admin/api/config/routing",
+        'Edit config.toml\'s [routing] `active` and/or `aliases` ({"active": …, "aliases": {…}}): comments kept, '
+        "validated before writing, the old file kept as config.toml.bak, applied at once.",
+        [],
+        True,
+    ),
+    (
+        "post",
         "/admin/api/dashboard/login-link",
         "A one-time login path for the dashboard (what `proxygate dashboard` opens).",
         [],

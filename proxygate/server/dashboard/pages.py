@@ -156,6 +156,14 @@ ROUTING_MAIN = (
     '<div id="routes"></div></section>'
     '<section aria-labelledby="rules-title"><h2 id="rules-title">Aliases and budgets</h2>'
     '<div id="rules"></div></section>'
+    '<section aria-labelledby="edit-title"><h2 id="edit-title">Edit aliases in config.toml</h2>'
+    '<form id="aliases-form" class="form">'
+    "<label>Aliases, one per line: <code>client model = pool model</code>"
+    '<textarea name="aliases" rows="5" spellcheck="false"></textarea></label>'
+    '<button type="submit">Save aliases</button></form>'
+    '<p class="hint">Written to config.toml with its comments kept, checked before writing, the old file '
+    "kept as config.toml.bak. [routing] aliases and active apply at once; other sections of the file "
+    "apply when the server starts again.</p></section>"
 )
 
 PROVIDER_OPTIONS = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in API_KEY_PROVIDERS)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxygate.server.dashboard import api, openapi, pages, traffic
+from proxygate.server.dashboard import api, config_edit, openapi, pages, traffic
 
 
 def add_routes(app: web.Application) -> None:
     pages.add_routes(app)  # /, the pages, /login, /logout, /static/, /favicon.ico
     api.add_routes(app)  # account actions, add key, config, login links
+    config_edit.add_routes(app)  # POST /admin/api/config/routing (config.toml, tomlkit)
     traffic.add_routes(app)  # GET /admin/api/traffic/stream
     openapi.add_routes(app)  # GET /admin/api/openapi.json

@@ -363,6 +363,8 @@ function initUsage() {
 
 async function renderRouting() {
   const cfg = await api("/admin/api/config");
+  const box = $("#aliases-form").elements.aliases;
+  if (document.activeElement !== box) box.value = aliasesText(cfg.aliases);
   $("#routes").replaceChildren(...cfg.routes.map((r) => {
     const tiers = Object.entries(r.tiers);
     return h("article", { class: "card", "aria-label": `Routing config ${r.name}` },
@@ -392,7 +394,30 @@ async function renderRouting() {
       "Switching the active config applies at once and is remembered across restarts."));
 }
 
+function aliasesText(aliases) {
+  return Object.entries(aliases).map(([k, v]) => `${k} = ${v}`).join("\n");
+}
+
+async function saveAliases(ev) {
+  ev.preventDefault();
+  const aliases = {};
+  for (const line of ev.target.elements.aliases.value.split("\n")) {
+    if (!line.trim()) continue;
+    const [name, target] = line.split("=").map((part) => part.trim());
+    if (!name || !target) { say(`not "name = model": ${line}`, true); return; }
+    aliases[name] = target;
+  }
+  try {
+    const saved = await api("/admin/api/config/routing", { method: "POST", body: { aliases } });
+    say(`Saved to ${saved.config_path} (previous file: ${saved.backup}); applied now.`);
+  } catch (e) {
+    say(`not saved: ${e.message}`, true);
+  }
+  await renderRouting().catch(() => {});
+}
+
 function initRouting() {
+  $("#aliases-form").addEventListener("submit", saveAliases);
   $("#routes").addEventListener("click", async (ev) => {
     const button = ev.target.closest("button[data-use]");
     if (!button) return;
