@@ -341,9 +341,7 @@ def restart(
     else:
         _must([*target.systemctl, "restart", UNIT])
     if not _comes_up(settings, wait_s):
-        err_console.print(
-            f"[red]error:[/] restarted, but /healthz did not answer within {wait_s:.0f} s"
-        )
+        err_console.print(f"[red]error:[/] restarted, but /healthz did not answer within {wait_s:.0f} s")
         raise typer.Exit(1)
     console.print("restarted; the server answers", highlight=False)
 
