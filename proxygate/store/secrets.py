@@ -145,14 +145,13 @@ class Vault:
         self.key_file = data_dir / KEY_FILE
         self._keyring_choice = keyring
         self._keys: dict[str, bytes] = {}
-        self._places: dict[str, KeyPlace] = {}
+        "Keys found, by id: a keyring is asked once per key and process."
         self._lock = threading.Lock()
         self._settings_key: bytes | None = None
         if settings.key:
             self._settings_key = decode_key(settings.key, "[secrets] key (PROXYGATE_SECRETS_KEY)")
             kid = key_id_of(self._settings_key)
             self._keys[kid] = self._settings_key
-            self._places[kid] = KeyPlace(kid, "settings", "PROXYGATE_SECRETS_KEY / [secrets] key")
 
     @classmethod
     def of(cls, settings: Settings) -> Vault:
@@ -243,7 +242,6 @@ class Vault:
             raise SecretUnavailable(f"the {place.backend} holds a different key under id {kid}")
         with self._lock:
             self._keys[kid] = key
-            self._places[kid] = place
         return key
 
     def current_key_id(self) -> str:
@@ -292,7 +290,6 @@ class Vault:
                     keyring.delete_password(KEYRING_SERVICE, kid)
             with self._lock:
                 self._keys.pop(kid, None)
-                self._places.pop(kid, None)
 
     def places(self) -> list[KeyPlace]:
         """Every key this vault knows of and where it lives (the current one first)."""
@@ -326,7 +323,8 @@ class Vault:
             return f"no data key yet (the first one will go to {where}); [secrets] encrypt {encrypting}"
         place = next((p for p in self.places() if p.is_current), None)
         if place is None or place.backend == "file":
-            where = f"the key file {self.key_file} (no usable keyring backend)"
+            why = "no usable keyring backend" if self.settings.keyring else "[secrets] keyring = false"
+            where = f"the key file {self.key_file} ({why})"
         elif place.backend == "keyring":
             where = f"the OS keyring ({self.keyring_name()})"
         else:
@@ -348,16 +346,15 @@ class Vault:
         keyring = self._keyring() if self.settings.keyring else None
         if keyring is not None and _keyring_store(keyring, kid, key_text):
             in_keyring.append(kid)
-            place = KeyPlace(kid, "keyring", _backend_name(keyring))
+            backend = "OS keyring"
         else:
             keys[kid] = key_text
-            place = KeyPlace(kid, "file", str(self.key_file))
+            backend = f"key file {self.key_file}"
         ensure_private_dir(self.data_dir)
         write_json_atomic(self.key_file, {"current": kid, "keys": keys, "keyring": in_keyring})
         with self._lock:
             self._keys[kid] = key
-            self._places[kid] = place
-        log.info("new data key %s in the %s", kid, place.backend)
+        log.info("new data key %s in the %s", kid, backend)
         return kid
 
     def _read_key_file(self) -> dict[str, Any]:

@@ -120,6 +120,11 @@ def test_keyring_false_keeps_the_key_in_the_file_even_with_a_keyring(tmp_path: P
     kid = sealed_key_id(v.seal("api_key", SECRET))
     assert list(orjson.loads((tmp_path / "data" / "secrets.json").read_bytes())["keys"]) == [kid]
     assert not (tmp_path / "ring.json").exists()
+    key_file = tmp_path / "data" / "secrets.json"
+    assert (
+        v.describe()
+        == f"data key {kid} in the key file {key_file} ([secrets] keyring = false); [secrets] encrypt off"
+    )
 
 
 def test_a_key_from_the_settings_is_current_and_shared_by_id(tmp_path: Path) -> None:
