@@ -307,6 +307,9 @@ class TenantUsage:
     month_tokens: int = 0
     day_usd: float = 0.0
     month_usd: float = 0.0
+    day_starts_at: float = 0.0
+    day_ends_at: float = 0.0
+    "The UTC day ``day`` names, as Unix seconds [start, end)."
 
     def roll(self, now: float) -> None:
         """Forget what left the 60 s windows, and start a new day or month."""
@@ -317,11 +320,15 @@ class TenantUsage:
         settled = self.settled
         while settled and settled[0][0] <= cutoff:
             self.settled_tokens -= settled.popleft()[1]
+        if self.day_starts_at <= now < self.day_ends_at:
+            return  # formatting the date costs more than all the rest: once a day
         day, month = day_and_month(now)
         if day != self.day:
             self.day, self.day_requests, self.day_tokens, self.day_usd = day, 0, 0, 0.0
         if month != self.month:
             self.month, self.month_tokens, self.month_usd = month, 0, 0.0
+        self.day_starts_at = now - now % 86400.0  # Unix time has no leap seconds: UTC days are 86400 s
+        self.day_ends_at = self.day_starts_at + 86400.0
 
 
 class TenantBook:
@@ -368,21 +375,22 @@ class TenantBook:
 
     # -- limits ----------------------------------------------------------------------------------
 
-    def counters(self, name: str) -> TenantUsage:
+    def counters(self, name: str, now: float | None = None) -> TenantUsage:
         found = self.usage.get(name)
         if found is None:
             found = self.usage[name] = TenantUsage()
-        found.roll(self.clock())
+        found.roll(self.clock() if now is None else now)
         return found
 
     def admit(self, name: str) -> None:
         """Count one request against the tenant's limits, or raise ``TenantLimitReached``."""
-        usage = self.counters(name)
+        now = self.clock()
+        usage = self.counters(name, now)
         tenant = self.tenants.get(name)
         if tenant is not None:
-            self._check(tenant, usage, self.clock())
+            self._check(tenant, usage, now)
             if tenant.rpm:
-                usage.accepted.append(self.clock())
+                usage.accepted.append(now)
         usage.inflight += 1
         usage.day_requests += 1
 
@@ -422,11 +430,12 @@ class TenantBook:
 
     def settle(self, name: str, tokens: int, cost_usd: float | None, *, admitted: bool) -> None:
         """The answer's usage is known: count it (and end the request in flight when it was admitted)."""
-        usage = self.counters(name)
+        now = self.clock()
+        usage = self.counters(name, now)
         if admitted:
             usage.inflight = max(usage.inflight - 1, 0)
         if tokens:
-            usage.settled.append((self.clock(), tokens))
+            usage.settled.append((now, tokens))
             usage.settled_tokens += tokens
             usage.day_tokens += tokens
             usage.month_tokens += tokens
@@ -443,6 +452,7 @@ class TenantBook:
         )
         for usage in self.usage.values():
             usage.day, usage.month = day, month
+            usage.day_ends_at = 0.0  # the next roll checks the date again
             usage.day_requests = usage.day_tokens = usage.month_tokens = 0
             usage.day_usd = usage.month_usd = 0.0
         for row in store.usage_rows(month_start.timestamp(), now):
