@@ -142,8 +142,9 @@ class Pipeline:
         retry = retry_after if retry_after is not None else getattr(exc, "retry_after_s", None)
         if retry is not None:
             headers["retry-after"] = str(max(int(retry + 0.999), 1))
-        if status < 500 and status not in (408, 409, 429):
-            headers["x-should-retry"] = "false"  # both SDKs honour it: retrying cannot fix a 4xx
+        if (status < 500 and status not in (408, 409, 429)) or isinstance(exc, ResponseLimit):
+            # Both SDKs honour it: retrying cannot fix a 4xx, nor an answer past our caps.
+            headers["x-should-retry"] = "false"
         body = error_body(call.fmt, exc.error_class, exc.message, status=status, request_id=call.request_id)
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 

@@ -230,6 +230,7 @@ async def test_a_json_answer_over_max_response_mb_is_a_502_without_failover(upst
         "error": {"type": "api_error", "message": "upstream answer larger than 1 MB (max_response_mb)"},
         "request_id": headers["x-proxygate-request-id"],
     }
+    assert headers["x-should-retry"] == "false"  # nor would the SDK's retry
     assert len(upstream.requests) == 1  # any account would pass the cap again
     assert proxy.app[BROKER].state("a").failures == 0
 
