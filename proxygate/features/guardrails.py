@@ -23,7 +23,7 @@ from proxygate.call import Call
 from proxygate.config import GuardrailSettings
 from proxygate.errors import ConfigError
 from proxygate.features.detectors import NAMES, Allow, ScanOptions
-from proxygate.features.redaction import Redaction, Replacer, load_key
+from proxygate.features.redaction import FindingsCache, Redaction, Replacer, load_key
 from proxygate.features.restoration import Restorer, StreamRestorer
 
 log = logging.getLogger("proxygate.guardrails")
@@ -39,6 +39,7 @@ class Guardrails:
             ip_private=settings.ip_private,
             ip_version_like=settings.ip_version_like,
         )
+        self.cache = FindingsCache()
         try:
             self.allow = Allow.parse(settings.allow)
         except re.error as exc:
@@ -49,7 +50,7 @@ class Guardrails:
         return self.settings.enabled
 
     def redaction(self) -> Redaction:
-        return Redaction(self.replacer, self.detectors, self.options, self.allow)
+        return Redaction(self.replacer, self.detectors, self.options, self.allow, self.cache)
 
     def on_request(self, call: Call) -> None:
         if not self.is_on(call):

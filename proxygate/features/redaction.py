@@ -20,6 +20,7 @@ import base64
 import contextlib
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import orjson
 from cryptography.hazmat.primitives import hashes, hmac
 
 from proxygate.errors import ConfigError
-from proxygate.features.detectors import Allow, ScanOptions, scan
+from proxygate.features.detectors import Allow, Finding, ScanOptions, scan
 from proxygate.store.files import ensure_private_dir
 
 KEY_FILE = "guardrails.key"
@@ -256,18 +257,54 @@ JSON_TEXT_KEYS = frozenset({"arguments", "partial_json"})
 "String fields that hold JSON text (tool-call arguments): values inside are JSON-escaped."
 
 
+class FindingsCache:
+    """Findings per text already scanned, least recently used dropped past ``max_chars``.
+
+    An agent resends the whole conversation every turn: only the new turn's text needs a
+    scan, the history's findings are known (the same text gives the same findings).
+    """
+
+    __slots__ = ("_chars", "_entries", "max_chars")
+
+    def __init__(self, max_chars: int = 16 * 1024 * 1024) -> None:
+        self.max_chars = max_chars
+        self._entries: OrderedDict[str, list[Finding]] = OrderedDict()
+        self._chars = 0
+
+    def get(self, text: str) -> list[Finding] | None:
+        found = self._entries.get(text)
+        if found is not None:
+            self._entries.move_to_end(text)
+        return found
+
+    def put(self, text: str, findings: list[Finding]) -> None:
+        if len(text) > self.max_chars // 8 or text in self._entries:
+            return
+        self._entries[text] = findings
+        self._chars += len(text)
+        while self._chars > self.max_chars:
+            old, _ = self._entries.popitem(last=False)
+            self._chars -= len(old)
+
+
 class Redaction:
     """One request's replacements: original → replacement and back, and counts per detector."""
 
-    __slots__ = ("_allow", "_enabled", "_options", "_replacer", "counts", "forward", "reverse")
+    __slots__ = ("_allow", "_cache", "_enabled", "_options", "_replacer", "counts", "forward", "reverse")
 
     def __init__(
-        self, replacer: Replacer, enabled: Iterable[str], options: ScanOptions, allow: Allow
+        self,
+        replacer: Replacer,
+        enabled: Iterable[str],
+        options: ScanOptions,
+        allow: Allow,
+        cache: FindingsCache | None = None,
     ) -> None:
         self._replacer = replacer
         self._enabled = tuple(enabled)
         self._options = options
         self._allow = allow
+        self._cache = cache
         self.forward: dict[str, str] = {}
         self.reverse: dict[str, str] = {}
         self.counts: dict[str, int] = {}
@@ -276,7 +313,12 @@ class Redaction:
         """``text`` with every finding replaced; everything between stays byte for byte."""
         if len(text) < 6:
             return text
-        findings = scan(text, self._enabled, self._options, self._allow)
+        cache = self._cache
+        findings = None if cache is None else cache.get(text)
+        if findings is None:
+            findings = scan(text, self._enabled, self._options, self._allow)
+            if cache is not None:
+                cache.put(text, findings)
         if not findings:
             return text
         out: list[str] = []

@@ -41,11 +41,10 @@ def emails(text: str) -> Iterator[tuple[int, int]]:
 # A phone number is written for people: a leading +, or digit groups split by one kind of
 # separator, or (area) code. A bare run of digits (a timestamp, an id) is never one.
 _PHONE = re.compile(
-    r"(?<![\w+.:/#-])"
     r"(?:"
-    r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"  # +44 20 7946 0958, +1 (555) 123-4567
-    r"|\(\d{3}\)[ ]?\d{3}[ .-]\d{4}"  # (555) 123-4567
-    r"|\d{3}([ .-])\d{3}\1\d{4}"  # 555-123-4567, 555.123.4567
+    r"\+(?<![\w+.:/#-]\+)\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"  # +44 20 7946 0958
+    r"|\((?<![\w+.:/#-]\()\d{3}\)[ ]?\d{3}[ .-]\d{4}"  # (555) 123-4567
+    r"|\d(?<![\w+.:/#-]\d)\d\d([ .-])\d{3}\1\d{4}"  # 555-123-4567, 555.123.4567
     r")"
     r"(?![\w+]|[.:/-]\d)"
 )

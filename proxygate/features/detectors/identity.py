@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 from proxygate.features.detectors.name_lists import AMBIGUOUS_FIRST_NAMES, FIRST_NAMES, LAST_NAMES, NOT_NAMES
 
-_SSN = re.compile(r"(?<![\w.-])(\d{3})-(\d{2})-(\d{4})(?![\w-]|\.\d)")
+# The boundary check comes after the first digit: a pattern that starts with a character
+# class lets the regex engine skip ahead instead of trying the lookbehind at every position.
+_SSN = re.compile(r"\d(?<![\w.-]\d)\d\d-\d\d-\d{4}(?![\w-]|\.\d)")
 _SSN_CONTEXT = re.compile(
     r"(?i:\bssn|social[ _-]security(?:[ _-]number)?)\b[\"']?\s*(?:no\.?|number|#)?\s*[:=#]?\s*[\"']?"
     r"(\d{3}[- ]?\d{2}[- ]?\d{4})(?![\w-])"
@@ -22,9 +24,12 @@ def _ssn_ok(digits: str) -> bool:
 def ssns(text: str) -> Iterator[tuple[int, int]]:
     seen: set[int] = set()
     for match in _SSN.finditer(text):
-        if _ssn_ok("".join(match.groups())):
+        if _ssn_ok(match.group().replace("-", "")):
             seen.add(match.start())
             yield match.span()
+    lowered = text.lower()
+    if "ssn" not in lowered and "social" not in lowered:
+        return
     for match in _SSN_CONTEXT.finditer(text):
         if match.start(1) not in seen and _ssn_ok(re.sub(r"[- ]", "", match.group(1))):
             yield match.span(1)
@@ -50,7 +55,7 @@ _STREET_SUFFIX = (
     "Terrace|Ter|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Strasse|Straße"
 )
 _ADDRESS = re.compile(
-    r"(?<![\w.#/:-])\d{1,6}[A-Za-z]?\s+"  # house number
+    r"\d(?<![\w.#/:-]\d)\d{0,5}[A-Za-z]?\s+"  # house number
     r"(?:(?:N|S|E|W|North|South|East|West)\.?\s+)?"
     r"(?:[A-Z][a-z']+\.?\s+){1,3}"  # street name, capitalised
     rf"(?:{_STREET_SUFFIX})\b\.?"
@@ -67,13 +72,15 @@ def addresses(text: str) -> Iterator[tuple[int, int]]:
 _PAIR = re.compile(
     r"(?<![\w.@/$#-])([A-Z][a-z]{1,15})[ ]([A-Z][a-z]{1,19}(?:-[A-Z][a-z]{1,19})?)(?![\w(@/-]|\.\w|[ ][A-Z])"
 )
-_CONTEXT = re.compile(
+# Every capitalised word followed by another: the candidates' first names (a few per page).
+_CANDIDATE = re.compile(r"[A-Z](?<![\w.@/$#-][A-Z])[a-z]{1,15}(?=[ ][A-Z])")
+_CONTEXT_BEFORE = re.compile(
     r"(?i:\b(?:author|authors|name|full[ _]?name|display[ _]?name|by|from|contact|owner|assignee|"
     r"reviewer|maintainer|committer|signed-off-by|co-authored-by|reported-by|reviewed-by|"
     r"acked-by|tested-by|cc|dear|hi|hello|thanks|regards))"
-    r"[\"']?\s*[:=,]?\s*[\"']?"
-    r"([A-Z][a-z]{1,15}(?:[ ][A-Z]\.)?(?:[ ][A-Z][a-z'-]{1,19}){1,2})(?![\w(-])"
+    r"[\"']?\s*[:=,]?\s*[\"']?$"
 )
+_CONTEXT_NAME = re.compile(r"[A-Z][a-z]{1,15}(?:[ ][A-Z]\.)?(?:[ ][A-Z][a-z'-]{1,19}){1,2}(?![\w(-])")
 
 
 def _first(word: str, *, with_context: bool) -> bool:
@@ -82,15 +89,24 @@ def _first(word: str, *, with_context: bool) -> bool:
 
 
 def names(text: str) -> Iterator[tuple[int, int]]:
-    seen: set[int] = set()
-    for match in _CONTEXT.finditer(text):
-        words = match.group(1).split(" ")
-        if _first(words[0], with_context=True) and words[-1].lower() not in NOT_NAMES:
-            seen.add(match.start(1))
-            yield match.span(1)
-    for match in _PAIR.finditer(text):
-        if match.start() in seen:
+    end = 0
+    for candidate in _CANDIDATE.finditer(text):
+        start = candidate.start()
+        if start < end or not _first(candidate.group(), with_context=True):
             continue
-        first, last = match.group(1), match.group(2)
+        context = _CONTEXT_NAME.match(text, start)
+        if (
+            context is not None
+            and _CONTEXT_BEFORE.search(text, max(0, start - 40), start)
+            and context.group().rsplit(" ", 1)[-1].lower() not in NOT_NAMES
+        ):
+            end = context.end()
+            yield context.span()
+            continue
+        pair = _PAIR.match(text, start)
+        if pair is None:
+            continue
+        first, last = pair.group(1), pair.group(2)
         if _first(first, with_context=False) and last.lower() in LAST_NAMES and last.lower() not in NOT_NAMES:
-            yield match.span()
+            end = pair.end()
+            yield pair.span()

@@ -78,9 +78,7 @@ def api_keys(text: str) -> Iterator[tuple[int, int]]:
             yield match.span()
 
 
-_AWS_ID = re.compile(
-    r"(?<![A-Za-z0-9])((?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA|ANPA|AIPA)[A-Z0-9]{16})(?![A-Za-z0-9])"
-)
+_AWS_ID = re.compile(r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|ROA|IDA|NPA|IPA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 _AWS_SECRET = re.compile(
     r"(?i:aws_?secret(?:_access)?_?key|secret_?access_?key|aws_secret)"
     r"[\"']?\s*(?::=|=>|=|:)\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
@@ -89,7 +87,7 @@ _AWS_SECRET = re.compile(
 
 def aws_keys(text: str) -> Iterator[tuple[int, int]]:
     for match in _AWS_ID.finditer(text):
-        yield match.span(1)
+        yield match.span()
     lowered = text.lower()
     if "secret" in lowered:
         for match in _AWS_SECRET.finditer(text):

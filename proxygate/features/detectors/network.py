@@ -11,8 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?<![\w.-])({_OCTET}(?:\.{_OCTET}){{3}})(?![\w-]|\.\d)")
+_IPV4 = re.compile(r"\d(?<![\w.-]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w-]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.-])((?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:%[\w.]+)?)(?![\w:.-])")
 _VERSION_BEFORE = re.compile(
     r"(?:(?<![A-Za-z])(?:version|ver|release|v)[\"']?|==|>=|<=|~=|!=|\^|~)\s*[:=]?\s*[\"']?$", re.IGNORECASE
@@ -35,11 +34,15 @@ def ip_addresses(
 ) -> Iterator[tuple[int, int]]:
     if "." in text:
         for match in _IPV4.finditer(text):
-            start = match.start(1)
+            start = match.start()
+            try:
+                v4 = ipaddress.IPv4Address(match.group())  # octets over 255, leading zeros: no
+            except ValueError:
+                continue
             if not version_like and _VERSION_BEFORE.search(text, max(0, start - 12), start):
                 continue
-            if not _is_quiet(ipaddress.IPv4Address(match.group(1)), loopback, private):
-                yield match.span(1)
+            if not _is_quiet(v4, loopback, private):
+                yield match.span()
     if "::" in text or text.count(":") >= 7:
         for match in _IPV6.finditer(text):
             value = match.group(1)
