@@ -276,20 +276,25 @@ async def relay_bytes(
     client did not ask for it (issue #3, documented exception), so the usage-only chunk
     (``choices: []``) is kept from the client; every other event is re-framed verbatim.
     """
-    pending = b""
+    held: list[bytes] = []  # the unfinished last event, joined once its end arrives
+    held_tail = b""  # its last bytes: a blank line may begin there
     try:
         async for chunk in upstream.chunks(idle_s):
             events = sniffer.feed(chunk)
             if not strip_usage_chunk:
-                data = pending + chunk if pending else chunk
+                if held and not event_boundary(held_tail + chunk):
+                    held.append(chunk)
+                    held_tail = (held_tail + chunk[-3:])[-3:]
+                    continue
+                data = b"".join((*held, chunk)) if held else chunk
                 end = event_boundary(data)
-                if end == len(data):
-                    pending = b""
-                    await send(out, call, data)
+                if end < len(data):
+                    rest = data[end:]
+                    held, held_tail = [rest], rest[-3:]
                 else:
-                    pending = data[end:]
-                    if end:
-                        await send(out, call, data[:end])
+                    held, held_tail = [], b""
+                if end:
+                    await send(out, call, data[:end] if end < len(data) else data)
                 continue
             for event in events:
                 if not _is_usage_only_chunk(event.data):
@@ -297,8 +302,8 @@ async def relay_bytes(
         for event in sniffer.close():
             if strip_usage_chunk:
                 await send(out, call, encode_event(event.data.encode()))
-        if pending and (sniffer.is_complete or not sniffer.is_stream):
-            await send(out, call, pending)  # a last event without its blank line
+        if held and (sniffer.is_complete or not sniffer.is_stream):
+            await send(out, call, b"".join(held))  # a last event without its blank line
         await end_output(out, call)
     except aiohttp.ClientConnectionResetError:
         client_gone(call)

@@ -108,7 +108,18 @@ _MARKERS: dict[Format, tuple[bytes, ...]] = {
 class UsageSniffer:
     """Feed a response's bytes as they pass; read ``usage``, ``is_complete`` and ``error`` after."""
 
-    __slots__ = ("_body", "_markers", "_parser", "_tail", "error", "fmt", "is_complete", "is_stream", "usage")
+    __slots__ = (
+        "_body",
+        "_held",
+        "_held_size",
+        "_markers",
+        "_parser",
+        "error",
+        "fmt",
+        "is_complete",
+        "is_stream",
+        "usage",
+    )
 
     def __init__(self, fmt: Format, *, is_stream: bool, needs_events: bool = True) -> None:
         """``needs_events=False``: the caller ignores ``feed``'s events, so events that cannot
@@ -121,7 +132,8 @@ class UsageSniffer:
         self._parser = SSEParser() if is_stream else None
         self._body: list[bytes] = []
         self._markers = _MARKERS[fmt] if is_stream and not needs_events else None
-        self._tail = b""
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Returns the complete SSE events seen in ``chunk`` (empty for JSON bodies and when
@@ -146,8 +158,9 @@ class UsageSniffer:
             self.usage = usage_of_body(self.fmt, body)
             self.is_complete = True
             return []
-        events = self._parser.feed(self._tail) + self._parser.close() if self._tail else self._parser.close()
-        self._tail = b""
+        tail = b"".join(self._held)
+        self._held, self._held_size = [], 0
+        events = self._parser.feed(tail) + self._parser.close() if tail else self._parser.close()
         for event in events:
             self._event(event)
         if self.fmt is Format.gemini and not self.error:
@@ -155,16 +168,31 @@ class UsageSniffer:
         return events
 
     def _feed_sparse(self, chunk: bytes) -> None:
-        """Parse only the events holding a marker; ``_tail`` keeps the unfinished last event.
+        """Parse only the events holding a marker; ``_held`` keeps the unfinished last event.
 
         Events end at a blank line; while the stream uses bare ``\\n`` line ends that is
-        ``\\n\\n``, found in C. At the first ``\\r`` the full parser takes over for good,
-        starting clean at the event boundary kept in ``_tail``.
+        ``\\n\\n``, found in C. The parts of an unfinished event are joined once its end
+        arrives, so a megabyte event read 64 KiB at a time costs linear, not quadratic, time.
+        At the first ``\\r`` the full parser takes over for good, starting clean at the event
+        boundary kept in ``_held``.
         """
         assert self._parser is not None and self._markers is not None
-        buf = self._tail + chunk if self._tail else chunk
+        held = self._held
+        if held:
+            # Still unfinished unless a blank line is in the chunk or begins at the last held byte.
+            if b"\r" not in chunk and b"\n\n" not in chunk and held[-1][-1:] + chunk[:1] != b"\n\n":
+                held.append(chunk)
+                self._held_size += len(chunk)
+                if self._held_size > MAX_EVENT_BYTES:
+                    raise SSEError(f"SSE event larger than {MAX_EVENT_BYTES} bytes")
+                return
+            held.append(chunk)
+            buf = b"".join(held)
+            self._held, self._held_size = [], 0
+        else:
+            buf = chunk
         if b"\r" in chunk:
-            self._markers, self._tail = None, b""
+            self._markers = None
             for event in self._parser.feed(buf):
                 self._event(event)
             return
@@ -172,9 +200,10 @@ class UsageSniffer:
         if end < 2:
             if len(buf) > MAX_EVENT_BYTES:
                 raise SSEError(f"SSE event larger than {MAX_EVENT_BYTES} bytes")
-            self._tail = buf
+            self._held, self._held_size = [buf], len(buf)
             return
-        self._tail = buf[end:]
+        if end < len(buf):
+            self._held, self._held_size = [buf[end:]], len(buf) - end
         spans: set[tuple[int, int]] = set()
         for marker in self._markers:
             pos = buf.find(marker, 0, end)

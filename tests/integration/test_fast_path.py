@@ -134,3 +134,37 @@ async def test_count_tokens_is_forwarded_to_anthropic_and_estimated_for_others(u
             assert (resp.status, resp.headers["x-proxygate-estimate"]) == (200, "true")
     assert upstream.paths() == ["/v1/messages/count_tokens"]
     assert 150 < estimate["input_tokens"] < 400  # 600 characters of prose, a system prompt, overhead
+
+
+async def test_a_stream_trickling_a_few_bytes_at_a_time_arrives_byte_identical(upstream, start_proxy) -> None:
+    """Events held until their end (so a cut never leaves half of one) still arrive whole."""
+    import asyncio
+
+    from aiohttp import web
+
+    payload = anthropic_sse("trickle " * 20)
+
+    async def trickle(request):
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        for i in range(0, len(payload), 7):
+            await out.write(payload[i : i + 7])
+            if i % 70 == 0:
+                await asyncio.sleep(0.001)
+        return out
+
+    upstream.push(trickle)
+    proxy = await start_proxy(
+        {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
+    )
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"{proxy.url}/v1/messages",
+            json={"model": "claude-x", "max_tokens": 10, "stream": True, "messages": []},
+        ) as resp,
+    ):
+        assert await resp.read() == payload
+    store = proxy.app[STORE]
+    store.flush()
+    assert store.recent_requests(1)[0]["input_tokens"] == 11

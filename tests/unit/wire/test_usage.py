@@ -93,3 +93,25 @@ def test_json_bodies() -> None:
     )
     body = orjson.dumps(chat_completion())
     assert sniff(Format.chat, [body[:10], body[10:]], is_stream=False) == (Usage(12, 4, 8), True, "")
+
+
+@EVENTS
+@pytest.mark.parametrize(("fmt", "payload", "usage"), CASES, ids=[c[0].value for c in CASES])
+@pytest.mark.parametrize("size", [2, 3, 5, 7, 64])
+def test_usage_is_the_same_in_reads_of_any_size(
+    fmt: Format, payload: bytes, usage: Usage, needs_events: bool, size: int
+) -> None:
+    """An unfinished event held over many reads (sparse mode joins its parts once at its end)."""
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
+    assert sniff(fmt, pieces, needs_events=needs_events) == (usage, True, "")
+
+
+@EVENTS
+def test_an_event_over_16_mib_in_many_reads_is_refused(needs_events: bool) -> None:
+    from proxygate.wire.sse import MAX_EVENT_BYTES, SSEError
+
+    sniffer = UsageSniffer(Format.anthropic, is_stream=True, needs_events=needs_events)
+    sniffer.feed(b'event: content_block_delta\ndata: {"text":"')
+    with pytest.raises(SSEError, match=rf"^SSE event larger than {MAX_EVENT_BYTES} bytes$"):
+        for _ in range(17 * 16):
+            sniffer.feed(b"x" * 65536)
