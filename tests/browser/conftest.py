@@ -127,6 +127,13 @@ strategy = "priority"
 
 [routing.configs.spread]
 strategy = "round-robin"
+
+[oauth]
+usage_poll_s = 0
+
+[oauth.claude]
+authorize_url = "{upstream}/claude/authorize"
+token_url = "{upstream}/v1/oauth/token"
 """
 
 
@@ -149,7 +156,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             },
         )
     port = free_port()
-    (root / "config.toml").write_text(CONFIG.format(port=port))
+    (root / "config.toml").write_text(CONFIG.format(port=port, upstream=upstream.url))
     log = (root / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "proxygate", "serve", "--config", str(root / "config.toml")],

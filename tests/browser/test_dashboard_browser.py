@@ -11,13 +11,14 @@ import stat
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import anthropic
 import orjson
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, Served
-from tests.upstream import status
+from tests.upstream import ok_json, status
 
 PAGES = ("/", "/add", "/traffic", "/usage", "/routing", "/setup")
 PRICED_MODEL = "claude-sonnet-4-5"
@@ -119,6 +120,31 @@ def test_add_an_api_key_through_the_form(page: Any, served: Served) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert orjson.loads(path.read_bytes())["api_key"] == "sk-ant-delta-secret-4242"
     assert "sk-ant-delta-secret-4242" not in page.content()
+
+
+def test_a_claude_login_started_from_the_page_ends_on_the_pool_page(page: Any, served: Served) -> None:
+    page.goto("/add")
+    page.get_by_role("button", name="Log in with Claude").click()
+    link = page.get_by_role("link", name="Open the Claude sign-in page")
+    link.wait_for()
+    state = parse_qs(urlparse(link.get_attribute("href")).query)["state"][0]
+    # The token endpoint's answer (the upstream mock stands in for Claude's authorization server).
+    served.upstream.push(
+        ok_json(
+            {
+                "access_token": "sk-ant-oat-page",
+                "refresh_token": "sk-ant-ort-page",
+                "expires_in": 3600,
+                "account": {"email_address": "max@example.com"},
+            }
+        )
+    )
+    page.get_by_label("Paste the code shown after signing in").fill(f"pasted-code#{state}")
+    page.get_by_role("button", name="Finish login").click()
+    page.wait_for_url(served.url + "/")
+    page.get_by_role("heading", name="max@example.com", exact=True).wait_for()
+    assert served.upstream.requests[-1].body["code"] == "pasted-code"
+    assert (served.pool_dir / "claude" / "max@example.com.json").exists()
 
 
 def test_reset_a_cooling_account(page: Any, served: Served) -> None:

@@ -25,6 +25,14 @@ REF = {
     "schema": {"type": "string"},
 }
 
+LOGIN_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The login's id.",
+    "schema": {"type": "string"},
+}
+
 
 def _query(name: str, description: str) -> dict[str, Any]:
     return {
@@ -131,6 +139,28 @@ OPERATIONS: tuple[tuple[str, str, str, list[dict[str, Any]], bool], ...] = (
         'Edit config.toml\'s [routing] `active` and/or `aliases` ({"active": …, "aliases": {…}}): comments kept, '
         "validated before writing, the old file kept as config.toml.bak, applied at once.",
         [],
+        True,
+    ),
+    (
+        "post",
+        "/admin/api/logins",
+        'Start a subscription login: `{"provider": "chatgpt" | "claude", "email"?}` → its id and the sign-in URL '
+        "(ChatGPT: the server waits on the loopback callback port; Claude: paste the code shown).",
+        [],
+        True,
+    ),
+    (
+        "get",
+        "/admin/api/logins/{id}",
+        "A login's state: waiting, done (with the account id) or failed (with why).",
+        [LOGIN_ID],
+        False,
+    ),
+    (
+        "post",
+        "/admin/api/logins/{id}/code",
+        'Finish a login with what the browser showed: `{"code": "code#state" | the redirect address}`.',
+        [LOGIN_ID],
         True,
     ),
     (

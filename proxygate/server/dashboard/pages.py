@@ -119,9 +119,17 @@ ADD_MAIN = (
     '<button type="submit">Add key</button></form>'
     '<p class="hint">The key is written to a 0600 file in the pool and never shown again.</p></section>'
     '<section aria-labelledby="login-title"><h2 id="login-title">Subscriptions</h2>'
-    "<p>ChatGPT and Claude logins run in a terminal on this machine: "
-    "<code>proxygate add-account</code> (ChatGPT) and <code>proxygate add-claude-account</code> "
-    "(Claude). The new account appears on the Pool page as soon as its file is written.</p></section>"
+    "<p>Sign in with a ChatGPT (Plus, Pro, Team) or Claude (Pro, Max) account: the same logins as "
+    "<code>proxygate add-account</code> and <code>proxygate add-claude-account --login</code>.</p>"
+    '<div class="actions"><button type="button" data-login="chatgpt">Log in with ChatGPT</button>'
+    '<button type="button" data-login="claude">Log in with Claude</button></div>'
+    '<div id="login-steps" hidden><p id="login-text"></p>'
+    '<p><a id="login-link" target="_blank" rel="noopener noreferrer" href="#">Open the sign-in page</a></p>'
+    '<form id="login-paste" class="form">'
+    "<label>Paste the code shown after signing in (or the address the browser ended on) "
+    '<input name="code" autocomplete="off" spellcheck="false" required></label>'
+    '<label>Email (only if Claude does not say which account) <input name="email" type="email" autocomplete="off"></label>'
+    '<button type="submit">Finish login</button></form></div></section>'
 )
 
 TRAFFIC_MAIN = (

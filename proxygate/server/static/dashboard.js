@@ -176,7 +176,64 @@ function initPool() {
 
 // -- Add account -----------------------------------------------------------------------------
 
+let currentLogin = null;
+
+async function startLogin(provider) {
+  try {
+    currentLogin = await api("/admin/api/logins", { method: "POST", body: { provider } });
+  } catch (e) {
+    say(`cannot start the login: ${e.message}`, true);
+    return;
+  }
+  $("#login-steps").hidden = false;
+  $("#login-link").href = currentLogin.url;
+  $("#login-link").textContent = provider === "chatgpt" ? "Open the ChatGPT sign-in page" : "Open the Claude sign-in page";
+  $("#login-text").textContent = provider === "chatgpt"
+    ? "Sign in in the new tab; this page follows by itself. Signing in on another device? Paste the address its browser ends on below."
+    : "Sign in in the new tab, then paste the code Claude shows (code#state) below.";
+  $("#login-link").focus();
+  if (provider === "chatgpt") pollLogin(currentLogin.id);
+}
+
+function loginDone(status) {
+  say(`Added ${status.account_id}. Opening the Pool page…`);
+  setTimeout(() => location.assign("/"), 600);
+}
+
+async function pollLogin(id) {
+  while (currentLogin?.id === id) {
+    await new Promise((r) => setTimeout(r, 2000));
+    let status;
+    try { status = await api(`/admin/api/logins/${encodeURIComponent(id)}`); } catch { return; }
+    if (status.status === "done") { loginDone(status); return; }
+    if (status.status === "failed") { say(`login failed: ${status.message}`, true); return; }
+    if (status.message) $("#login-text").textContent = status.message;
+  }
+}
+
+function initLogins() {
+  for (const button of document.querySelectorAll("button[data-login]")) {
+    button.addEventListener("click", () => startLogin(button.dataset.login));
+  }
+  $("#login-paste").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!currentLogin) return;
+    const form = ev.target;
+    try {
+      const status = await api(`/admin/api/logins/${encodeURIComponent(currentLogin.id)}/code`, {
+        method: "POST", body: { code: form.elements.code.value, email: form.elements.email.value },
+      });
+      form.reset();
+      if (status.status === "done") loginDone(status);
+      else say(`login ${status.status}: ${status.message}`, status.status === "failed");
+    } catch (e) {
+      say(`not finished: ${e.message}`, true);
+    }
+  });
+}
+
 function initAdd() {
+  initLogins();
   const form = $("#add-key");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
