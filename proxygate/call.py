@@ -75,6 +75,8 @@ class Call:
     error_class: str = ""
     error: str = ""
     attempts: int = 0
+    failovers: list[tuple[str, int, str]] = field(default_factory=list)
+    "Each attempt failed over before the answer: (account id, upstream status or 0, error), in order."
     first_byte_ms: float = 0.0
     "From arrival to the first body byte sent to the client (0: none was sent)."
     cost_usd: float | None = None

@@ -78,6 +78,7 @@ def live_entry(call: Call) -> dict[str, Any]:
         "account_id": call.account_id,
         "route": call.route,
         "attempts": call.attempts,
+        "failovers": [{"account_id": a, "status": status, "error": e} for a, status, e in call.failovers],
         "status": call.status,
         "is_stream": call.is_stream,
         "first_byte_ms": round(call.first_byte_ms, 1),

@@ -198,6 +198,7 @@ class Pipeline:
                 log.warning("%s %s: %s; failing over", call.request_id, lease.account.id, exc.message)
                 lease.release(_outcome_of(exc))
                 tried.append(lease.account.id)
+                call.failovers.append((lease.account.id, 0, exc.message[:300]))
                 last_error = exc
                 continue
             except BaseException:
@@ -212,6 +213,7 @@ class Pipeline:
                 if response is not None:
                     return response
                 tried.append(lease.account.id)
+                call.failovers.append((lease.account.id, failed_over.status, failed_over.message[:300]))
                 last_error = failed_over
                 continue
             try:
@@ -221,6 +223,7 @@ class Pipeline:
             except UpstreamError as exc:  # the answer broke before its first byte reached the client
                 log.warning("%s %s: %s; failing over", call.request_id, lease.account.id, exc.message)
                 tried.append(lease.account.id)
+                call.failovers.append((lease.account.id, 0, exc.message[:300]))
                 last_error = exc
 
     def _fair_holds(self, call: Call, ask: Ask) -> tuple[list[str], Verdict | None]:

@@ -14,6 +14,7 @@ from proxygate.server.dashboard.openapi import openapi_document
 from proxygate.server.dashboard.sessions import SESSIONS
 from proxygate.server.keys import BROKER
 from tests.conftest import admin_headers
+from tests.upstream import status
 
 ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -320,3 +321,21 @@ async def test_editing_aliases_keeps_comments_backs_up_validates_and_applies_at_
             assert resp.status == 400
             assert "routing.active" in (await resp.json())["error"]
         assert path.read_text() == text
+
+
+async def test_the_live_feed_shows_each_attempt_of_a_failover(upstream, start_proxy) -> None:
+    upstream.push(status(500, {"error": {"message": "boom"}}))
+    proxy = await start_proxy(two_keys(upstream.url), config=PRIORITY)
+    async with aiohttp.ClientSession() as client:
+        stream = await client.get(
+            proxy.url + "/admin/api/traffic/stream", headers=admin_headers(proxy.settings)
+        )
+        await stream.content.readline()
+        await stream.content.readline()
+        async with client.post(proxy.url + "/v1/messages", json=ASK) as resp:
+            assert resp.status == 200
+        entry = orjson.loads((await asyncio.wait_for(stream.content.readline(), 10)).removeprefix(b"data: "))
+        stream.release()
+    assert entry["attempts"] == 2 and entry["account_id"] == "b"
+    [failed] = entry["failovers"]
+    assert failed["account_id"] == "a" and failed["status"] == 500 and "boom" in failed["error"]

@@ -278,8 +278,11 @@ function trafficRows(r, isNew) {
   h("td", { class: "num" }, ms(r.latency_ms)),
   h("td", { class: "num" }, num(tokensOf(r))),
   h("td", { class: "num" }, usd(r.cost_usd)));
+  const tried = (r.failovers ?? []).map((f, i) =>
+    h("li", {}, `attempt ${i + 1}: ${f.account_id}: ${f.status ? `HTTP ${f.status}` : "no answer"}: ${f.error}`));
   const detail = h("tr", { class: "detail", id: detailId, hidden: true },
     h("td", { colspan: 12 },
+      tried.length ? h("ol", { class: "attempts" }, ...tried) : null,
       `${r.attempts ?? 1} attempt(s); served by ${r.account_id || "no account"}` +
       ` (${r.upstream_format ?? r.client_format ?? "?"}), status ${r.status}` +
       (r.error_class ? `; error ${r.error_class}: ${r.error ?? ""}` : "") +
