@@ -44,31 +44,28 @@ async def test_sdks_with_tenant_keys_and_the_owners_token(upstream, start_proxy)
     alice = await add(proxy, "alice", rpm=1)
     bob = await add(proxy, "bob")
     for key in ("owner-token-0123", alice, bob):
-        client = anthropic.AsyncAnthropic(base_url=proxy.url, api_key=key, max_retries=0)
-        message = await client.messages.create(model="claude-x", max_tokens=10, messages=HI)
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=key, max_retries=0) as client:
+            message = await client.messages.create(model="claude-x", max_tokens=10, messages=HI)
         assert message.content[0].text == "pong"
-    chat = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=bob, max_retries=0)
-    answer = await chat.chat.completions.create(model="gpt-4o", messages=HI)
+    async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=bob, max_retries=0) as chat:
+        answer = await chat.chat.completions.create(model="gpt-4o", messages=HI)
     assert answer.choices[0].message.content == "pong"
 
     for wrong in ("pgk_" + "A" * 43, "sk-ant-something"):
-        with pytest.raises(anthropic.AuthenticationError):
-            await anthropic.AsyncAnthropic(base_url=proxy.url, api_key=wrong, max_retries=0).messages.create(
-                model="claude-x", max_tokens=10, messages=HI
-            )
-        with pytest.raises(openai.AuthenticationError):
-            await openai.AsyncOpenAI(
-                base_url=proxy.url + "/v1", api_key=wrong, max_retries=0
-            ).chat.completions.create(model="gpt-4o", messages=HI)
+        async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=wrong, max_retries=0) as client:
+            with pytest.raises(anthropic.AuthenticationError):
+                await client.messages.create(model="claude-x", max_tokens=10, messages=HI)
+        async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=wrong, max_retries=0) as chat:
+            with pytest.raises(openai.AuthenticationError):
+                await chat.chat.completions.create(model="gpt-4o", messages=HI)
 
-    limited = anthropic.AsyncAnthropic(base_url=proxy.url, api_key=alice, max_retries=0)
-    with pytest.raises(anthropic.RateLimitError) as refused:
-        await limited.messages.create(model="claude-x", max_tokens=10, messages=HI)
-    retry_s = int(refused.value.response.headers["retry-after"])
-    assert 1 <= retry_s <= 60
-    clock.advance(retry_s)  # waiting what it said is enough
-    assert (await limited.messages.create(model="claude-x", max_tokens=10, messages=HI)).content[
-        0
-    ].text == "pong"
+    async with anthropic.AsyncAnthropic(base_url=proxy.url, api_key=alice, max_retries=0) as limited:
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await limited.messages.create(model="claude-x", max_tokens=10, messages=HI)
+        retry_s = int(refused.value.response.headers["retry-after"])
+        assert 1 <= retry_s <= 60
+        clock.advance(retry_s)  # waiting what it said is enough
+        message = await limited.messages.create(model="claude-x", max_tokens=10, messages=HI)
+    assert message.content[0].text == "pong"
     sent = str([r.headers for r in upstream.requests])
     assert alice[4:] not in sent and bob[4:] not in sent and "owner-token-0123" not in sent
