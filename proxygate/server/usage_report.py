@@ -198,7 +198,7 @@ def _group(row: UsageRow, by: str) -> str:
         case "format":
             return row.client_format
         case _:
-            return row.tenant
+            return row.tenant or "-"  # the owner (issue 14)
 
 
 def _order(key: str, totals: UsageTotals, by: str) -> tuple[Any, ...]:
