@@ -319,8 +319,11 @@ def client_files(client: str, base_url: str, needs_key: bool) -> tuple[ClientFil
     """The files ``setup --write`` merges this client's settings into (empty: print only)."""
     match client:
         case "claude-code":
-            patch = claude_code_settings(base_url, needs_key)
-            return (ClientFile("~/.claude/settings.json", lambda old: merged_json(old, patch)),)
+            return (
+                ClientFile(
+                    "~/.claude/settings.json", lambda old: merged_claude_code(old, base_url, needs_key)
+                ),
+            )
         case "codex":
             provider = codex_provider(base_url, needs_key)
             return (ClientFile("~/.codex/config.toml", lambda old: merged_codex_toml(old, provider)),)
@@ -357,6 +360,17 @@ def merged_json(old: str | None, patch: Mapping[str, Any]) -> str:
         if not isinstance(current, dict):
             raise ValueError("not a JSON object")
     return _json(_deep_merge(current, patch))
+
+
+def merged_claude_code(old: str | None, base_url: str, needs_key: bool) -> str:
+    """Claude Code's settings merged; the other mode's key setting (ours) dropped, since
+    ANTHROPIC_AUTH_TOKEN would win over apiKeyHelper and send a placeholder instead of the token."""
+    merged = orjson.loads(merged_json(old, claude_code_settings(base_url, needs_key)))
+    if needs_key and merged.get("env", {}).get("ANTHROPIC_AUTH_TOKEN") == ANY_KEY:
+        del merged["env"]["ANTHROPIC_AUTH_TOKEN"]
+    if not needs_key and merged.get("apiKeyHelper") == f"printenv {KEY_ENV}":
+        del merged["apiKeyHelper"]
+    return _json(merged)
 
 
 def merged_codex_toml(old: str | None, provider: Mapping[str, Any]) -> str:

@@ -156,3 +156,20 @@ def test_cursor_prints_tunnel_advice_and_has_no_write(home: Path) -> None:
 def test_unknown_client_is_a_usage_error(home: Path) -> None:
     code, output = invoke(home, "vim")
     assert code == 2 and "'vim' is not one of claude-code, codex" in output
+
+
+def test_claude_code_switching_to_a_token_drops_the_placeholder_key(home: Path) -> None:
+    """ANTHROPIC_AUTH_TOKEN wins over apiKeyHelper: a leftover placeholder would be sent instead."""
+    settings = home / ".claude" / "settings.json"
+    assert invoke(home, "claude-code", "--write")[0] == 0
+    assert invoke(home, "claude-code", "--write", proxy_token="pt-1")[0] == 0
+    assert orjson.loads(settings.read_bytes()) == {
+        "env": {"ANTHROPIC_BASE_URL": "http://127.0.0.1:4321"},
+        "apiKeyHelper": "printenv PROXYGATE_KEY",
+    }
+    assert invoke(home, "claude-code", "--write")[0] == 0
+    assert orjson.loads(settings.read_bytes()) == {
+        "env": {"ANTHROPIC_BASE_URL": "http://127.0.0.1:4321", "ANTHROPIC_AUTH_TOKEN": "proxygate"}
+    }
+    assert invoke(home, "claude-code", "--undo")[0] == 0
+    assert not settings.exists()
