@@ -124,8 +124,12 @@ def _write(client: str, files: tuple[ClientFile, ...], *, yes: bool) -> None:
     if not yes and sys.stdin.isatty() and not typer.confirm("Write these changes?", default=True):
         raise typer.Exit(1)
     for path, old, new in changes:
-        _back_up(path, existed=old is not None)
-        write_bytes_atomic(path, new.encode())
+        try:
+            _back_up(path, existed=old is not None)
+            write_bytes_atomic(path, new.encode())
+        except OSError as exc:
+            err_console.print(f"[red]error:[/] cannot write {path}: {exc.strerror}", highlight=False)
+            raise typer.Exit(1) from None
         console.print(f"wrote {path} (undo: proxygate setup {client} --undo)", highlight=False)
 
 
@@ -150,7 +154,11 @@ def _undo(files: tuple[ClientFile, ...]) -> None:
         path = Path(file.path).expanduser()
         backup, created = _backup_paths(path)
         if backup.exists():
-            os.replace(backup, path)
+            try:
+                os.replace(backup, path)
+            except OSError as exc:
+                err_console.print(f"[red]error:[/] cannot restore {path}: {exc.strerror}", highlight=False)
+                raise typer.Exit(1) from None
             console.print(f"restored {path}", highlight=False)
             restored += 1
         elif created.exists():

@@ -173,3 +173,12 @@ def test_claude_code_switching_to_a_token_drops_the_placeholder_key(home: Path) 
     }
     assert invoke(home, "claude-code", "--undo")[0] == 0
     assert not settings.exists()
+
+
+def test_a_file_that_cannot_be_written_is_one_error_line(home: Path) -> None:
+    (home / ".codex").write_text("a file where the directory should be")
+    code, output = invoke(home, "codex", "--write")
+    assert code == 1
+    assert (
+        output.splitlines()[-1] == f"error: cannot write {home / '.codex' / 'config.toml'}: Not a directory"
+    )
