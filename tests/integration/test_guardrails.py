@@ -44,6 +44,8 @@ def assert_clean(raw: bytes) -> None:
 
 
 def user_text(body: dict[str, Any]) -> str:
+    if "contents" in body:
+        return "".join(part.get("text", "") for part in body["contents"][-1]["parts"])
     if "messages" in body:
         content = body["messages"][-1]["content"]
         if isinstance(content, list):
@@ -178,6 +180,21 @@ def responses_stream(text: str) -> bytes:
     return sse([(e["type"], e) for e in events])
 
 
+def gemini_stream(text: str) -> bytes:
+    chunks = [
+        {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": c}]}}]} for c in text
+    ]
+    chunks.append(
+        {
+            "candidates": [
+                {"index": 0, "content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP"}
+            ],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5},
+        }
+    )
+    return sse([(None, c) for c in chunks])
+
+
 class Echo:
     """The upstream: checks every byte it receives, answers with the text it got."""
 
@@ -204,6 +221,17 @@ class Echo:
                     {"type": "tool_use", "id": "toolu_1", "name": "run", "input": {"command": text}}
                 )
             return web.json_response(message)
+        if request.path.endswith("/count_tokens"):
+            return web.json_response({"input_tokens": 7})
+        if "generatecontent" in request.path.lower():
+            if "stream" in request.path.lower():
+                return web.Response(body=gemini_stream(text), content_type="text/event-stream")
+            candidate = {
+                "index": 0,
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "STOP",
+            }
+            return web.json_response({"candidates": [candidate]})
         if request.path.endswith("/chat/completions"):
             if stream:
                 return web.Response(body=chat_stream(text, tool_args=args), content_type="text/event-stream")
@@ -370,3 +398,45 @@ async def test_request_log_and_metrics_count_detectors_never_values(upstream, st
     [entry] = store.recent_requests()
     assert entry["guardrails"] == {"email": 2, "api_key": 1}
     assert "contoso" not in orjson.dumps(entry).decode()
+
+
+async def test_responses_gemini_and_count_tokens(upstream, start_proxy, tmp_path) -> None:
+    echo = Echo()
+    responses = {**CHAT, "provider": "openai", "formats": ["responses"]}
+    proxy = await serve(upstream, start_proxy, responses, echo)
+    oai = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="client", max_retries=0)
+    stream = await oai.responses.create(
+        model="gpt-x",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": SAMPLE_TEXT}]}],
+        stream=True,
+    )
+    events = [e async for e in stream]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == SAMPLE_TEXT
+    assert [e.response.output_text for e in events if e.type == "response.completed"] == [SAMPLE_TEXT]
+    await oai.close()
+
+    echo2 = Echo()
+    (tmp_path / "g").mkdir()
+    gemini = {"provider": "gemini", "api_key": "sk-gem-0000-1111", "models": ["*"]}
+    proxy2 = await serve(upstream, start_proxy, gemini, echo2, root=tmp_path / "g")
+    upstream.push(echo2, echo2)  # Gemini keys travel in x-goog-api-key: the scripts answer
+    body = {"contents": [{"role": "user", "parts": [{"text": SAMPLE_TEXT}]}]}
+    async with aiohttp.ClientSession() as client:
+        url = f"{proxy2.url}/v1beta/models/gemini-x:streamGenerateContent?alt=sse"
+        async with client.post(url, json=body) as resp:
+            raw = await resp.read()
+        async with client.post(f"{proxy2.url}/v1beta/models/gemini-x:generateContent", json=body) as resp:
+            whole = await resp.json()
+    pieces = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    text = "".join(p["text"] for c in pieces for p in c["candidates"][0]["content"]["parts"] if "text" in p)
+    assert text == SAMPLE_TEXT
+    assert whole["candidates"][0]["content"]["parts"][0]["text"] == SAMPLE_TEXT
+
+    echo3 = Echo()
+    (tmp_path / "c").mkdir()
+    proxy3 = await serve(upstream, start_proxy, ANT, echo3, root=tmp_path / "c")
+    count = {"model": "claude-x", "messages": [{"role": "user", "content": CORPUS_TEXT}]}
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"{proxy3.url}/v1/messages/count_tokens", json=count) as resp:
+            assert await resp.json() == {"input_tokens": 7}
+    assert echo3.bodies  # the upstream saw it, and Echo found no original in it
