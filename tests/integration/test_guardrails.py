@@ -436,7 +436,9 @@ async def test_responses_gemini_and_count_tokens(upstream, start_proxy, tmp_path
     (tmp_path / "c").mkdir()
     proxy3 = await serve(upstream, start_proxy, ANT, echo3, root=tmp_path / "c")
     count = {"model": "claude-x", "messages": [{"role": "user", "content": CORPUS_TEXT}]}
-    async with aiohttp.ClientSession() as client:
-        async with client.post(f"{proxy3.url}/v1/messages/count_tokens", json=count) as resp:
-            assert await resp.json() == {"input_tokens": 7}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(f"{proxy3.url}/v1/messages/count_tokens", json=count) as resp,
+    ):
+        assert await resp.json() == {"input_tokens": 7}
     assert echo3.bodies  # the upstream saw it, and Echo found no original in it
