@@ -129,6 +129,15 @@ class CacheBook:
         stats = self.accounts.get(account_id)
         return None if stats is None else _rate(stats)
 
+    def lost_summary(self, recent: int = 10) -> dict[str, Any]:
+        """Conversations moved off their cache since start: count, estimated cost, the newest events."""
+        events = list(self.lost)[-recent:]
+        return {
+            "count": self.lost_count,
+            "usd": round(self.lost_usd, 6),
+            "recent": [e.to_json() for e in reversed(events)],
+        }
+
     def report(self) -> dict[str, Any]:
         """Hit rates and cache-lost events for status displays and the admin API."""
         return {

@@ -199,6 +199,11 @@ def print_usage(report: dict[str, Any]) -> None:
             f"  {escape(sub['account'])} ({escape(plan)} plan): {money(sub['api_value_usd'])} at API prices, "
             f"{tokens(sub['total_tokens'])} tokens"
         )
+    if (lost := report.get("cache_lost")) and lost["count"]:
+        notes.append(
+            f"Prompt cache lost by moving conversations: {lost['count']} move(s), "
+            f"{money(lost['usd'])} of cache written again (since the server started)"
+        )
     days = report["days"]
     if len(days) > 1:
         notes.append(

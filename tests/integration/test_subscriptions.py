@@ -9,6 +9,7 @@ import orjson
 from multidict import CIMultiDict
 
 from proxygate.server.keys import BROKER, PIPELINE
+from tests.conftest import admin_headers
 from tests.upstream import answer_with_headers, anthropic_sse, status, unified_headers
 
 ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -255,3 +256,7 @@ async def test_a_pinned_conversation_waits_out_a_short_cooldown_or_moves_and_rec
         assert report["lost_count"] == (expected == "b")
         if expected == "b":
             assert report["lost"][0]["from"] == "a" and report["lost"][0]["tokens"] > 0
+            admin = aiohttp.ClientSession(headers=admin_headers(proxy.settings))
+            async with admin as client, client.get(proxy.url + "/admin/api/usage") as resp:
+                lost = (await resp.json())["cache_lost"]
+            assert lost["count"] == 1 and lost["recent"][0]["to"] == "b"  # `proxygate usage` shows it
