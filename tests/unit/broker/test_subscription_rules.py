@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from proxygate.broker import Ask, Broker, Headroom, Outcome
+from proxygate.broker.state import refusal_reason
 from proxygate.config import RoutingSettings
 from proxygate.errors import AllAccountsBusy
 from proxygate.pool.files import PoolSnapshot
@@ -205,3 +206,22 @@ def test_a_cooldown_longer_than_max_wait_moves(clock: FakeClock, tmp_path: Path)
     b, ask, home = _pinned_pair(clock, 10.0, tmp_path)
     assert b.pin_wait_s(ask) == 0.0  # 20 s > 10 s: waiting costs more than the cache is worth here
     assert b.acquire(ask).account.id != home
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"type":"error","error":{"type":"permission_error","message":"x"}}', "permission_error"),
+        (
+            '{"error":{"message":"OAuth authentication is currently not allowed for this organization."}}',
+            "oauth_authentication_is_currently_not_allowed_for_this_organization",
+        ),
+        ('{"error":{"message":"This organization has been disabled."}}', "organization_has_been_disabled"),
+        ('{"error":{"code":"account_deactivated","message":"gone"}}', "account_deactivated"),
+        ('{"detail":{"code":"deactivated_workspace"}}', "deactivated_workspace"),
+        ('{"error":{"type":"authentication_error","message":"invalid x-api-key"}}', ""),
+        ('{"error":{"message":"Request blocked by content policy"}}', ""),
+    ],
+)
+def test_permanent_refusals_are_told_from_fixable_ones(body: str, reason: str) -> None:
+    assert refusal_reason(body) == reason
