@@ -31,6 +31,7 @@ HEADROOM = "headroom"
 PINS = "pins"
 SETTINGS = "settings"
 TENANTS = "tenants"
+GUARDRAILS = "guardrails"
 
 
 @dataclass(frozen=True, slots=True)

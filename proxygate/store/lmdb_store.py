@@ -37,6 +37,7 @@ from proxygate.config import UsageSettings
 from proxygate.errors import StoreError
 from proxygate.store.base import (
     COOLDOWNS,
+    GUARDRAILS,
     HEADROOM,
     PINS,
     SETTINGS,
@@ -69,7 +70,7 @@ TRIM_MAX_PER_COMMIT = 1000
 MAX_QUEUED = 50_000
 "Writes kept while the disk refuses commits (full, I/O errors); beyond it the oldest are dropped."
 
-_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS)
+_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS, GUARDRAILS)
 _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 
