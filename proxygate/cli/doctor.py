@@ -264,11 +264,33 @@ def _secrets(settings: Settings) -> Finding:
 
 def _service() -> Finding:
     from proxygate.cli.service import Manager, target_for
+    from proxygate.cli.service_units import proxygate_command
 
     target = target_for(Manager.auto, is_system=False)
-    if target.path.is_file():
-        return Finding("service", "note", f"service: installed ({target.path})")
-    return Finding("service", "note", "service: not installed", "proxygate service install")
+    if not target.path.is_file():
+        return Finding("service", "note", "service: not installed", "proxygate service install")
+    try:
+        text = target.path.read_text(errors="replace")
+    except OSError as exc:
+        return Finding("service", "problem", f"service {target.path}: unreadable: {exc.strerror}")
+    this = proxygate_command()[0]
+    if this in text:
+        return Finding("service", "ok", f"service {target.path}: runs this install ({this})")
+    starts = [line.split("=", 1)[1].split()[0] for line in text.splitlines() if line.startswith("ExecStart=")]
+    runs = starts[0].strip('"') if starts else ""
+    if runs and not Path(runs).exists():
+        return Finding(
+            "service",
+            "problem",
+            f"service {target.path}: starts {runs}, which does not exist",
+            "proxygate service install",
+        )
+    return Finding(
+        "service",
+        "note",
+        f"service {target.path}: runs another install ({runs or 'unknown'})",
+        "proxygate service install",
+    )
 
 
 def _clients(settings: Settings) -> Iterator[Finding]:

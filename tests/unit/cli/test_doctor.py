@@ -262,3 +262,18 @@ def test_online_finds_clock_skew_and_checks_each_account(home: Path, provider: s
     assert any(
         re.fullmatch(r"✓ account ant: HTTP 200 in \d+ ms", line) for line in result.stdout.splitlines()
     )
+
+
+def test_a_service_unit_starting_a_missing_executable_is_a_problem(home: Path) -> None:
+    unit = home / ".config" / "systemd" / "user" / "proxygate.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/opt/gone/bin/proxygate serve\n")
+    result = doctor(home)
+    assert result.returncode == 1
+    assert problems(result) == [
+        f"✗ service {unit}: starts /opt/gone/bin/proxygate, which does not exist — fix: proxygate service install"
+    ]
+    unit.write_text(f"[Service]\nExecStart={PROXYGATE} serve\n")
+    result = doctor(home)
+    assert result.returncode == 0
+    assert f"✓ service {unit}: runs this install ({PROXYGATE})" in result.stdout.splitlines()
