@@ -82,7 +82,7 @@ def default_stages(settings: Settings, store: Store, tenants: TenantBook | None 
         Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
         TenantLimits(tenants or TenantBook(settings)),  # key's models and limits; settles after pricing
         ModelLimits(settings.models, settings.routing.aliases),  # [models."<glob>"]: shape to fit
-        *guardrails(settings.guardrails, settings.data_dir),  # redact in, restore out; none when off
+        *guardrails(settings.guardrails, settings.data_dir, store),  # redact in, restore out; none when off
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
         *dataset_capture(settings.capture),  # successes as fine-tuning records; none when off
@@ -524,9 +524,9 @@ def _error_message(raw: bytes) -> str:
 
 
 def _outcome_of(exc: UpstreamError) -> Outcome:
+    if ban := refusal_reason(exc.message):  # e.g. a token refresh saying the account itself is gone
+        return Outcome.quarantined(f"{ban}: {exc.message}"[:200])
     if exc.error_class == "authentication":  # a dead refresh token (providers/oauth.ReauthRequired)
-        if ban := refusal_reason(exc.message):  # the refresh said the account itself is gone
-            return Outcome.quarantined(f"{ban}: {exc.message}"[:200])
         return Outcome.auth_failed(exc.message)
     if exc.error_class == "overloaded":
         return Outcome.overloaded(reason=exc.message)

@@ -9,7 +9,9 @@ import orjson
 from multidict import CIMultiDict
 
 from proxygate.server.keys import BROKER, PIPELINE
+from tests import oauth_fakes
 from tests.conftest import admin_headers
+from tests.oauth_fakes import oauth_account
 from tests.upstream import answer_with_headers, anthropic_sse, status, unified_headers
 
 ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -41,6 +43,8 @@ def two_keys(url: str, **first: object) -> dict[str, dict[str, object]]:
         "b": {"provider": "anthropic", "api_key": "sk-ant-bbbb-0000", "base_url": url, "priority": 1},
     }
 
+
+auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
 PRIORITY = '[routing.configs.default]\nstrategy = "priority"\n'
 
@@ -260,3 +264,29 @@ async def test_a_pinned_conversation_waits_out_a_short_cooldown_or_moves_and_rec
             async with admin as client, client.get(proxy.url + "/admin/api/usage") as resp:
                 lost = (await resp.json())["cache_lost"]
             assert lost["count"] == 1 and lost["recent"][0]["to"] == "b"  # `proxygate usage` shows it
+
+
+async def test_a_refresh_saying_the_account_is_deactivated_quarantines_it(
+    upstream, start_proxy, auth_server
+) -> None:
+    accounts = {
+        "gone@example.com": {"_kind": "chatgpt", **oauth_account("chatgpt", email="gone@example.com", expires_in_s=10,
+                                                                 priority=1), "base_url": upstream.url},
+        "live@example.com": {"_kind": "chatgpt", **oauth_account("chatgpt", email="live@example.com",
+                                                                 account_id="acct-2"), "base_url": upstream.url},
+    }  # fmt: skip
+    proxy = await start_proxy(accounts, config=auth_server.config_toml())
+    auth_server.push_token(
+        401, {"error": {"code": "account_deactivated", "message": "This account was deactivated"}}
+    )
+    body = {"model": "gpt-5-codex", "input": "hi", "stream": True}
+    for _ in range(3):
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(proxy.url + "/v1/responses", json=body) as resp,
+        ):
+            await resp.read()
+            assert resp.headers["x-proxygate-account"] == "live@example.com"
+    assert len(auth_server.refreshes) == 1  # never retried: no cooldown that runs out
+    state = proxy.app[BROKER].state("gone@example.com")
+    assert state.quarantined.startswith("account_deactivated: ")
