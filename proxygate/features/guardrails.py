@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -25,14 +26,18 @@ from proxygate.errors import ConfigError
 from proxygate.features.detectors import NAMES, Allow, ScanOptions
 from proxygate.features.redaction import FindingsCache, Redaction, Replacer, load_key
 from proxygate.features.restoration import Restorer, StreamRestorer
+from proxygate.features.reverse_map import ReverseMap
+from proxygate.store.base import Store
 
 log = logging.getLogger("proxygate.guardrails")
 
 
 class Guardrails:
-    def __init__(self, settings: GuardrailSettings, data_dir: Path) -> None:
+    def __init__(self, settings: GuardrailSettings, data_dir: Path, store: Store | None = None) -> None:
         self.settings = settings
-        self.replacer = Replacer(load_key(settings.key, data_dir))
+        key = load_key(settings.key, data_dir)
+        self.replacer = Replacer(key)
+        self.reverse_map = None if store is None else ReverseMap(store, key, settings.reverse_map_max_entries)
         self.detectors = tuple(name for name in NAMES if getattr(settings.detectors, name))
         self.options = ScanOptions(
             ip_loopback=settings.ip_loopback,
@@ -58,11 +63,18 @@ class Guardrails:
         redaction = self.redaction()
         body = redaction.value(call.body)
         call.redactions = dict(redaction.counts)
-        if not redaction.reverse:
+        reverse_map = self.reverse_map
+        lookup = None if reverse_map is None else reverse_map.recall
+        if redaction.reverse:
+            call.body = body
+            call.raw_body = orjson.dumps(body)
+            if reverse_map is not None:
+                for fake, original in redaction.reverse.items():
+                    if fake.startswith("PG_"):
+                        reverse_map.remember(fake, original)
+        elif lookup is None or not _continues_stored_state(call.body):
             return  # nothing found: the client's bytes go out as they came
-        call.body = body
-        call.raw_body = orjson.dumps(body)
-        call.output_transform = StreamRestorer(Restorer(redaction.reverse), call.fmt)
+        call.output_transform = StreamRestorer(Restorer(redaction.reverse, lookup), call.fmt)
         log.debug(
             "%s replaced %s",
             call.request_id,
@@ -70,9 +82,14 @@ class Guardrails:
         )
 
 
-def guardrails(settings: GuardrailSettings, data_dir: Path) -> list[Guardrails]:
+def _continues_stored_state(body: dict[str, Any]) -> bool:
+    """A Responses turn on a conversation the provider stores: earlier turns' tokens may come back."""
+    return bool(body.get("previous_response_id") or body.get("conversation"))
+
+
+def guardrails(settings: GuardrailSettings, data_dir: Path, store: Store | None = None) -> list[Guardrails]:
     """The stage when enabled, else none (nothing runs, nothing is read)."""
-    return [Guardrails(settings, data_dir)] if settings.enabled else []
+    return [Guardrails(settings, data_dir, store)] if settings.enabled else []
 
 
 __all__ = ["Guardrails", "guardrails"]

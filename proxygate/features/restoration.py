@@ -24,6 +24,12 @@ import orjson
 from proxygate.features.redaction import JSON_TEXT_KEYS, SKIP_TYPES
 from proxygate.wire.ir import Format
 
+# An opaque replacement (features/redaction.py): PG_, the detector, 16 base32 characters.
+TOKEN = r"PG_[A-Z][A-Z_]*?_[a-z2-7]{16}"
+_PARTIAL_TOKEN = re.compile(r"P|PG|PG_[A-Z_]*|PG_[A-Z][A-Z_]*_[a-z2-7]{1,15}")
+Lookup = Callable[[str], "str | None"]
+"The persisted way back (features/reverse_map.py) for tokens this request did not send."
+
 _KEEP_KEYS = frozenset({"signature", "encrypted_content", "thoughtSignature", "thought_signature", "data"})
 _BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
@@ -31,21 +37,36 @@ _BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 class Restorer:
     """One request's way back: replacement → original."""
 
-    __slots__ = ("_escaped", "_pattern", "_prefixes", "_reverse", "_text_pattern", "max_len")
+    __slots__ = ("_escaped", "_lookup", "_pattern", "_prefixes", "_reverse", "_text_pattern", "max_len")
 
-    def __init__(self, reverse: Mapping[str, str]) -> None:
+    def __init__(self, reverse: Mapping[str, str], lookup: Lookup | None = None) -> None:
         self._reverse = dict(reverse)
+        self._lookup = lookup
         self._escaped = {fake: orjson.dumps(original).decode()[1:-1] for fake, original in reverse.items()}
         fakes = sorted(reverse, key=len, reverse=True)  # the longest wins where one starts another
-        self._pattern = re.compile("|".join(map(re.escape, fakes)))
-        self._text_pattern = re.compile("|".join(map(re.escape, fakes)).encode())
-        self.max_len = len(fakes[0]) if fakes else 0
+        alternatives = [*map(re.escape, fakes), *([TOKEN] if lookup is not None else [])]
+        self._pattern = re.compile("|".join(alternatives) or "(?!)")
+        self._text_pattern = re.compile(self._pattern.pattern.encode())
+        self.max_len = max([len(fakes[0]) if fakes else 0, 48 if lookup is not None else 0])
         prefixes = {fake[:i] for fake in fakes for i in range(1, len(fake))}
         self._prefixes = frozenset(prefixes)  # a complete fake that starts a longer one is in it too
 
     def text(self, text: str, *, is_json: bool = False) -> str:
-        table = self._escaped if is_json else self._reverse
-        return self._pattern.sub(lambda m: table[m.group(0)], text)
+        return self._pattern.sub(lambda m: self._original(m.group(0), is_json), text)
+
+    def _original(self, fake: str, is_json: bool) -> str:
+        known = (self._escaped if is_json else self._reverse).get(fake)
+        if known is not None:
+            return known
+        original = self._lookup(fake) if self._lookup is not None else None
+        if original is None:
+            return fake  # not ours (or forgotten): left as the model wrote it
+        return orjson.dumps(original).decode()[1:-1] if is_json else original
+
+    def _may_continue(self, tail: str) -> bool:
+        if tail in self._prefixes:
+            return True
+        return self._lookup is not None and _PARTIAL_TOKEN.fullmatch(tail) is not None
 
     def split(self, text: str) -> tuple[str, str]:
         """``(ready, held)``: ``held`` is the shortest-starting tail that may still become a
@@ -54,7 +75,7 @@ class Restorer:
         start = max(0, n - self.max_len + 1)
         inside = [m.span() for m in self._pattern.finditer(text, max(0, start - self.max_len))]
         for p in range(start, n):
-            if text[p:] in self._prefixes and not any(s < p < e for s, e in inside):
+            if self._may_continue(text[p:]) and not any(s < p < e for s, e in inside):
                 return text[:p], text[p:]
         return text, ""
 

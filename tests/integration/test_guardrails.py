@@ -442,3 +442,30 @@ async def test_responses_gemini_and_count_tokens(upstream, start_proxy, tmp_path
     ):
         assert await resp.json() == {"input_tokens": 7}
     assert echo3.bodies  # the upstream saw it, and Echo found no original in it
+
+
+async def test_a_stored_conversation_gets_earlier_turns_tokens_restored(upstream, start_proxy) -> None:
+    """previous_response_id: the provider holds turn 1, so turn 2's answer may quote its token."""
+    echo = Echo()
+    responses = {**CHAT, "provider": "openai", "formats": ["responses"]}
+    proxy = await serve(upstream, start_proxy, responses, echo)
+    secret = "ghp_aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+    oai = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="client", max_retries=0)
+    first = await oai.responses.create(model="gpt-x", input=f"my token is {secret}")
+    assert first.output_text == f"my token is {secret}"
+    token = user_text(echo.bodies[0]).removeprefix("my token is ")
+    assert token.startswith("PG_API_KEY_")
+
+    async def quote(request: web.Request) -> web.StreamResponse:
+        assert_clean(await request.read())
+        return web.Response(body=responses_stream(f"you said {token}."), content_type="text/event-stream")
+
+    upstream.push(quote, quote)
+    second = await oai.responses.create(model="gpt-x", input="what was it?", previous_response_id="resp_1")
+    assert second.output_text == f"you said {secret}."
+    stream = await oai.responses.create(
+        model="gpt-x", input="again?", previous_response_id="resp_1", stream=True
+    )
+    deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == f"you said {secret}."
+    await oai.close()
