@@ -156,15 +156,18 @@ class Broker:
         for account in snapshot.accounts:
             state = self._states.setdefault(account.id, AccountState())
             old = before.get(account.id)
-            if (
-                (state.needs_reauth or state.quarantined)
-                and old is not None
-                and _login_of(old) != _login_of(account)
-            ):
+            if old is None:
+                continue
+            lifted = False
+            if state.needs_reauth and _login_of(old) != _login_of(account):
                 # A new key or login was put in the file: the old refusal no longer applies.
-                state.needs_reauth = state.quarantined = ""
-                if self._on_state is not None:
-                    self._on_state(account.id, state)
+                state.needs_reauth, lifted = "", True
+            if state.quarantined and _identity_of(old) != _identity_of(account):
+                # Another key or another login's identity: the ban was on the old one. A refreshed
+                # token of the same banned login lifts nothing (only `reset` does).
+                state.quarantined, lifted = "", True
+            if lifted and self._on_state is not None:
+                self._on_state(account.id, state)
 
     def restore(self, states: dict[str, AccountState]) -> None:
         """Load persisted health (cooldowns, re-auth) after a restart."""
@@ -395,7 +398,6 @@ class Broker:
         if (left := state.cooling(now)) > 0:
             return f"{account_id} cooling down {left:.0f}s"
         return f"{account_id} unavailable (near a limit, failed or over budget)"
-
 
     def last_resort(
         self, ask: Ask, *, exclude: Collection[str], within_s: float
@@ -743,6 +745,11 @@ def _window_view(w: Headroom, now: float) -> dict[str, Any]:
         "source": w.source,
         "age_s": round(w.age_s(now), 0),
     }
+
+
+def _identity_of(account: Account) -> str:
+    """Who a quarantine is about: the API key, or the subscription's login (email and account)."""
+    return account.api_key if account.kind == "apikey" else f"{account.email}\0{account.account_id}"
 
 
 def _login_of(account: Account) -> str:

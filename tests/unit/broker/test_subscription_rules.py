@@ -70,15 +70,17 @@ def test_a_banned_account_gets_no_request_after_its_refusal_until_reset(clock: F
     assert "banned" in b.eligible("claude-sonnet-4-5")
 
 
-def test_quarantine_survives_a_restart_and_a_new_login_lifts_it(clock: FakeClock) -> None:
-    b = broker([account("a", refresh_token="r1")], clock)
+def test_quarantine_survives_a_restart_and_only_another_login_lifts_it(clock: FakeClock) -> None:
+    b = broker([account("a", email="old@x.com", refresh_token="r1")], clock)
     b.acquire(SONNET).release(Outcome.quarantined("account_deactivated: gone"))
     persisted = b.state("a").to_json()
-    again = broker([account("a", refresh_token="r1")], clock)
+    again = broker([account("a", email="old@x.com", refresh_token="r1")], clock)
     again.restore({"a": type(b.state("a")).from_json(persisted)})
     with pytest.raises(AllAccountsBusy, match="quarantined"):
         again.acquire(SONNET)
-    again.update_pool(PoolSnapshot.of([account("a", refresh_token="r2")]))
+    again.update_pool(PoolSnapshot.of([account("a", email="old@x.com", refresh_token="r2")]))
+    assert again.eligible("claude-sonnet-4-5") == []  # the same banned login, its token refreshed
+    again.update_pool(PoolSnapshot.of([account("a", email="new@x.com", refresh_token="r3")]))
     assert again.eligible("claude-sonnet-4-5") == ["a"]
 
 
