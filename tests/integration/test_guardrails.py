@@ -7,6 +7,7 @@ whatever reaches the client went through the restoring side. It checks every byt
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -469,3 +470,28 @@ async def test_a_stored_conversation_gets_earlier_turns_tokens_restored(upstream
     deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
     assert "".join(deltas) == f"you said {secret}."
     await oai.close()
+
+
+async def test_capture_records_the_anonymised_request_and_answer(upstream, start_proxy, tmp_path) -> None:
+    upstream.standing["sk-"] = Echo()
+    proxy = await start_proxy(
+        {"a": {**ANT, "base_url": upstream.url}},
+        env=ON,
+        config='[capture]\nenabled = true\ndir = "captured"\n',
+    )
+    secret = "ghp_aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+    body = {
+        "model": "claude-x",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": f"token {secret}"}],
+    }
+    async with aiohttp.ClientSession() as client, client.post(f"{proxy.url}/v1/messages", json=body) as resp:
+        assert (await resp.json())["content"][0]["text"] == f"token {secret}"
+    captured = b""
+    for _ in range(100):  # the capture writer is a thread: wait for its line
+        captured = b"".join(p.read_bytes() for p in (tmp_path / "captured").glob("*.jsonl"))
+        if captured.count(b"PG_API_KEY_") >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert captured.count(b"PG_API_KEY_") >= 2  # the request and the answer, as the provider saw them
+    assert secret.encode() not in captured
