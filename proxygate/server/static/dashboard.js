@@ -67,7 +67,11 @@ const ms = (v) => (v ? `${Math.round(v)} ms` : "—");
 
 // -- Pool ------------------------------------------------------------------------------------
 
-const STATE_CLASS = { ready: "ready", "cooling down": "cooling", "needs re-auth": "reauth", disabled: "disabled" };
+const STATE_CLASS = {
+  ready: "ready", "cooling down": "cooling", held: "cooling", "needs re-auth": "reauth", quarantined: "reauth",
+  disabled: "disabled",
+};
+const pct = (v) => (v === null || v === undefined ? "—" : `${Math.round(v * 100)}%`);
 
 function windowRow(w) {
   const label = w.model ? `${w.window} (${w.model})` : w.window;
@@ -106,7 +110,12 @@ function accountCard(a, costs, index) {
       h("div", {}, h("dt", {}, "requests today"), h("dd", {}, num(today.requests))),
       h("div", {}, h("dt", {}, "tokens today"), h("dd", {}, num(today.tokens))),
       h("div", {}, h("dt", {}, a.kind === "apikey" ? "cost today" : "API value today"), h("dd", {}, usd(cost))),
-      h("div", {}, h("dt", {}, "errors today"), h("dd", {}, num(today.errors)))),
+      h("div", {}, h("dt", {}, "errors today"), h("dd", {}, num(today.errors))),
+      h("div", {}, h("dt", {}, "cache hit rate"), h("dd", {}, pct(a.cache_hit_rate))),
+      a.reserve_pct ? h("div", {}, h("dt", {}, "reserve"), h("dd", {}, `${a.reserve_pct}%`)) : null,
+      a.kind === "claude" || a.overage_requests
+        ? h("div", {}, h("dt", {}, "overage"), h("dd", {}, `${a.overage ?? "never"} · ${num(a.overage_requests)} answered`))
+        : null),
     actions);
 }
 
@@ -121,6 +130,11 @@ async function renderPool(focusKey = document.activeElement?.dataset?.key) {
   wrap.replaceChildren(...status.accounts.map((a, i) => accountCard(a, costs, i)));
   if (!status.accounts.length) {
     wrap.append(h("p", {}, "The pool is empty: ", h("a", { href: "/add" }, "add an account"), "."));
+  }
+  const lost = status.cache ?? {};
+  if (lost.lost_count) {  // conversations moved off the account holding their prompt cache
+    wrap.append(h("p", { class: "hint" }, `Prompt cache lost by moving conversations: ${num(lost.lost_count)} move(s), ` +
+      `${usd(lost.lost_usd)} of cache written again since the server started.`));
   }
   const invalid = $("#invalid");
   invalid.replaceChildren();
