@@ -152,6 +152,14 @@ def status(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrO
         console.print(account_table(data["accounts"]))
     if line := cache_text(data.get("cache")):
         console.print(line, highlight=False, markup=False)
+    for t in data.get("tenants") or []:  # fair shares of the subscription windows (README, "Teams")
+        uses = "".join(
+            f"; {w['account']} {w['window']}: {w['use_pct']:.0f}% used of a {w['share_pct']:.0f}% share"
+            for w in t["windows"]
+        )
+        console.print(
+            f"tenant {t['display_name']}: share {t['share']:g}{uses}", highlight=False, markup=False
+        )
     if data["invalid_files"]:
         console.print(f"[yellow]{len(data['invalid_files'])} invalid file(s):[/]")
         for bad in data["invalid_files"]:

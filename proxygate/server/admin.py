@@ -33,7 +33,8 @@ from proxygate.server.broker_state import save_active_route
 from proxygate.server.connections import read_body
 from proxygate.server.dashboard.sessions import CSRF_HEADER, SAFE_METHODS, session_of
 from proxygate.server.guard import log_rejection, render_for_path
-from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE
+from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE, TENANT_BOOK
+from proxygate.server.tenant_report import tenants_report
 from proxygate.store import Store, today
 from proxygate.store.files import write_bytes_atomic
 
@@ -144,7 +145,10 @@ def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, st
 
 async def status(request: web.Request) -> web.Response:
     app = request.app
-    return _json(status_report(app[SETTINGS], app[BROKER], app[POOL][0], app[STORE]))
+    report = status_report(app[SETTINGS], app[BROKER], app[POOL][0], app[STORE])
+    if app[TENANT_BOOK].tenants:  # who uses the subscriptions, and how much of each window
+        report["tenants"] = tenants_report(app)
+    return _json(report)
 
 
 async def reset(request: web.Request) -> web.Response:

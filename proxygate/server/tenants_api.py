@@ -40,8 +40,9 @@ from proxygate.features.tenants import (
 from proxygate.server.admin import guard
 from proxygate.server.connections import read_body
 from proxygate.server.guard import render_for_path
-from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK
+from proxygate.server.keys import SETTINGS, STORE, TENANT_BOOK
 from proxygate.server.tasks import supervise
+from proxygate.server.tenant_report import tenants_report
 from proxygate.store.base import Store
 
 POLL_S = 1.0
@@ -126,24 +127,6 @@ def _found(book: TenantBook, name: str) -> str:
     if name not in book.tenants:
         raise ProxyError(f"no tenant {name!r}", status=404, error_class="not_found")
     return name
-
-
-def tenants_report(app: web.Application) -> list[dict[str, Any]]:
-    """Every tenant's report, the owner first, with its use and share of each subscription window."""
-    book, broker, fair = app[TENANT_BOOK], app[BROKER], app[PIPELINE].fair
-    now = broker.clock()
-    uses: dict[str, list[dict[str, Any]]] = {}
-    for account in app[POOL][0].accounts:
-        if account.is_oauth:
-            windows = broker.state(account.id).windows.values()
-            for row in fair.report(account.id, windows, now, reserve=account.reserve_pct / 100.0):
-                uses.setdefault(row.pop("tenant"), []).append(row)
-    reports = []
-    for name in (OWNER, *sorted(book.tenants)):
-        report = book.report(name)
-        report["windows"] = uses.get(name, [])
-        reports.append(report)
-    return reports
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -236,4 +219,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/api/tenants/{name}/rotate-key", guard(rotate_key))
 
 
-__all__ = ["ROUTES", "add_routes", "tenant_book", "tenants_report"]
+__all__ = ["ROUTES", "add_routes", "tenant_book"]

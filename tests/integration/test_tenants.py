@@ -320,6 +320,9 @@ async def test_a_tenant_over_its_fair_share_moves_to_an_api_key_then_waits(
             windows = {t["display_name"]: t["windows"] for t in (await resp.json())["tenants"]}
         assert [(w["account"], w["window"], w["share_pct"]) for w in windows["alice"]] == [("max", "5h", 47.5)]
         assert windows["alice"][0]["use_pct"] >= 47.5 > windows["bob"][0]["use_pct"]
+        async with http.get(f"{proxy.url}/admin/api/status", headers=admin_headers(proxy.settings)) as resp:
+            status_tenants = {t["display_name"]: t["windows"] for t in (await resp.json())["tenants"]}
+        assert status_tenants == windows  # `status` shows the same shares
         async with http.patch(
             f"{proxy.url}/admin/api/tenants/alice",
             json={"route": "subs"},
