@@ -126,7 +126,7 @@ async def relay(
             status=200, body=answered(call, body), headers=headers, content_type="application/json"
         )
 
-    decoder = source.StreamDecoder()
+    decoder = source.StreamDecoder(fallback_id=os.urandom(6).hex())
     include_usage = call.asks_usage or call.fmt is not ir.Format.chat
     encoder = target.StreamEncoder(
         model=call.model, response_id=response_id(call.fmt), include_usage=include_usage, **stamp

@@ -43,8 +43,8 @@ from proxygate.wire.stream import SSEStreamDecoder
 class StreamDecoder(SSEStreamDecoder):
     """Anthropic SSE bytes from an upstream → IR stream events (§1.14)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, fallback_id: str = "") -> None:
+        super().__init__(fallback_id=fallback_id)
         self._usage = Usage()
         self._stop = StopReason.end_turn
         self._stop_sequence: str | None = None

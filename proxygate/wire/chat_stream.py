@@ -140,8 +140,8 @@ class _Tool:
 class StreamDecoder(SSEStreamDecoder):
     """CHAT SSE bytes from an upstream → IR stream events (§5.14.2)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, fallback_id: str = "") -> None:
+        super().__init__(fallback_id=fallback_id)
         self._is_started = False
         self._id = ""
         self._model = ""
@@ -258,7 +258,9 @@ class StreamDecoder(SSEStreamDecoder):
             return known
         if index is None and not call_id and not name and self._tools:
             return self._tools[-1]  # continuation without any key: the last call (§2.7 rule 3)
-        tool = _Tool(id=call_id or f"call_{self._id or 'proxygate'}_{len(self._tools)}")
+        # Without an id from the upstream, calls of two answers must still differ: Anthropic
+        # rejects a history with duplicate tool_use ids.
+        tool = _Tool(id=call_id or f"call_{self._id or self.fallback_id or 'proxygate'}_{len(self._tools)}")
         self._tools.append(tool)
         self._by_id[tool.id] = tool
         if index is not None:

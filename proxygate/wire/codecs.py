@@ -46,7 +46,7 @@ class Codec:
     encode_request: Callable[..., dict[str, Any]]
     decode_response: Callable[[dict[str, Any]], Response]
     encode_response: Callable[..., dict[str, Any]]
-    StreamDecoder: Callable[[], StreamDecoder]
+    StreamDecoder: Callable[..., StreamDecoder]
     StreamEncoder: Callable[..., StreamEncoder]
 
 

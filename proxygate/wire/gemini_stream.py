@@ -56,8 +56,8 @@ from proxygate.wire.stream import SSEStreamDecoder
 class StreamDecoder(SSEStreamDecoder):
     """Gemini SSE bytes → IR events; ``close()`` finishes, or raises if no finishReason came."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, fallback_id: str = "") -> None:
+        super().__init__(fallback_id=fallback_id)
         self._is_started = False
         self._open: BlockKind | None = None
         self._next = 0
@@ -123,7 +123,7 @@ class StreamDecoder(SSEStreamDecoder):
             name = str(call.get("name", ""))
             call_id = call.get("id")
             if not (isinstance(call_id, str) and call_id):
-                call_id = synth_call_id(self._response_id, self._calls, name)
+                call_id = synth_call_id(self._response_id or self.fallback_id, self._calls, name)
             self._calls += 1
             self._has_calls = True
             index = self._open_block("tool_call", out, tool_id=call_id, tool_name=name)

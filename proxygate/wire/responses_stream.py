@@ -78,8 +78,8 @@ class _Block:
 class StreamDecoder(SSEStreamDecoder):
     """Responses SSE bytes → IR events; ``close()`` raises if no terminal event arrived."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, fallback_id: str = "") -> None:
+        super().__init__(fallback_id=fallback_id)
         self._blocks: dict[tuple[int, int], _Block] = {}
         self._indexes: dict[str, int] = {}  # item id → output_index
         self._open: _Block | None = None

@@ -17,7 +17,9 @@ from proxygate.wire.sse import SSEParser
 class SSEStreamDecoder(ABC):
     """Feed upstream bytes, get IR events; ``close()`` at EOF finishes or raises ``StreamTruncated``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fallback_id: str = "") -> None:
+        self.fallback_id = fallback_id
+        "Names what the upstream leaves unnamed (tool calls without an id), unique per answer."
         self._sse = SSEParser()
         self._is_done = False
         self.finish: Finish | None = None

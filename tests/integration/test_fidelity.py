@@ -6,10 +6,11 @@ from __future__ import annotations
 import aiohttp
 import anthropic
 import openai
+import orjson
 import pytest
 
 from proxygate.server.keys import BROKER
-from tests.upstream import chat_completion, ok_json, status
+from tests.upstream import chat_completion, ok_json, ok_sse, status
 
 CHAT_KEY = {"api_key": "sk-up-0000-1111", "models": ["*"]}
 ANT_KEY = {"provider": "anthropic", "api_key": "sk-ant-up-0000-1111", "models": ["*"]}
@@ -407,3 +408,36 @@ async def test_config_overrides_the_catalogs_reasoning_efforts_and_output_limit(
     assert upstream.requests[-1].body["max_tokens"] == 1000
     await client.close()
     await o_client.close()
+
+
+async def test_streamed_tool_calls_without_ids_differ_between_answers(upstream, start_proxy) -> None:
+    def nameless_call_stream() -> bytes:
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [{"index": 0, "function": {"name": "ls", "arguments": "{}"}}]
+                        },
+                    }
+                ]
+            },
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        ]
+        return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+    proxy = await start_proxy({"c": chat_account(upstream, "custom")})
+    client = ant_client(proxy)
+    tools = [{"name": "ls", "input_schema": {"type": "object"}}]
+    ids = []
+    for _ in range(2):
+        upstream.push(ok_sse(nameless_call_stream()))
+        async with client.messages.stream(
+            model="local", max_tokens=10, tools=tools, messages=[{"role": "user", "content": "ls"}]
+        ) as stream:
+            final = await stream.get_final_message()
+        ids.append(final.content[0].id)  # type: ignore[union-attr]
+    assert ids[0] != ids[1]
+    await client.close()
