@@ -42,8 +42,10 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: while Playwright's sync API runs, its loop is the thread's running loop, so it
+    must be gone before any asyncio test of another module starts."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
