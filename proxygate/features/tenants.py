@@ -480,6 +480,14 @@ class TenantBook:
                 )
         return target
 
+    def allows(self, name: str, model: str) -> bool:
+        """Whether the tenant may ask for ``model`` (for the model list it is shown)."""
+        try:
+            self.resolve_model(name, model)
+        except ModelNotAllowed:
+            return False
+        return True
+
     def report(self, name: str) -> dict[str, Any]:
         """A tenant's limits and usage now, for ``tenant list`` / ``show`` and the admin API."""
         usage = self.counters(name)

@@ -235,12 +235,14 @@ async def list_models(request: web.Request) -> web.Response:
     fmt = Format.gemini if request.path.startswith("/v1beta") else Format.chat
     rid = request_id(request)
     try:
-        check_token(request.app[SETTINGS], request, fmt)
+        tenant = check_token(request.app[SETTINGS], request, fmt)
     except ProxyError as exc:
         log_rejection(request, exc.status, exc.message)
         return render_error(fmt, exc, rid)
     catalog = request.app[MODELS]
     models = await catalog.names()
+    if tenant and (book := request.app.get(TENANT_BOOK)) is not None:  # only what its --models allow
+        models = [m for m in models if book.allows(tenant, m)]
     data: dict[str, Any]
     if fmt is Format.gemini:
         data = {

@@ -145,7 +145,8 @@ async def test_tpm_counts_settled_tokens(start_proxy, upstream) -> None:
 
 
 async def test_model_outside_the_tenants_globs_is_refused_before_upstream(start_proxy, upstream) -> None:
-    proxy = await serve(start_proxy, upstream)
+    models = ["claude-haiku-4-5", "claude-sonnet-4-5"]
+    proxy = await start_proxy({"ant": {**ANT, "base_url": upstream.url, "models": models}})
     async with aiohttp.ClientSession() as http:
         key = await add(http, proxy, "alice", models=["claude-haiku-*"], aliases={"fast": "claude-haiku-4-5"})
         status, _, body = await ask(http, proxy, key, model="claude-sonnet-4-5")
@@ -153,7 +154,10 @@ async def test_model_outside_the_tenants_globs_is_refused_before_upstream(start_
         assert orjson.loads(body)["error"]["type"] == "permission_error"
         assert upstream.requests == []
         assert (await ask(http, proxy, key, model="fast"))[0] == 200
-    assert upstream.requests[-1].body["model"] == "claude-haiku-4-5"
+        async with http.get(f"{proxy.url}/v1/models", headers={"x-api-key": key}) as resp:
+            listed = [m["id"] for m in (await resp.json())["data"]]
+    assert upstream.requests[0].body["model"] == "claude-haiku-4-5"
+    assert listed == ["claude-haiku-4-5"]  # the model list shows what the tenant may use
 
 
 async def test_daily_tokens_and_dollars_hold_across_a_restart(start_proxy, upstream, tmp_path) -> None:
