@@ -400,14 +400,16 @@ class Broker:
         return f"{account_id} unavailable (near a limit, failed or over budget)"
 
     def last_resort(
-        self, ask: Ask, *, exclude: Collection[str], within_s: float
+        self, ask: Ask, *, exclude: Collection[str], tried: Collection[str] = (), within_s: float
     ) -> tuple[Lease, float] | None:
         """A cooling account to try once more when every other one failed for this request, and
         how long to wait first (its known reset; 0 when the cooldown is only our backoff's guess).
 
         Soonest reset first; an account whose provider-given reset is more than ``within_s``
         away, or that needs re-auth, is quarantined or over budget, is skipped. A cooldown may
-        outlast the limit (a guessed 15 s after one 429): better one more try than a failure.
+        outlast the limit (a guessed 15 s after an earlier 429): better one more try than a
+        failure. An account this request already ``tried`` comes back only for a known reset
+        (a 429 with ``Retry-After: 1``), never on a guess (its 500 a moment ago says nothing new).
         """
         if within_s <= 0:
             return None
@@ -432,7 +434,7 @@ class Broker:
             # A model cooldown comes from the provider's own window; ours is only a guess.
             known = state.cooldown_is_known or model_left > 0
             wait = left if known else 0.0
-            if wait > within_s:
+            if wait > within_s or (not known and c.account.id in tried):
                 continue
             options.append((wait, left, c))
         if not options:

@@ -156,6 +156,7 @@ class Pipeline:
         ask = Ask(call.model, call.fmt, call.conversation, follows_pin, route=call.route)
         held, over_share = self._fair_holds(call, ask)
         tried: list[str] = list(held)  # subscriptions this tenant is over its fair share of
+        resorted: list[str] = list(held)  # never (again) a last resort: held, or tried as one
         last_error: UpstreamError | None = None
         if (wait_s := self.broker.pin_wait_s(ask)) > 0:  # [routing] max_wait_s: keep the prompt cache
             log.info(
@@ -177,12 +178,13 @@ class Pipeline:
                         ) from None
                     raise
                 resort = self.broker.last_resort(
-                    ask, exclude=tried, within_s=self.settings.routing.last_resort_s
+                    ask, exclude=resorted, tried=tried, within_s=self.settings.routing.last_resort_s
                 )
                 if resort is None:
                     # Every account failed for this request: say what the last one said, and when to retry.
                     return self.error_response(call, last_error, retry_after=busy.retry_after_s)
                 lease = await _after_reset(*resort)
+                resorted.append(lease.account.id)  # once each
             call.attempts += 1
             if (lost := lease.cache_lost) is not None:
                 log.info("%s conversation moved: %s → %s (%s); %d cached tokens written again, ~$%s", call.request_id,

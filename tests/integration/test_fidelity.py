@@ -356,6 +356,17 @@ async def test_a_cooling_account_is_the_last_resort(upstream, start_proxy, clock
         assert proxy.app[BROKER].state("a").cooling(clock()) == 0  # its success cleared the cooldown
 
 
+async def test_a_short_known_reset_is_waited_for_within_the_same_request(
+    upstream, start_proxy, clock
+) -> None:
+    # a: 429 with Retry-After 1 s, then b: a transient 500 — a is tried again once its reset passed.
+    proxy = await start_proxy(two_keys(upstream.url), clock=clock, config=PRIORITY)
+    upstream.push(status(429, headers={"retry-after": "1"}), status(500))
+    code, _ = await post(proxy.url)
+    assert code == 200
+    assert [r.headers["x-api-key"][7:11] for r in upstream.requests] == ["aaaa", "bbbb", "aaaa"]
+
+
 # ----------------------------------------------------------------------- 9. rotation per model
 
 

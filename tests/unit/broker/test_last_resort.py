@@ -63,3 +63,13 @@ def test_each_model_keeps_its_own_rotation(clock: FakeClock) -> None:
                     main[lease.account.id] += 1
                 lease.release(Outcome.ok())
         assert max(main.values()) <= 6, (strategy, main)
+
+
+def test_an_account_tried_in_this_request_returns_only_for_a_known_reset(clock: FakeClock) -> None:
+    b = broker([account("a"), account("b")], clock)
+    b.acquire(SONNET, exclude=["b"]).release(Outcome.rate_limited(1.0))
+    b.acquire(SONNET, exclude=["a"]).release(Outcome.error("500"))
+    lease, wait_s = b.last_resort(SONNET, exclude=[], tried=["a", "b"], within_s=3.0) or (None, 0.0)
+    assert (lease and lease.account.id, wait_s) == ("a", 1.0)
+    lease.release(Outcome.client_error())  # type: ignore[union-attr]
+    assert b.last_resort(SONNET, exclude=["a"], tried=["a", "b"], within_s=3.0) is None
