@@ -124,3 +124,34 @@ async def test_tenant_commands_offline(tmp_path: Path) -> None:
     assert code == 0
     code, out, _ = await cli(tmp_path, "tenant", "list", "--json")
     assert [t["name"] for t in orjson.loads(out)] == ["-"]
+
+
+async def test_a_tenant_written_into_the_store_beside_a_running_server_applies_within_a_second(
+    tmp_path: Path, upstream
+) -> None:
+    pool = tmp_path / "pool" / "apikeys"
+    pool.mkdir(parents=True)
+    (pool / "ant.json").write_bytes(
+        orjson.dumps({"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url})
+    )
+    proc, port = await start_serve(tmp_path)
+    try:
+        code, _, err = await cli(tmp_path, "tenant", "add", "erin")  # live: keys are required from now on
+        assert code == 0, err
+        assert await ask(port, "pgk_" + "B" * 43) == 401  # an unknown key, as dana's is until the poll
+        # --addr names no server: the command writes the store, as it does with none running
+        code, out, err = await cli(tmp_path, "tenant", "add", "dana", "--addr", "127.0.0.1:1")
+        assert code == 0, err
+        assert "no server running" in out
+        key = key_in(out)
+        statuses = []
+        for _ in range(100):  # the server polls the store once a second
+            statuses.append(await ask(port, key))
+            if statuses[-1] == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert statuses[-1] == 200
+        assert await ask(port, None) == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
