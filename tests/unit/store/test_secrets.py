@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxygate.config import SecretsSettings, load_settings
 from proxygate.errors import ConfigError, PoolError
@@ -18,6 +20,8 @@ from proxygate.store.secrets import (
     Vault,
     key_id_of,
     new_key_text,
+    open_with,
+    seal_with,
     sealed_key_id,
 )
 from tests.keyring_backend import FileKeyring, LockedKeyring
@@ -150,10 +154,10 @@ def test_a_bad_shared_key_fails_at_load_without_echoing_it(tmp_path: Path) -> No
         load_settings(None, {"PROXYGATE_SECRETS_KEY": "abcd"}, cwd=tmp_path)
     with pytest.raises(ConfigError, match=r"^secrets.key: not base64url"):
         load_settings(None, {"PROXYGATE_SECRETS_KEY": "a"}, cwd=tmp_path)
-    settings = load_settings(
+    loaded = load_settings(
         None, {"PROXYGATE_SECRETS_KEY": new_key_text(), "PROXYGATE_SECRETS_ENCRYPT": "1"}, cwd=tmp_path
     )
-    assert settings.secrets.encrypt
+    assert loaded.secrets.encrypt
 
 
 def test_rotate_makes_a_new_current_key_and_old_fields_still_open(tmp_path: Path) -> None:
@@ -195,3 +199,15 @@ def test_an_unreadable_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "data" / "secrets.json").write_text("{nope")
     with pytest.raises(SecretUnavailable, match=r"secrets.json: cannot read the key file"):
         vault(tmp_path).open("api_key", PREFIX + "0123456789ab:AAAA:BBBB")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plaintext=st.text(min_size=1),
+    field=st.sampled_from(["api_key", "access_token", "refresh_token", "id_token"]),
+)
+def test_open_undoes_seal_for_any_text(plaintext: str, field: str) -> None:
+    key = unb64(new_key_text())
+    sealed = seal_with(key, field, plaintext)
+    assert sealed.count(":") == 4 and sealed.startswith(PREFIX)  # base64url never adds a ":"
+    assert open_with(key, field, sealed) == plaintext
