@@ -322,7 +322,9 @@ async def test_a_tenant_over_its_fair_share_moves_to_an_api_key_then_waits(
         assert (await ask(http, proxy, bob))[1]["x-proxygate-account"] == "max"  # bob is within his share
         async with http.get(f"{proxy.url}/admin/api/tenants", headers=admin_headers(proxy.settings)) as resp:
             windows = {t["display_name"]: t["windows"] for t in (await resp.json())["tenants"]}
-        assert [(w["account"], w["window"], w["share_pct"]) for w in windows["alice"]] == [("max", "5h", 47.5)]
+        assert [(w["account"], w["window"], w["share_pct"]) for w in windows["alice"]] == [
+            ("max", "5h", 47.5)
+        ]
         assert windows["alice"][0]["use_pct"] >= 47.5 > windows["bob"][0]["use_pct"]
         async with http.get(f"{proxy.url}/admin/api/status", headers=admin_headers(proxy.settings)) as resp:
             status_tenants = {t["display_name"]: t["windows"] for t in (await resp.json())["tenants"]}
