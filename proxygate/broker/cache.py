@@ -150,6 +150,16 @@ class CacheBook:
                 for account_id, s in sorted(self.accounts.items())
             },
             "conversations": len(self.conversations),
+            "recent_conversations": [
+                {
+                    "conversation": key,
+                    "account": c.account_id,
+                    "model": c.model,
+                    "hit_rate": _rate(c.stats),
+                    "last_input_tokens": c.last_input_tokens,
+                }
+                for key, c in list(self.conversations.items())[-10:][::-1]
+            ],
             "lost_count": self.lost_count,
             "lost_usd": round(self.lost_usd, 6),
             "lost": [e.to_json() for e in reversed(self.lost)],

@@ -8,6 +8,8 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict
 
+from proxygate.config import AlertSettings
+from proxygate.server.alerts import QUEUE_MAX, Alerts
 from proxygate.server.keys import BROKER, PIPELINE
 from tests import oauth_fakes
 from tests.conftest import admin_headers
@@ -110,6 +112,8 @@ async def test_overage_never_sends_nothing_to_an_account_living_on_overage(upstr
     assert keys_used(upstream).count("aaaa") == 1  # the first answer said so: nothing after it
     broker = proxy.app[BROKER]
     assert broker.describe(broker.snapshot.by_id["a"], broker.clock())["overage_requests"] == 1
+    async with aiohttp.ClientSession() as client, client.get(proxy.url + "/metrics") as resp:
+        assert 'proxygate_overage_requests_total{account="a"} 1.0' in await resp.text()
 
 
 THINKING_TURN = {
@@ -142,6 +146,8 @@ async def test_an_invalid_signature_400_is_recovered_on_the_same_account(upstrea
     assert retry["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
     assert retry["thinking"] == THINKING_TURN["thinking"]  # not a tool loop: thinking stays on
     assert proxy.app[PIPELINE].signature_retries == 1
+    async with aiohttp.ClientSession() as client, client.get(proxy.url + "/metrics") as resp:
+        assert "proxygate_signature_retries_total 1.0" in await resp.text()
     assert proxy.app[BROKER].state("a").last_error_at == 0.0  # not the account's fault
 
 
@@ -290,3 +296,18 @@ async def test_a_refresh_saying_the_account_is_deactivated_quarantines_it(
     assert len(auth_server.refreshes) == 1  # never retried: no cooldown that runs out
     state = proxy.app[BROKER].state("gone@example.com")
     assert state.quarantined.startswith("account_deactivated: ")
+
+
+async def test_alerts_never_block_and_drop_what_a_dead_webhook_cannot_take() -> None:
+    alerts = Alerts(AlertSettings(webhook_url="http://127.0.0.1:9/hook"))
+    for i in range(QUEUE_MAX + 5):
+        alerts.notify("window_spent", f"acct-{i}", "window 5h is spent")
+    assert (alerts.queue.qsize(), alerts.dropped) == (QUEUE_MAX, 5)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(alerts.run(stop))
+        async with asyncio.timeout(10):
+            while not alerts.queue.empty():  # noqa: ASYNC110 - the queue has no "drained" event
+                await asyncio.sleep(0.01)
+        stop.set()
+    assert alerts.sent == 0  # nothing listens on port 9: each post fails, is logged, and the next is tried

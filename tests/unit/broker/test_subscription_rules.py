@@ -202,6 +202,8 @@ def test_it_moves_when_max_wait_is_0_and_records_the_cache_lost(clock: FakeClock
     report = b.cache.report()
     assert report["lost_count"] == 1 and report["lost_usd"] == pytest.approx(0.345)
     assert report["accounts"][home]["hit_rate"] == pytest.approx(0.9)
+    (conversation,) = report["recent_conversations"]
+    assert (conversation["account"], conversation["hit_rate"]) == (home, pytest.approx(0.9))
 
 
 def test_a_cooldown_longer_than_max_wait_moves(clock: FakeClock, tmp_path: Path) -> None:
