@@ -133,6 +133,7 @@ def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, st
         "accounts": [
             {
                 **broker.describe(account, now),
+                "plan": account.plan,
                 "today": usage.get(account.id, {"requests": 0, "tokens": 0, "errors": 0}),
                 "inflight": broker.state(account.id).inflight,
             }

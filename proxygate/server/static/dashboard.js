@@ -100,7 +100,7 @@ function accountCard(a, costs, index) {
     h("button", { type: "button", class: "danger", dataset: { action: "delete", id: a.id, key: `delete:${a.id}` } }, "Delete"));
   return h("article", { class: "card", "aria-labelledby": headingId, dataset: { account: a.id } },
     h("h2", { id: headingId }, a.id),
-    h("p", { class: "meta" }, [a.kind, a.provider, a.plan, a.email].filter(Boolean).join(" · ")),
+    h("p", { class: "meta" }, [...new Set([a.kind, a.provider])].concat([a.plan, a.email !== a.id ? a.email : ""]).filter(Boolean).join(" · ")),
     h("p", {}, h("span", { class: `state state-${cls}` }, state)),
     a.reason ? h("p", { class: "meta" }, a.reason) : null,
     ...(a.windows ?? []).map(windowRow),
