@@ -193,7 +193,7 @@ class ModelLimitSettings:
     max_output_tokens: int = 0
     "Largest max_tokens sent upstream; a request asking more is clamped (0: no clamp)."
     context_window: int = 0
-    "Tokens of prompt + output the model takes; max_tokens is clamped to it (0: unknown)."
+    "Tokens of prompt + output the model takes; max_tokens is clamped to what the prompt leaves (0: unknown)."
     tools: bool | None = None
     "false: tool definitions are removed and tool calls in the history become text."
     thinking: bool | None = None

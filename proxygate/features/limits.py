@@ -5,7 +5,9 @@ upstream. For a model whose provider reports its limits wrongly or not at all, t
 what it takes; the first ``[models."<glob>"]`` entry matching the model applies (the name the
 client asked for, or what ``[routing] aliases`` turn it into):
 
-    max_output_tokens / context_window   the request's output limit is clamped to them
+    max_output_tokens   the request's output limit is clamped to it
+    context_window      and to what the window leaves after the prompt (wire/tokens.py's
+                        estimate, which errs high)
     tools = false       tool definitions and tool_choice removed; tool calls and results in
                         the history become text, so the conversation keeps its meaning
     thinking = false    thinking / reasoning settings removed, thinking blocks dropped
@@ -25,7 +27,10 @@ import orjson
 
 from proxygate.call import Call
 from proxygate.config import ModelLimitSettings
+from proxygate.errors import ProxyError
+from proxygate.wire.codecs import CODECS
 from proxygate.wire.ir import Format
+from proxygate.wire.tokens import estimate_input_tokens
 
 IMAGE_PLACEHOLDER = "[image omitted: model has no vision]"
 
@@ -69,18 +74,20 @@ class ModelLimits:
         limits = self.limits_for(call.model)
         if limits is None:
             return
-        body, shaped = shape(call.fmt, call.body, limits)
+        body, shaped = shape(call.fmt, call.body, limits, model=call.model)
         if shaped:
             call.body = body
             call.raw_body = orjson.dumps(body)  # the fast path sends these bytes
             call.shaped = shaped
 
 
-def shape(fmt: Format, body: dict[str, Any], limits: ModelLimitSettings) -> tuple[dict[str, Any], list[str]]:
+def shape(
+    fmt: Format, body: dict[str, Any], limits: ModelLimitSettings, *, model: str = ""
+) -> tuple[dict[str, Any], list[str]]:
     """The body fitted to ``limits`` and what was changed (in a fixed order)."""
     body = dict(body)
     shaped: list[str] = []
-    if _clamp(fmt, body, limits):
+    if _clamp(fmt, body, limits, model):
         shaped.append("max_tokens")
     if limits.tools is False and _drop_tools(fmt, body):
         shaped.append("tools")
@@ -94,10 +101,12 @@ def shape(fmt: Format, body: dict[str, Any], limits: ModelLimitSettings) -> tupl
 # -- max tokens ------------------------------------------------------------------------------
 
 
-def _clamp(fmt: Format, body: dict[str, Any], limits: ModelLimitSettings) -> bool:
+def _clamp(fmt: Format, body: dict[str, Any], limits: ModelLimitSettings, model: str) -> bool:
     caps = [n for n in (limits.max_output_tokens, limits.context_window) if n > 0]
     if not caps:
         return False
+    if limits.context_window > 0:
+        caps.append(max(limits.context_window - _prompt_tokens(fmt, body, model), 1))
     cap = min(caps)
     if fmt is Format.gemini:
         config = body.get("generationConfig")
@@ -111,6 +120,14 @@ def _clamp(fmt: Format, body: dict[str, Any], limits: ModelLimitSettings) -> boo
             body[name] = cap
             changed = True
     return changed
+
+
+def _prompt_tokens(fmt: Format, body: dict[str, Any], model: str) -> int:
+    """The prompt's size, estimated (0 when the body cannot be read: the provider will say why)."""
+    try:
+        return estimate_input_tokens(CODECS[fmt].decode_request(body, path_model=model))
+    except (ProxyError, ValueError, TypeError, KeyError, AttributeError):
+        return 0
 
 
 def _over(value: Any, cap: int) -> bool:

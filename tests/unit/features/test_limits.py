@@ -135,3 +135,13 @@ def test_first_matching_glob_applies_to_the_asked_or_aliased_name() -> None:
     assert limits.limits_for("local-qwen") is NO_VISION
     assert limits.limits_for("fast") is NO_VISION
     assert limits.limits_for("claude") == ModelLimitSettings()
+
+
+def test_context_window_leaves_room_for_the_prompt() -> None:
+    prompt = "word " * 3500  # 17,500 ASCII characters: 5,000 tokens estimated
+    body = {"model": "m", "max_tokens": 8000, "messages": [{"role": "user", "content": prompt}]}
+    shaped, changed = shape(Format.anthropic, body, ModelLimitSettings(context_window=8192), model="m")
+    assert changed == ["max_tokens"]
+    assert 3000 <= shaped["max_tokens"] <= 3190  # 8192 - ~5,000 (and a few for the markup)
+    small = {**body, "max_tokens": 1000}
+    assert shape(Format.anthropic, small, ModelLimitSettings(context_window=8192), model="m") == (small, [])
