@@ -7,6 +7,7 @@ nothing the second time. A running server's watcher serves the rewritten files a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -27,7 +28,7 @@ from proxygate.config import Settings
 from proxygate.errors import PoolError
 from proxygate.pool.files import account_files, read_json
 from proxygate.pool.records import InvalidAccount
-from proxygate.pool.sealing import FileResult, keys_in_use, rewrite_pool
+from proxygate.pool.sealing import FileResult, clear_copies, keys_in_use, rewrite_pool
 from proxygate.store.secrets import SECRET_FIELDS, Vault, is_sealed
 
 secrets_app = Commands(
@@ -61,6 +62,15 @@ def plaintext_files(settings: Settings) -> list[str]:
     return found
 
 
+def _warn_copies(copies: list[Path]) -> None:
+    for path in copies:
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(path))} is not an account file but holds an account's "
+            "secret in clear: remove it",
+            highlight=False,
+        )
+
+
 def _report(results: list[FileResult], verb: str) -> None:
     changed = [r for r in results if r.result == "changed"]
     failed = [r for r in results if r.result == "failed"]
@@ -86,6 +96,8 @@ def encrypt(config: ConfigOption = None) -> None:
         vault = Vault.of(settings)
         results = rewrite_pool(settings.pool_dir, vault, "encrypt")
         where = vault.describe()
+        copies = clear_copies(settings.pool_dir, vault)
+    _warn_copies(copies)
     _report(results, "encrypted")
     console.print(escape(where), highlight=False)
     if not settings.secrets.encrypt:
@@ -126,6 +138,8 @@ def rotate(
         old, new = vault.rotate()
         console.print(f"new data key {new}" + (f" (was {old})" if old else ""), highlight=False)
         results = rewrite_pool(settings.pool_dir, vault, "encrypt")
+        copies = clear_copies(settings.pool_dir, vault)
+    _warn_copies(copies)
     _report(results, "encrypted")  # exits 1 on a failure: old keys are then kept
     if drop_old:
         with reported():

@@ -83,3 +83,41 @@ def keys_in_use(pool_dir: Path) -> dict[str, int]:
                 kid = sealed_key_id(value)
                 used[kid] = used.get(kid, 0) + 1
     return used
+
+
+# Secrets shorter than this are not looked for elsewhere: a test key like "k" would match anything.
+_MIN_SECRET_LEN = 12
+# Files past this size are not read (an account file is well under a kilobyte).
+_MAX_SCAN_BYTES = 16 * 1024 * 1024
+
+
+def clear_copies(pool_dir: Path, vault: Vault) -> list[Path]:
+    """Files under the pool dir, other than account files, that hold an account secret in clear.
+
+    An editor's backup (``work.json~``), a temp file left by a crash or a copy made by hand would
+    keep a key readable after `secrets encrypt`; this names them (never the secret) for removal.
+    """
+    accounts = {path for _, path in account_files(pool_dir)}
+    secrets: set[bytes] = set()
+    for path in accounts:
+        try:
+            data = read_json(path)
+            opened = vault.open_fields(data) if isinstance(data, dict) else {}
+        except (InvalidAccount, PoolError):
+            continue
+        secrets |= {
+            v.encode()
+            for k, v in opened.items()
+            if k in SECRET_FIELDS and isinstance(v, str) and len(v) >= _MIN_SECRET_LEN
+        }
+    found = []
+    for path in sorted(pool_dir.rglob("*")):
+        if path in accounts or not path.is_file() or path.stat().st_size > _MAX_SCAN_BYTES:
+            continue
+        try:
+            content = path.read_bytes()
+        except OSError:
+            continue
+        if any(secret in content for secret in secrets):
+            found.append(path)
+    return found

@@ -12,7 +12,7 @@ import pytest
 from proxygate.config import SecretsSettings
 from proxygate.errors import PoolError
 from proxygate.pool.files import account_lock, add_account_file, load_pool, set_enabled
-from proxygate.pool.sealing import keys_in_use, rewrite_pool
+from proxygate.pool.sealing import clear_copies, keys_in_use, rewrite_pool
 from proxygate.store.secrets import Vault, is_sealed, sealed_key_id
 from tests.conftest import write_account
 
@@ -190,3 +190,17 @@ def test_rotate_reseals_every_field_under_the_new_key(tmp_path: Path) -> None:
         sealed_key_id(orjson.loads(p.read_bytes())["refresh_token"]) == new
         for p in (root / "claude").glob("*.json")
     )
+
+
+def test_clear_copies_names_backups_that_still_hold_a_secret(tmp_path: Path) -> None:
+    root, v = pool(tmp_path), vault(tmp_path)
+    backup = root / "apikeys" / "work.json~"
+    backup.write_bytes((root / "apikeys" / "work.json").read_bytes())  # an editor's backup
+    leftover = root / "claude" / ".me@example.com.json.x1y2.tmp"
+    leftover.write_bytes(b'{"refresh_token": "' + REFRESH.encode() + b'"}')  # a crash's temp file
+    rewrite_pool(root, v, "encrypt")
+    assert clear_copies(root, v) == [backup, leftover]  # the account files themselves are sealed
+    backup.unlink()
+    leftover.unlink()
+    assert clear_copies(root, v) == []
+    assert clear_text_anywhere(root) == []
