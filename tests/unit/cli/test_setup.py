@@ -181,3 +181,25 @@ def test_a_file_that_cannot_be_written_is_one_error_line(home: Path) -> None:
     assert code == 1
     error = f"error: cannot write {home / '.codex' / 'config.toml'}: Not a directory"
     assert error in output.splitlines()
+
+
+def test_opencode_write_keeps_the_users_providers_and_settings(home: Path) -> None:
+    config = home / ".config" / "opencode" / "opencode.json"
+    config.parent.mkdir(parents=True)
+    original = (
+        b'{"theme": "dark", "provider": {"ollama": {"options": {"baseURL": "http://localhost:11434/v1"}}}}'
+    )
+    config.write_bytes(original)
+    assert invoke(home, "opencode", "--write")[0] == 0
+    options = {"baseURL": "http://127.0.0.1:4321/v1", "apiKey": "proxygate"}
+    assert orjson.loads(config.read_bytes()) == {
+        "theme": "dark",
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            "ollama": {"options": {"baseURL": "http://localhost:11434/v1"}},
+            "anthropic": {"options": options},
+            "openai": {"options": options},
+        },
+    }
+    assert invoke(home, "opencode", "--undo")[0] == 0
+    assert config.read_bytes() == original
