@@ -30,7 +30,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import secrets as random
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ PREFIX = "pgenc:v1:"
 KEY_FILE = "secrets.json"
 KEYRING_SERVICE = "proxygate"
 _KEY_BYTES = 32  # AES-256
-_NONCE_BYTES = 12  # GCM's standard nonce; random per seal (2^-32 collision bound far off at our volumes)
+_NONCE_BYTES = 12  # GCM's standard nonce, random per seal: NIST SP 800-38D allows 2^32 seals per key
 
 Backend = Literal["settings", "file", "keyring"]
 
@@ -118,7 +117,7 @@ def _unb64(text: str) -> bytes:
 
 
 def seal_with(key: bytes, field: str, plaintext: str) -> str:
-    nonce = random.token_bytes(_NONCE_BYTES)
+    nonce = os.urandom(_NONCE_BYTES)
     ciphertext = AESGCM(key).encrypt(nonce, plaintext.encode(), field.encode())
     return f"{PREFIX}{key_id_of(key)}:{_b64(nonce)}:{_b64(ciphertext)}"
 
