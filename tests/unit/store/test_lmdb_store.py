@@ -129,6 +129,7 @@ def test_request_log_entries_pages_and_filters(tmp_path: Path) -> None:
         "attempts": 2,
         "first_byte_ms": 12.5,
         "cost_usd": 0.01,
+        "guardrails": {},
     }
     ids = lambda entries: [e["request_id"] for e in entries]  # noqa: E731
     assert ids(store.requests(3)) == ["pg_6", "pg_5", "pg_4"]
