@@ -26,10 +26,8 @@ from proxygate.cli.app import (
 )
 from proxygate.config import Settings
 from proxygate.errors import PoolError
-from proxygate.pool.files import account_files, read_json
-from proxygate.pool.records import InvalidAccount
-from proxygate.pool.sealing import FileResult, clear_copies, keys_in_use, rewrite_pool
-from proxygate.store.secrets import SECRET_FIELDS, Vault, is_sealed
+from proxygate.pool.sealing import FileResult, clear_copies, keys_in_use, plaintext_files, rewrite_pool
+from proxygate.store.secrets import Vault
 
 secrets_app = Commands(
     name="secrets",
@@ -45,21 +43,6 @@ def secrets_line(settings: Settings) -> str:
         return Vault.of(settings).describe()
     except PoolError as exc:
         return f"keys unreadable: {exc.message}"
-
-
-def plaintext_files(settings: Settings) -> list[str]:
-    """Pool files holding a secret field in clear."""
-    found = []
-    for _, path in account_files(settings.pool_dir):
-        try:
-            data = read_json(path)
-        except InvalidAccount:
-            continue
-        if isinstance(data, dict) and any(
-            isinstance(data.get(k), str) and data.get(k) and not is_sealed(data.get(k)) for k in SECRET_FIELDS
-        ):
-            found.append(str(path))
-    return found
 
 
 def _warn_copies(copies: list[Path]) -> None:
@@ -171,7 +154,7 @@ def secrets_status(config: ConfigOption = None, as_json: JsonOption = False) -> 
                 for p in vault.places()
             ],
             "fields_by_key": keys_in_use(settings.pool_dir),
-            "plaintext_files": plaintext_files(settings),
+            "plaintext_files": [str(p) for p in plaintext_files(settings.pool_dir)],
         }
     if as_json:
         console.print_json(orjson.dumps(data).decode())

@@ -85,6 +85,21 @@ def keys_in_use(pool_dir: Path) -> dict[str, int]:
     return used
 
 
+def plaintext_files(pool_dir: Path) -> list[Path]:
+    """Account files holding a secret field in clear (for `secrets status`)."""
+    found = []
+    for _, path in account_files(pool_dir):
+        try:
+            data = read_json(path)
+        except InvalidAccount:
+            continue
+        if isinstance(data, dict) and any(
+            isinstance(data.get(k), str) and data.get(k) and not is_sealed(data.get(k)) for k in SECRET_FIELDS
+        ):
+            found.append(path)
+    return found
+
+
 # Secrets shorter than this are not looked for elsewhere: a test key like "k" would match anything.
 _MIN_SECRET_LEN = 12
 # Files past this size are not read (an account file is well under a kilobyte).
