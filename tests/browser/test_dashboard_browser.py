@@ -10,6 +10,7 @@ import http.client
 import stat
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -18,7 +19,7 @@ import orjson
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, Served
-from tests.upstream import ok_json, status
+from tests.upstream import anthropic_message, ok_json, status
 
 PAGES = ("/", "/add", "/traffic", "/usage", "/routing", "/setup")
 PRICED_MODEL = "claude-sonnet-4-5"
@@ -144,7 +145,15 @@ def test_a_claude_login_started_from_the_page_ends_on_the_pool_page(page: Any, s
     page.wait_for_url(served.url + "/")
     page.get_by_role("heading", name="max@example.com", exact=True).wait_for()
     assert served.upstream.requests[-1].body["code"] == "pasted-code"
-    assert (served.pool_dir / "claude" / "max@example.com.json").exists()
+    path = served.pool_dir / "claude" / "max@example.com.json"
+    assert path.exists()
+    # Delete it again (after a confirmation): a subscription would send the next requests to the
+    # real provider, and these tests stay on loopback.
+    _card(page, "max@example.com").get_by_role("button", name="Delete").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="Delete").click()
+    page.get_by_role("heading", name="max@example.com", exact=True).wait_for(state="detached")
+    assert not path.exists()
 
 
 def test_reset_a_cooling_account(page: Any, served: Served) -> None:
@@ -223,6 +232,29 @@ def test_a_post_without_the_csrf_token_and_a_foreign_host_are_refused(context: A
         assert conn.getresponse().status == 403, path
         conn.close()
     quiet.close()
+
+
+def test_quota_windows_show_as_bars_with_time_to_reset(page: Any, served: Served) -> None:
+    reset = datetime.fromtimestamp(time.time() + 2 * 3600 + 300, UTC).isoformat()
+    headers = {
+        "anthropic-ratelimit-requests-limit": "1000",
+        "anthropic-ratelimit-requests-remaining": "640",
+        "anthropic-ratelimit-requests-reset": reset,
+        "anthropic-ratelimit-tokens-limit": "400000",
+        "anthropic-ratelimit-tokens-remaining": "92000",
+        "anthropic-ratelimit-tokens-reset": reset,
+    }
+    served.upstream.standing["sk-ant-alpha"] = status(200, anthropic_message(), headers)
+    try:
+        assert ask(served).headers["x-proxygate-account"] == "alpha"
+    finally:
+        del served.upstream.standing["sk-ant-alpha"]
+    page.goto("/")
+    card = _card(page, "alpha")
+    card.get_by_role("meter", name="tokens: 23% left").wait_for()
+    card.get_by_text("64% left · resets in 2h 4m", exact=False).or_(
+        card.get_by_text("64% left · resets in 2h 5m", exact=False)
+    ).wait_for()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
