@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import stat
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -73,6 +74,32 @@ def test_log_in_with_the_token_and_see_every_account(page: Any, served: Served) 
         page.get_by_role("heading", name=name, exact=True).wait_for()
     cookie = next(c for c in page.context.cookies() if c["name"] == "proxygate_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+
+def test_a_one_time_link_logs_a_fresh_browser_in_without_typing(browser: Any, served: Served) -> None:
+    request = urllib.request.Request(
+        served.url + "/admin/api/dashboard/login-link",
+        method="POST",
+        headers={"authorization": f"Bearer {served.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        link = served.url + orjson.loads(resp.read())["path"]
+    fresh = browser.new_context(base_url=served.url)
+    try:
+        tab = fresh.new_page()
+        tab.goto(link)
+        tab.wait_for_url(served.url + "/")
+        tab.get_by_role("heading", name="alpha", exact=True).wait_for()
+        other = browser.new_context(base_url=served.url)  # the same link again: refused
+        try:
+            again = other.new_page()
+            again.goto(link)
+            again.get_by_role("alert").wait_for()
+            assert "/login" in again.url
+        finally:
+            other.close()
+    finally:
+        fresh.close()
 
 
 def _card(page: Any, name: str) -> Any:
