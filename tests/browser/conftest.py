@@ -33,7 +33,10 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("PROXYGATE_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    """``$PROXYGATE_CHROMIUM`` if it names a program, else the first chromium on PATH."""
+    if (chosen := os.environ.get("PROXYGATE_CHROMIUM")) is not None:
+        return shutil.which(chosen)
+    return next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
 
 
 def _missing(reason: str) -> None:
@@ -52,7 +55,7 @@ def browser() -> Iterator[Any]:
         _missing("playwright is not installed (pip install -e '.[test]')")
     path = chromium_path()
     if path is None:
-        _missing("no chromium on PATH (apt-get install -y chromium)")
+        _missing("no chromium (PROXYGATE_CHROMIUM, or chromium on PATH: apt-get install -y chromium)")
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
         yield launched
