@@ -339,3 +339,13 @@ async def test_the_live_feed_shows_each_attempt_of_a_failover(upstream, start_pr
     assert entry["attempts"] == 2 and entry["account_id"] == "b"
     [failed] = entry["failovers"]
     assert failed["account_id"] == "a" and failed["status"] == 500 and "boom" in failed["error"]
+
+
+async def test_check_makes_one_live_call_through_the_account(upstream, start_proxy) -> None:
+    proxy = await start_proxy(two_keys(upstream.url))
+    browser = await logged_in(proxy)
+    status_code, body = await browser.call("POST", "/admin/api/accounts/b/check")
+    assert status_code == 200, body
+    assert body["status"] == 200 and body["id"] == "b"
+    assert upstream.requests[-1].headers["x-api-key"] == "sk-ant-bbbb-0000"
+    assert (await browser.call("POST", "/admin/api/accounts/nobody/check"))[0] == 404
