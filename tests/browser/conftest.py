@@ -119,7 +119,8 @@ class Served:
         return data
 
 
-CONFIG = """pool_dir = "pool"
+CONFIG = """# the browser tests' server
+pool_dir = "pool"
 data_dir = "data"
 addr = "127.0.0.1:{port}"
 expose_account_header = true

@@ -207,6 +207,20 @@ def test_switch_the_routing_config(page: Any, served: Served) -> None:
     page.get_by_role("heading", name="default (active)").wait_for()
 
 
+def test_aliases_edited_on_the_routing_page_are_written_to_config_toml_and_apply_at_once(
+    page: Any, served: Served
+) -> None:
+    page.goto("/routing")
+    page.get_by_label("Aliases, one per line").fill("fast = claude-sonnet-4-5")
+    page.get_by_role("button", name="Save aliases").click()
+    page.get_by_text("applied now.", exact=False).wait_for()
+    text = (served.root / "config.toml").read_text()
+    assert "# the browser tests' server" in text and 'fast = "claude-sonnet-4-5"' in text
+    assert (served.root / "config.toml.bak").exists()
+    ask(served, model="fast")
+    assert served.upstream.requests[-1].body["model"] == "claude-sonnet-4-5"
+
+
 def test_a_request_made_by_the_sdk_appears_live_on_traffic(page: Any, served: Served) -> None:
     page.goto("/traffic")
     page.get_by_text("Live: new requests appear at the top.").wait_for()
