@@ -61,7 +61,7 @@ class Guardrails:
         if not self.is_on(call):
             return
         redaction = self.redaction()
-        body = redaction.value(call.body)
+        body = redaction.body(call.body)
         call.redactions = dict(redaction.counts)
         reverse_map = self.reverse_map
         lookup = None if reverse_map is None else reverse_map.recall

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxygate.features.detectors import NAMES, Allow, ScanOptions, scan
-from proxygate.features.redaction import Redaction, Replacer
+from proxygate.features.redaction import FindingsCache, Redaction, Replacer
 from proxygate.features.restoration import Restorer, StreamRestorer
 from proxygate.wire.ir import Format
 from proxygate.wire.sse import SSEParser
@@ -127,3 +127,23 @@ def test_a_fake_never_stands_for_two_originals() -> None:
     out = r.text(" ".join(values))
     assert len(set(r.reverse)) == 400
     assert Restorer(r.reverse).text(out) == " ".join(values)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(CONTEXTS), texts), min_size=2, max_size=8))
+def test_one_pass_over_the_whole_body_finds_what_text_by_text_finds(parts: list[str]) -> None:
+    body = {"messages": [{"role": "user", "content": part} for part in parts]}
+    alone = redaction().value(body)
+    together = Redaction(Replacer(KEY), NAMES, ScanOptions(), Allow(), FindingsCache()).body(body)
+    assert together == alone
+
+
+def test_a_key_block_begun_in_one_text_never_hides_a_key_in_the_next() -> None:
+    key_block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0t\n-----END RSA PRIVATE KEY-----"
+    body = {
+        "system": "look for -----BEGIN RSA PRIVATE KEY----- lines",
+        "messages": [{"role": "user", "content": key_block}],
+    }
+    out = Redaction(Replacer(KEY), NAMES, ScanOptions(), Allow(), FindingsCache()).body(body)
+    assert "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0t" not in orjson.dumps(out).decode()
+    assert out["system"] == body["system"]
