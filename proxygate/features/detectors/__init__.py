@@ -87,15 +87,32 @@ class Allow:
         return value in self.literals or any(p.fullmatch(value) for p in self.patterns)
 
 
-def scan(
+# Detectors that first look for a cheap trigger ("@", "://", "eyJ", "PRIVATE KEY", a password
+# word, …) and usually skip a text at once; the others run their regexes over every text.
+TRIGGERED = frozenset({"private_key", "url_credentials", "jwt", "aws_key", "password", "email", "passport"})
+
+
+def find(
     text: str, enabled: Iterable[str], options: ScanOptions = ScanOptions(), allow: Allow = Allow()
 ) -> list[Finding]:
-    """Non-overlapping findings in ``text``, in order of position."""
+    """Every finding in ``text``, overlapping ones included (``resolve`` picks)."""
     found: list[Finding] = []
     for name in enabled:
         for start, end in DETECTORS[name](text, options):
             if end > start and not allow.allows(text[start:end]):
                 found.append(Finding(start, end, name))
+    return found
+
+
+def scan(
+    text: str, enabled: Iterable[str], options: ScanOptions = ScanOptions(), allow: Allow = Allow()
+) -> list[Finding]:
+    """Non-overlapping findings in ``text``, in order of position."""
+    return resolve(find(text, enabled, options, allow))
+
+
+def resolve(found: list[Finding]) -> list[Finding]:
+    """Where findings overlap, the detector earlier in ``DETECTORS`` wins; sorted by position."""
     if len(found) < 2:
         return found
     found.sort(key=lambda f: (PRIORITY[f.detector], f.start))
@@ -107,4 +124,4 @@ def scan(
     return kept
 
 
-__all__ = ["DETECTORS", "NAMES", "Allow", "Finding", "ScanOptions", "scan"]
+__all__ = ["DETECTORS", "NAMES", "TRIGGERED", "Allow", "Finding", "ScanOptions", "find", "resolve", "scan"]
