@@ -349,3 +349,31 @@ async def test_check_makes_one_live_call_through_the_account(upstream, start_pro
     assert body["status"] == 200 and body["id"] == "b"
     assert upstream.requests[-1].headers["x-api-key"] == "sk-ant-bbbb-0000"
     assert (await browser.call("POST", "/admin/api/accounts/nobody/check"))[0] == 404
+
+
+async def test_a_budget_set_from_the_routing_page_is_written_and_enforced_at_once(
+    upstream, start_proxy
+) -> None:
+    proxy = await start_proxy(two_keys(upstream.url), config=CONFIG_WITH_COMMENTS)
+    headers = admin_headers(proxy.settings)
+    async with aiohttp.ClientSession() as client:
+        budget = {"budgets": {"a": {"daily_tokens": 1, "daily_usd": None}}}
+        async with client.post(proxy.url + "/admin/api/config/routing", json=budget, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+        text = proxy.settings.config_path.read_text()
+        assert "[budgets.a]" in text and "daily_tokens = 1" in text and "# which config is used" in text
+        for _ in range(2):  # the first uses a's day (more than 1 token); the next goes to b
+            async with client.post(proxy.url + "/v1/messages", json=ASK) as resp:
+                assert resp.status == 200
+        assert [r.headers["x-api-key"][7:11] for r in upstream.requests] == ["aaaa", "bbbb"]
+        async with client.get(proxy.url + "/admin/api/config", headers=headers) as resp:
+            assert (await resp.json())["budgets"]["a"]["daily_tokens"] == 1
+        bad = {"budgets": {"a": {"daily_tokens": -5}}}
+        async with client.post(proxy.url + "/admin/api/config/routing", json=bad, headers=headers) as resp:
+            assert resp.status == 400
+        cleared = {"budgets": {"a": {"daily_tokens": None}}}
+        async with client.post(
+            proxy.url + "/admin/api/config/routing", json=cleared, headers=headers
+        ) as resp:
+            assert resp.status == 200
+        assert "[budgets.a]" not in proxy.settings.config_path.read_text()

@@ -214,7 +214,7 @@ async def config(request: web.Request) -> web.Response:
                     "daily_usd": b.daily_usd,
                     "monthly_usd": b.monthly_usd,
                 }
-                for account_id, b in settings.budgets.items()
+                for account_id, b in broker.budgets.budgets.items()  # as edited live (config_edit.py)
             },
         }
     )

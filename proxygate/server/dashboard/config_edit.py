@@ -5,8 +5,9 @@ The edited text is validated with ``load_settings`` before anything is written; 
 file is kept as ``config.toml.bak``; the new one replaces it atomically with the same mode.
 
 What applies live: ``[routing]`` ``active`` and ``aliases`` (the broker takes the new routing
-settings and rebuilds its routes at once). Everything else in the file applies at the next
-start; the page says so.
+settings and rebuilds its routes at once) and ``[budgets.<account>]`` (the broker's budgets take
+the new limits; what was spent so far today and this month still counts). Everything else in
+the file applies at the next start; the page says so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import tomlkit
 from aiohttp import web
 
-from proxygate.config import RoutingSettings, load_settings
+from proxygate.config import Settings, load_settings
 from proxygate.errors import ClientError, ConfigError, ProxyError
 from proxygate.server.admin import guard
 from proxygate.server.dashboard.api import json_body
@@ -28,8 +29,9 @@ from proxygate.server.guard import render_for_path
 from proxygate.server.keys import BROKER, SETTINGS
 
 BACKUP_SUFFIX = ".bak"
-LIVE_KEYS = ("active", "aliases")
-"The [routing] keys this call edits; both apply at once."
+LIVE_KEYS = ("active", "aliases", "budgets")
+"What this call edits: [routing] active and aliases, [budgets.<account>]; all apply at once."
+BUDGET_FIELDS = ("daily_tokens", "monthly_tokens", "daily_usd", "monthly_usd")
 
 
 def edited_config(text: str, changes: dict[str, Any]) -> str:
@@ -59,16 +61,46 @@ def edited_config(text: str, changes: dict[str, Any]) -> str:
         for name, target in aliases.items():
             table[name] = target
         routing["aliases"] = table
+    if "budgets" in changes:
+        _edit_budgets(doc, changes["budgets"])
     return tomlkit.dumps(doc)
 
 
-def validated_routing(path: Path, text: str) -> RoutingSettings:
-    """The routing settings ``text`` gives when it sits where ``path`` is (relative paths alike)."""
+def _edit_budgets(doc: Any, budgets: Any) -> None:
+    """Set each named account's ``[budgets.<id>]`` (no limit left: the table goes); others untouched."""
+    if not isinstance(budgets, dict):
+        raise ClientError("budgets: expected an object of account id → limits")
+    table = doc.get("budgets")
+    if table is None:
+        table = tomlkit.table(is_super_table=True)
+        doc["budgets"] = table
+    for account_id, limits in budgets.items():
+        if not isinstance(limits, dict) or set(limits) - set(BUDGET_FIELDS):
+            raise ClientError(f"budgets.{account_id}: expected some of {', '.join(BUDGET_FIELDS)}")
+        values: dict[str, int | float] = {}
+        for key, value in limits.items():
+            if value in (None, ""):
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ClientError(f"budgets.{account_id}.{key}: expected a number ≥ 0")
+            if value:
+                values[key] = int(value) if key.endswith("tokens") else float(value)
+        if not values:
+            table.pop(account_id, None)
+            continue
+        entry = tomlkit.table()
+        for key, value in values.items():
+            entry[key] = value
+        table[account_id] = entry
+
+
+def validated_settings(path: Path, text: str) -> Settings:
+    """The settings ``text`` gives when it sits where ``path`` is (relative paths alike)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.check.", suffix=".toml")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        return load_settings(Path(tmp), {}).routing
+        return load_settings(Path(tmp), {})
     finally:
         os.unlink(tmp)
 
@@ -93,13 +125,13 @@ def replace_file(path: Path, text: str) -> Path:
     return backup
 
 
-def _edit(path: Path, changes: dict[str, Any]) -> tuple[RoutingSettings, Path]:
+def _edit(path: Path, changes: dict[str, Any]) -> tuple[Settings, Path]:
     text = edited_config(path.read_text(encoding="utf-8"), changes)
     try:
-        routing = validated_routing(path, text)
+        settings = validated_settings(path, text)
     except ConfigError as exc:  # names the key; nothing is written
         raise ClientError(f"not written: {exc.message}") from None
-    return routing, replace_file(path, text)
+    return settings, replace_file(path, text)
 
 
 async def edit_routing(request: web.Request) -> web.Response:
@@ -110,10 +142,19 @@ async def edit_routing(request: web.Request) -> web.Response:
             raise ClientError(
                 "no config file: the server runs on defaults (start it with --config FILE)", status=409
             )
-        routing, backup = await asyncio.to_thread(_edit, path, changes)
+        edited, backup = await asyncio.to_thread(_edit, path, changes)
     except ProxyError as exc:
         return render_for_path(request, exc)
     broker = request.app[BROKER]
+    if "budgets" in changes:
+        budgets = broker.budgets
+        budgets.budgets = dict(edited.budgets)
+        # A first dollar budget: requests are priced from now on (the day's earlier spending
+        # counts from the usage history at the next start).
+        budgets.counts_usd = budgets.prices is not None and any(
+            b.daily_usd or b.monthly_usd for b in edited.budgets.values()
+        )
+    routing = edited.routing
     broker.settings = routing
     getattr(broker, "_other_routes", {}).clear()  # routes of tenants' configs: built with old aliases
     broker.use_route(routing.active)  # rebuilds the active config's routes

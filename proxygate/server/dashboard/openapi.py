@@ -136,7 +136,8 @@ OPERATIONS: tuple[tuple[str, str, str, list[dict[str, Any]], bool], ...] = (
     (
         "post",
         "/admin/api/config/routing",
-        'Edit config.toml\'s [routing] `active` and/or `aliases` ({"active": …, "aliases": {…}}): comments kept, '
+        'Edit config.toml: [routing] `active`, `aliases` and [budgets.<account>] ({"active": …, "aliases": {…}, '
+        '"budgets": {"<account>": {"daily_usd": …}}}): comments kept, '
         "validated before writing, the old file kept as config.toml.bak, applied at once.",
         [],
         True,

@@ -164,14 +164,22 @@ ROUTING_MAIN = (
     '<div id="routes"></div></section>'
     '<section aria-labelledby="rules-title"><h2 id="rules-title">Aliases and budgets</h2>'
     '<div id="rules"></div></section>'
-    '<section aria-labelledby="edit-title"><h2 id="edit-title">Edit aliases in config.toml</h2>'
+    '<section aria-labelledby="edit-title"><h2 id="edit-title">Edit aliases and budgets in config.toml</h2>'
     '<form id="aliases-form" class="form">'
     "<label>Aliases, one per line: <code>client model = pool model</code>"
     '<textarea name="aliases" rows="5" spellcheck="false"></textarea></label>'
     '<button type="submit">Save aliases</button></form>'
+    '<h2 id="budget-title">Set an account\'s budget in config.toml</h2>'
+    '<form id="budget-form" class="form" aria-labelledby="budget-title">'
+    '<label>Account id <input name="account" required autocomplete="off"></label>'
+    '<label>Dollars per day <input name="daily_usd" type="number" min="0" step="any" placeholder="no limit"></label>'
+    '<label>Dollars per month <input name="monthly_usd" type="number" min="0" step="any" placeholder="no limit"></label>'
+    '<label>Tokens per day <input name="daily_tokens" type="number" min="0" step="1" placeholder="no limit"></label>'
+    '<label>Tokens per month <input name="monthly_tokens" type="number" min="0" step="1" placeholder="no limit"></label>'
+    '<button type="submit">Save budget</button></form>'
     '<p class="hint">Written to config.toml with its comments kept, checked before writing, the old file '
-    "kept as config.toml.bak. [routing] aliases and active apply at once; other sections of the file "
-    "apply when the server starts again.</p></section>"
+    "kept as config.toml.bak. [routing] aliases and active and [budgets] apply at once (a budget left "
+    "empty is removed); other sections of the file apply when the server starts again.</p></section>"
 )
 
 PROVIDER_OPTIONS = "".join(f'<option value="{escape(p)}">{escape(p)}</option>' for p in API_KEY_PROVIDERS)

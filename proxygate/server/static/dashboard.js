@@ -490,8 +490,27 @@ async function saveAliases(ev) {
   await renderRouting().catch(() => {});
 }
 
+async function saveBudget(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  const limits = {};
+  for (const key of ["daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens"]) {
+    const value = form.elements[key].value;
+    limits[key] = value === "" ? null : Number(value);
+  }
+  const account = form.elements.account.value.trim();
+  try {
+    const saved = await api("/admin/api/config/routing", { method: "POST", body: { budgets: { [account]: limits } } });
+    say(`Budget of ${account} saved to ${saved.config_path} (previous file: ${saved.backup}); applied now.`);
+  } catch (e) {
+    say(`not saved: ${e.message}`, true);
+  }
+  await renderRouting().catch(() => {});
+}
+
 function initRouting() {
   $("#aliases-form").addEventListener("submit", saveAliases);
+  $("#budget-form").addEventListener("submit", saveBudget);
   $("#routes").addEventListener("click", async (ev) => {
     const button = ev.target.closest("button[data-use]");
     if (!button) return;
