@@ -1,7 +1,7 @@
 """Serving one app until a signal: listen, start, announce, drain, stop.
 
     open_listener (a taken port fails here, before the store opens)
-    → app startup (cleanup_ctx: store, pool, upstream) → GatedSite accepts → server.json written
+    → server.json written → app startup (cleanup_ctx: store, pool, upstream) → GatedSite accepts
     → SIGINT/SIGTERM: "draining N streams (up to Ns)…" → stop accepting, idle connections close,
       requests in flight get drain_timeout_s → app cleanup (store flushed) → server.json removed
 
@@ -142,12 +142,18 @@ async def _serve(app: web.Application, settings: Settings, sock: socket.socket) 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.on_signal)
     pid = os.getpid()
+    addr = listen_address(sock)
     try:
+        # The socket is bound and listening already (connections wait in its backlog), so the
+        # file is written before the first request can be answered: a client that saw /healthz
+        # answer always finds it.
+        server = RunningServer(addr=addr, pid=pid, started_at=int(time.time()), version=__version__)
+        try:
+            await asyncio.to_thread(write_runfile, settings.data_dir, server)
+        except OSError as exc:  # the store's own open names an unusable data dir clearly
+            log.warning("cannot write %s/server.json: %s", settings.data_dir, exc.strerror or exc)
         async with listening(app, settings, sock) as runner:
             stop.runner = runner
-            addr = listen_address(sock)
-            server = RunningServer(addr=addr, pid=pid, started_at=int(time.time()), version=__version__)
-            await asyncio.to_thread(write_runfile, settings.data_dir, server)
             log.info("proxygate listening on http://%s", addr)
             await stop.requested.wait()
     finally:
