@@ -169,7 +169,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         cwd=root,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        env={  # the caller's PROXYGATE_* would change what the tests expect of the server
+            **{k: v for k, v in os.environ.items() if not k.startswith("PROXYGATE_")},
+            "PYTHONPATH": str(Path(__file__).parents[2]),
+        },
     )
     url = f"http://127.0.0.1:{port}"
     token_file = root / "data" / "admin.token"
