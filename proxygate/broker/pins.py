@@ -37,6 +37,9 @@ MAX_KEY_CHARS = 128
 "Longer client-chosen values are hashed: the store's keys stay small (LMDB allows 511 bytes)."
 SWEEP_EVERY = 1024
 "Expired pins are dropped every this many new pins, so the table stays bounded by traffic."
+MAX_PINS = 100_000
+"""Live pins at most: a flood of one-shot prompts within one TTL must not grow memory without
+bound (~200 B a pin: 20 MB). Past it the least recently used conversation loses its pin."""
 
 
 def conversation_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
@@ -167,9 +170,11 @@ class Pin:
 class PinTable:
     """Conversation key → ``Pin`` with a sliding TTL."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, *, max_pins: int = MAX_PINS) -> None:
         self.ttl_s = ttl_s
+        self.max_pins = max_pins
         self._pins: dict[str, Pin] = {}
+        "In least recently used order: a touched pin moves to the end."
         self._added = 0
         self.expired: list[str] = []
         "Keys dropped as expired since the owner last drained this (to delete them from the store)."
@@ -187,15 +192,20 @@ class PinTable:
 
     def put(self, key: str, account_id: str, now: float) -> Pin:
         """Pin (or re-pin) ``key`` to ``account_id`` for ``ttl_s`` from ``now``."""
-        pin = self._pins.get(key)
+        pin = self._pins.pop(key, None)
         if pin is None:
             self._added += 1
             if self._added % SWEEP_EVERY == 0:
                 self.sweep(now)
-            pin = self._pins[key] = Pin(account_id, now + self.ttl_s)
+            if len(self._pins) >= self.max_pins:
+                oldest = next(iter(self._pins))
+                del self._pins[oldest]
+                self.expired.append(oldest)
+            pin = Pin(account_id, now + self.ttl_s)
         else:
             pin.account_id = account_id
             pin.expires_at = now + self.ttl_s
+        self._pins[key] = pin
         return pin
 
     def needs_persist(self, pin: Pin, *, moved: bool) -> bool:

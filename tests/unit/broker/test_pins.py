@@ -92,3 +92,13 @@ def test_pin_table_persists_new_and_moved_pins_and_a_quarter_ttl_of_sliding() ->
         {"old": {"account_id": "b", "expires_at": 50.0}, "gone": {"account_id": "b", "expires_at": 1.0}}, 2.0
     )
     assert (table.count_by_account(2.0), table.sweep(200.0)) == ({"a": 1, "b": 1}, ["k", "old"])
+
+
+def test_pin_table_is_bounded_and_drops_the_least_recently_used_conversation() -> None:
+    table = PinTable(ttl_s=3600, max_pins=3)
+    for key in ("a", "b", "c"):
+        table.put(key, "acct-1", now=0)
+    table.put("a", "acct-1", now=1)  # a turn of "a": now the most recently used
+    table.put("d", "acct-2", now=2)
+    assert [key for key, _ in table] == ["c", "a", "d"]
+    assert table.expired == ["b"]  # the owner deletes it from the store too
