@@ -18,6 +18,7 @@ import pytest
 
 from proxygate.server.keys import STORE
 from proxygate.store import today
+from tests.serving import start_serve
 
 ANT, CHAT, RESP, GEM = (
     "/v1/messages",
@@ -285,9 +286,8 @@ async def test_odd_but_valid_requests_are_served_and_recorded(proxy) -> None:
 
 async def test_the_real_serve_answers_parser_errors_as_json_and_guards_the_admin_api(tmp_path) -> None:
     """``proxygate serve`` (not the test runner) uses the same edge: parser errors, Host, token file."""
-    from tests.integration.test_serve import start_serve
-
-    proc, port = await start_serve(tmp_path)
+    served = await start_serve(tmp_path)
+    port = served.port
     try:
         status, headers, body = await exchange(port, http(ANT, b"{}", headers={"X-Big": "a" * 70_000}))
         assert (status, orjson.loads(body)) == (
@@ -303,7 +303,7 @@ async def test_the_real_serve_answers_parser_errors_as_json_and_guards_the_admin
             },
         )
         assert headers["x-proxygate-request-id"].startswith("pg_")
-        token = (tmp_path / "data" / "admin.token").read_text().strip()
+        token = served.admin_token()
         status, _, _ = await exchange(port, http("/admin/api/status", b"", method="GET"))
         assert status == 401
         authorized = {"Authorization": f"Bearer {token}"}
@@ -313,5 +313,4 @@ async def test_the_real_serve_answers_parser_errors_as_json_and_guards_the_admin
         status, _, _ = await exchange(port, http("/admin/api/status", b"", method="GET", headers=rebound))
         assert status == 403
     finally:
-        proc.terminate()
-        await proc.wait()
+        await served.stop()

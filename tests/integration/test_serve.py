@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -18,43 +16,15 @@ from aiohttp import web
 
 from proxygate import __version__
 from proxygate.store import LMDBStore, today
-from tests.conftest import free_port, write_account
+from tests.conftest import write_account
+from tests.serving import spawn_serve, start_serve, wait_for_file, write_config
 from tests.upstream import anthropic_sse
 
 
-async def start_serve(tmp_path: Path, extra: str = "") -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
-    (tmp_path / "config.toml").write_text(
-        f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\n{extra}'
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--config",
-        str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    async with aiohttp.ClientSession() as client:
-        for _ in range(200):
-            try:
-                async with client.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return proc, port
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("proxygate serve did not come up")
-
-
 async def test_empty_pool_starts_and_says_how_to_add_an_account(tmp_path: Path) -> None:
-    proc, _ = await start_serve(tmp_path)
-    proc.send_signal(signal.SIGTERM)
-    out = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
-    assert proc.returncode == 0
+    served = await start_serve(tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await served.stop()
+    assert served.proc.returncode == 0
     assert "is empty: add an API key with `proxygate add-key --provider anthropic`" in out
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
 
@@ -78,7 +48,8 @@ async def test_sigterm_lets_a_stream_in_flight_finish_and_flushes_its_usage(tmp_
         "a",
         {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
     )
-    proc, port = await start_serve(tmp_path)
+    served = await start_serve(tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc, port = served.proc, served.port
     body = {
         "model": "claude-x",
         "max_tokens": 5,
@@ -110,16 +81,11 @@ def lines_apart_from_log_records(text: str) -> list[str]:
 
 
 async def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_1(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text('pool_dir = "pool"\ndata_dir = "data"\n')
+    config = write_config(tmp_path, None)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxygate",
-            "serve",
-            "--config",
-            str(tmp_path / "config.toml"),
+        proc = await spawn_serve(
+            config,
             "--addr",
             f"127.0.0.1:{port}",
             stdout=asyncio.subprocess.PIPE,
@@ -135,7 +101,8 @@ async def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_1(tmp_path: 
 
 
 async def test_server_json_names_the_running_server_and_goes_when_it_stops(tmp_path: Path) -> None:
-    proc, port = await start_serve(tmp_path)
+    served = await start_serve(tmp_path)
+    proc, port = served.proc, served.port
     runfile = tmp_path / "data" / "server.json"
     assert orjson.loads(runfile.read_bytes()) == {
         "addr": f"127.0.0.1:{port}",
@@ -145,29 +112,15 @@ async def test_server_json_names_the_running_server_and_goes_when_it_stops(tmp_p
     }
     assert abs(orjson.loads(runfile.read_bytes())["started_at"] - time.time()) < 60
     assert runfile.stat().st_mode & 0o777 == 0o600
-    proc.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(proc.communicate(), 20)
+    await served.stop()
     assert proc.returncode == 0
     assert not runfile.exists()
 
 
 async def test_port_0_is_listed_in_server_json_with_the_port_it_got(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text('addr = "127.0.0.1:0"\npool_dir = "pool"\ndata_dir = "data"\n')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--config",
-        str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await spawn_serve(write_config(tmp_path, "127.0.0.1:0"))
     runfile = tmp_path / "data" / "server.json"
-    for _ in range(200):
-        if runfile.exists():
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_file(runfile, proc)
     addr = orjson.loads(runfile.read_bytes())["addr"]
     try:
         assert addr.startswith("127.0.0.1:") and addr != "127.0.0.1:0"
@@ -210,7 +163,8 @@ async def test_sigterm_says_how_many_streams_drain_and_a_second_one_cuts_them(
         "a",
         {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
     )
-    proc, port = await start_serve(tmp_path)
+    served = await start_serve(tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc, port = served.proc, served.port
     assert proc.stdout is not None
     body = {
         "model": "claude-x",
@@ -255,7 +209,10 @@ async def test_a_stream_outlasting_drain_timeout_s_is_cut_and_counted(tmp_path: 
         "a",
         {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
     )
-    proc, port = await start_serve(tmp_path, "drain_timeout_s = 1\n")
+    served = await start_serve(
+        tmp_path, "drain_timeout_s = 1\n", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    proc, port = served.proc, served.port
     assert proc.stdout is not None
     body = {
         "model": "claude-x",
@@ -281,22 +238,9 @@ async def test_a_stream_outlasting_drain_timeout_s_is_cut_and_counted(tmp_path: 
 async def test_serve_listens_on_ipv6_loopback_without_a_token(tmp_path: Path) -> None:
     with socket.create_server(("::1", 0), family=socket.AF_INET6) as probe:
         port = probe.getsockname()[1]
-    (tmp_path / "config.toml").write_text(f'addr = "[::1]:{port}"\npool_dir = "pool"\ndata_dir = "data"\n')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--config",
-        str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_serve(write_config(tmp_path, f"[::1]:{port}"), stderr=asyncio.subprocess.PIPE)
     runfile = tmp_path / "data" / "server.json"
-    for _ in range(200):
-        if runfile.exists() or proc.returncode is not None:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_file(runfile, proc)
     try:
         assert orjson.loads(runfile.read_bytes())["addr"] == f"[::1]:{port}"
         async with aiohttp.ClientSession() as client, client.get(f"http://[::1]:{port}/healthz") as resp:

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from tests.integration.test_serve import start_serve
+from tests.serving import run_cli, start_serve
 
 
 async def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        *args,
-        "--config",
-        str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
+    return await run_cli(
+        *args, "--config", str(tmp_path / "config.toml"), env={**os.environ, "COLUMNS": "200"}
     )
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def key_in(text: str) -> str:
@@ -63,7 +51,8 @@ async def test_tenant_add_offline_then_live_then_usage_survives_sigterm(tmp_path
     (pool / "ant.json").write_bytes(
         orjson.dumps({"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url})
     )
-    proc, port = await start_serve(tmp_path, 'log_file = "logs/proxygate.log"\nlog_format = "json"\n')
+    served = await start_serve(tmp_path, 'log_file = "logs/proxygate.log"\nlog_format = "json"\n')
+    port = served.port
     try:
         assert await ask(port, alice) == 200  # added before the server started
         assert await ask(port, None) == 401
@@ -86,8 +75,7 @@ async def test_tenant_add_offline_then_live_then_usage_survives_sigterm(tmp_path
         assert (listed["alice"]["requests_today"], listed["alice"]["tokens_today"]) == (1, 21)
         assert listed["alice"]["rpm"] == 50
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+        await served.stop()
     code, out, err = await cli(tmp_path, "tenant", "list", "--json")  # no server: from the store
     listed = {t["name"]: t for t in orjson.loads(out)}
     assert (listed["alice"]["requests_today"], listed["alice"]["tokens_today"]) == (1, 21)
@@ -134,7 +122,8 @@ async def test_a_tenant_written_into_the_store_beside_a_running_server_applies_w
     (pool / "ant.json").write_bytes(
         orjson.dumps({"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url})
     )
-    proc, port = await start_serve(tmp_path)
+    served = await start_serve(tmp_path)
+    port = served.port
     try:
         code, _, err = await cli(tmp_path, "tenant", "add", "erin")  # live: keys are required from now on
         assert code == 0, err
@@ -158,5 +147,4 @@ async def test_a_tenant_written_into_the_store_beside_a_running_server_applies_w
         assert statuses[-1] == 200
         assert await ask(port, None) == 401
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+        await served.stop()
