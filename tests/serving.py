@@ -90,10 +90,10 @@ class ServeProcess:
     def admin_token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
 
-    async def stop(self) -> tuple[str, str]:
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> tuple[str, str]:
         """SIGTERM, then everything it printed (stdout, stderr) once it has exited."""
         self.proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(self.proc.communicate(), STOP_TIMEOUT_S)
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout_s)
         return (out or b"").decode(), (err or b"").decode()
 
 

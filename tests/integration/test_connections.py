@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import resource
-import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +25,8 @@ from proxygate.config import load_settings
 from proxygate.server.app import create_app
 from proxygate.server.connections import open_listener, raise_open_file_limit
 from proxygate.server.lifecycle import listening
-from tests.conftest import free_port, write_account
+from tests.conftest import write_account
+from tests.serving import start_serve
 
 HANG_GUARD_S = 15.0
 "Only so a broken server fails the test instead of hanging it; never a speed assertion."
@@ -199,53 +197,30 @@ async def test_with_1100_idle_connections_open_healthz_still_answers_within_a_se
         pytest.skip("this process may not open 1,100 sockets")
     if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < IDLE_CONNECTIONS + 200:
         pytest.skip("the hard open-file limit is below what the server needs")
-    port = free_port()
-    (tmp_path / "config.toml").write_text(
-        f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\n'
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--config",
-        str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        preexec_fn=_lower_soft_open_files(1024),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    served = await start_serve(tmp_path, preexec_fn=_lower_soft_open_files(1024))
+    port = served.port
     idle: list[socket.socket] = []
     try:
-        async with aiohttp.ClientSession() as client:
-            for _ in range(200):
-                try:
-                    async with client.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
 
-            def open_idle() -> None:
-                for _ in range(IDLE_CONNECTIONS):
-                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD_S))
+        def open_idle() -> None:
+            for _ in range(IDLE_CONNECTIONS):
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD_S))
 
-            await asyncio.to_thread(open_idle)
-            await asyncio.sleep(0.5)  # let the server accept what the kernel queued
-            connector = aiohttp.TCPConnector(force_close=True)
-            async with aiohttp.ClientSession(connector=connector) as fresh:
-                started = time.monotonic()
-                async with fresh.get(
-                    f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=HANG_GUARD_S)
-                ) as resp:
-                    assert (resp.status, await resp.json()) == (200, {"ok": True})
-                elapsed_s = time.monotonic() - started
+        await asyncio.to_thread(open_idle)
+        await asyncio.sleep(0.5)  # let the server accept what the kernel queued
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as fresh:
+            started = time.monotonic()
+            async with fresh.get(
+                f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=HANG_GUARD_S)
+            ) as resp:
+                assert (resp.status, await resp.json()) == (200, {"ok": True})
+            elapsed_s = time.monotonic() - started
         assert elapsed_s < 1.0, f"/healthz took {elapsed_s:.2f} s with {IDLE_CONNECTIONS} idle connections"
     finally:
         for sock in idle:
             sock.close()
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 30)
+        await served.stop(timeout_s=30)
 
 
 async def test_the_admin_api_reads_its_body_within_the_same_deadline(tmp_path: Path) -> None:

@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
 from proxygate.store import LMDBStore
-from tests.conftest import free_port, write_account
+from tests.conftest import write_account
+from tests.serving import start_serve
 
 WORKERS = 8
 LOAD_S = 1.5
 MARGIN_S = 0.2
 "The issue's bound: what was answered this long before the kill must have been committed."
-
-
-async def start_serve(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    (tmp_path / "config.toml").write_text(
-        f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\n'
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--config",
-        str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as client:
-        for _ in range(200):
-            try:
-                async with client.get(f"{url}/healthz") as resp:
-                    if resp.status == 200:
-                        return proc, url
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("proxygate serve did not come up")
 
 
 async def test_kill_9_under_load_loses_nothing_answered_before_the_last_commit(
@@ -58,7 +28,8 @@ async def test_kill_9_under_load_loses_nothing_answered_before_the_last_commit(
         "a",
         {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
     )
-    proc, url = await start_serve(tmp_path)
+    served = await start_serve(tmp_path)
+    proc, url = served.proc, served.url
     answered: list[tuple[str, float]] = []  # (request id, when its answer was complete)
     killed = asyncio.Event()
     body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

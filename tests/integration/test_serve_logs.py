@@ -5,57 +5,25 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import signal
 import socket
 import stat
-import sys
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from tests.conftest import free_port, write_account
+from tests.conftest import write_account
+from tests.serving import ServeProcess, spawn_serve, start_serve, write_config
 from tests.upstream import status
 
 FORGED = "\r\n2026-12-05T00:00:00 INFO forged"
 ASK = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def serve(tmp_path: Path, extra: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    (tmp_path / "config.toml").write_text(
-        f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\n{extra}'
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--config",
-        str(tmp_path / "config.toml"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as client:
-        for _ in range(200):
-            try:
-                async with client.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return proc, url
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("proxygate serve did not come up")
-
-
-async def stop(proc: asyncio.subprocess.Process) -> tuple[str, str]:
-    proc.send_signal(signal.SIGTERM)
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0, err.decode()
-    return out.decode(), err.decode()
+async def stop(served: ServeProcess) -> tuple[str, str]:
+    out, err = await served.stop()
+    assert served.proc.returncode == 0, err
+    return out, err
 
 
 async def post(url: str, body: object, path: str = "/v1/messages") -> tuple[int, str]:
@@ -90,12 +58,15 @@ async def test_json_format_writes_only_json_objects_with_request_ids(tmp_path: P
     upstream.push(status(429, headers={"retry-after": "30"}))  # a fails over to b: a warning line
     two_keys(tmp_path / "pool", upstream.url)
     forged_pool_file(tmp_path / "pool")
-    proc, url = await serve(
+    served = await start_serve(
         tmp_path,
         'log_format = "json"\nmax_body_mb = 1\n[routing.configs.default]\nstrategy = "priority"\n',
         "--log-level",
         "debug",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    url = served.url
     failover = await post(url, ASK)
     async with aiohttp.ClientSession() as client:
         async with client.post(url + "/v1/chat/completions", data=b"{oops") as resp:
@@ -105,7 +76,7 @@ async def test_json_format_writes_only_json_objects_with_request_ids(tmp_path: P
         # a body over max_body_mb: refused at ingress (413), logged with its id
         async with client.post(url + "/v1/messages", data=io.BytesIO(b"x" * (1024 * 1024 + 10))) as resp:
             too_large = (resp.status, resp.headers["x-proxygate-request-id"])
-    out, err = await stop(proc)
+    out, err = await stop(served)
     assert out == ""
     lines = err.splitlines()
     entries = [orjson.loads(line) for line in lines]  # every line is one JSON object
@@ -128,9 +99,12 @@ async def test_text_format_escapes_a_crlf_in_a_file_name_on_stderr_and_in_the_lo
     two_keys(tmp_path / "pool", upstream.url)
     forged_pool_file(tmp_path / "pool")
     log_file = tmp_path / "logs" / "proxygate.log"
-    proc, url = await serve(tmp_path, f'log_file = "{log_file}"\n')
+    served = await start_serve(
+        tmp_path, f'log_file = "{log_file}"\n', stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    url = served.url
     code, request_id = await post(url, ASK)
-    _, err = await stop(proc)
+    _, err = await stop(served)
     for text in (err, log_file.read_text()):
         lines = text.splitlines()
         assert not any(line.startswith("2026-12-05T00:00:00 INFO forged") for line in lines)
@@ -147,19 +121,8 @@ async def test_json_format_covers_the_commands_own_error_line(tmp_path: Path) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (tmp_path / "config.toml").write_text(
-            f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\nlog_format = "json"\n'
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proxygate",
-            "serve",
-            "--config",
-            str(tmp_path / "config.toml"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        config = write_config(tmp_path, f"127.0.0.1:{port}", 'log_format = "json"\n')
+        proc = await spawn_serve(config, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 1
     assert out == b""
