@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import sys
 from pathlib import Path
 
 import aiohttp
 
 import proxygate
+from tests.serving import run_cli
 
 SOURCE_ROOT = str(Path(proxygate.__file__).resolve().parent.parent)
 
 
 async def cli(cwd: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        *args,
-        cwd=cwd,
-        env={"HOME": str(cwd), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": SOURCE_ROOT},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    env = {"HOME": str(cwd), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": SOURCE_ROOT}
+    return await run_cli(*args, cwd=cwd, env=env)
 
 
 async def test_the_printed_link_logs_a_browser_in_once(start_proxy, tmp_path: Path) -> None:

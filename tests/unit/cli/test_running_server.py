@@ -19,6 +19,7 @@ import orjson
 
 import proxygate
 from tests.conftest import free_port, write_account
+from tests.serving import run_cli, spawn_serve, wait_for_file, wait_healthy
 from tests.upstream import ScriptedUpstream, status
 
 NOT_RUNNING = " (no server running; applies when the server starts)"
@@ -38,19 +39,7 @@ def home_env(home: Path) -> dict[str, str]:
 
 
 async def cli(home: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        *args,
-        cwd=home,
-        env=home_env(home),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli(*args, cwd=home, env=home_env(home))
 
 
 async def cli_json(home: Path, *args: str) -> Any:
@@ -60,37 +49,14 @@ async def cli_json(home: Path, *args: str) -> Any:
 
 
 async def serve(home: Path, port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxygate",
-        "serve",
-        "--addr",
-        f"127.0.0.1:{port}",
-        cwd=home,
-        env=home_env(home),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await spawn_serve(None, "--addr", f"127.0.0.1:{port}", cwd=home, env=home_env(home))
+    await wait_healthy(proc, f"http://127.0.0.1:{port}", attempts=300)
     server_file = home / ".proxygate" / "data" / "server.json"
-    async with aiohttp.ClientSession() as client:
-        for _ in range(300):
-            try:
-                async with client.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-        else:
-            proc.kill()
-            raise AssertionError("proxygate serve did not come up")
-    for _ in range(40):
-        if server_file.exists():
-            return proc
-        await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("proxygate serve wrote no server.json")
+    await wait_for_file(server_file, proc, attempts=40)
+    if not server_file.exists():
+        proc.kill()
+        raise AssertionError("proxygate serve wrote no server.json")
+    return proc
 
 
 async def account_entry(home: Path, account_id: str) -> dict[str, Any]:
