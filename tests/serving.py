@@ -103,6 +103,7 @@ async def start_serve(
     *args: str,
     stdout: int = asyncio.subprocess.DEVNULL,
     stderr: int = asyncio.subprocess.DEVNULL,
+    attempts: int = 200,
     **options: Any,
 ) -> ServeProcess:
     """``proxygate serve`` with ``<root>/config.toml`` (a free loopback port, ``extra`` appended), up."""
@@ -110,7 +111,7 @@ async def start_serve(
     config = write_config(root, f"127.0.0.1:{port}", extra)
     proc = await spawn_serve(config, *args, stdout=stdout, stderr=stderr, **options)
     served = ServeProcess(proc, port, root / "data")
-    await wait_healthy(proc, served.url)
+    await wait_healthy(proc, served.url, attempts)
     return served
 
 

@@ -9,9 +9,7 @@ fine-tuning rules and against the turns actually sent and received.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -26,7 +24,8 @@ import pytest
 
 from proxygate.features.capture import DatasetCapture
 from proxygate.server.keys import PIPELINE
-from tests.conftest import free_port, write_account
+from tests.conftest import write_account
+from tests.serving import start_serve
 from tests.upstream import ok_json, ok_sse, status
 
 ANT = {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "models": ["*"]}
@@ -517,24 +516,19 @@ async def test_codex_like_responses_session_exports_as_one_conversation(
 
 
 async def test_a_real_server_stopped_by_sigterm_leaves_every_turn_on_disk(upstream, tmp_path) -> None:
-    port = free_port()
-    (tmp_path / "config.toml").write_text(
-        f'addr = "127.0.0.1:{port}"\npool_dir = "pool"\ndata_dir = "data"\n[capture]\nenabled = true\ngzip = true\n'
-    )
     write_account(tmp_path / "pool", "apikeys", "ant", {**ANT, "base_url": upstream.url})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYGATE_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxygate", "serve", "--config", str(tmp_path / "config.toml"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    served = await start_serve(
+        tmp_path,
+        "[capture]\nenabled = true\ngzip = true\n",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        attempts=400,
+    )
+    port = served.port
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(400):
-                with contextlib.suppress(aiohttp.ClientConnectionError):
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as ready:
-                        if ready.status == 200:
-                            break
-                await asyncio.sleep(0.05)
         client = anthropic.AsyncAnthropic(
             base_url=f"http://127.0.0.1:{port}", api_key="client", max_retries=0
         )
@@ -546,9 +540,8 @@ async def test_a_real_server_stopped_by_sigterm_leaves_every_turn_on_disk(upstre
                 await stream.get_final_message()
         await client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0
+        await served.stop(timeout_s=30)
+    assert served.proc.returncode == 0
     out = tmp_path / "stopped.jsonl"
     result = export(tmp_path, "--out", str(out))
     assert result.returncode == 0, result.stderr
