@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxygate.broker import Ask, Broker, Outcome
+from proxygate.broker import Broker
 from proxygate.config import BudgetSettings, RoutingConfig, RoutingSettings, Settings
 from proxygate.pool.files import PoolSnapshot
 from proxygate.pool.records import Account
@@ -16,8 +16,8 @@ from proxygate.server.broker_state import restore_broker
 from proxygate.store import LMDBStore, UsageRecord
 from proxygate.wire.ir import Format, Usage
 from tests.conftest import FakeClock
+from tests.unit.broker.leases import served
 
-SONNET = Ask("claude-sonnet-4-5", Format.anthropic)
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 DAY = 86_400.0
 
@@ -40,15 +40,6 @@ def broker(
 ) -> Broker:
     snapshot = PoolSnapshot.of([account("cheap"), account("other")])
     return Broker(snapshot, RoutingSettings(**routing), clock=clock, budgets=budgets, prices=prices)  # type: ignore[arg-type]
-
-
-def served(b: Broker, n: int = 1) -> list[str]:
-    ids = []
-    for _ in range(n):
-        lease = b.acquire(SONNET)
-        ids.append(lease.account.id)
-        lease.release(Outcome.ok())
-    return ids
 
 
 def test_an_account_over_its_daily_dollars_is_skipped_until_the_next_utc_day(
@@ -77,7 +68,7 @@ def test_budget_aware_prefers_the_account_with_the_most_dollars_left(
     b = broker(clock, prices, budgets, configs={"default": RoutingConfig("budget-aware")})
     b.record_usage("cheap", TURN, "claude-sonnet-4-5")  # 99 % left
     b.record_usage("other", TURN, "claude-sonnet-4-5")  # 79 % left
-    assert served(b, 2) == ["cheap", "cheap"]
+    assert served(b, n=2) == ["cheap", "cheap"]
 
 
 def test_a_model_without_a_price_counts_tokens_and_no_dollars(clock: FakeClock, prices: PriceTable) -> None:

@@ -14,8 +14,7 @@ from proxygate.pool.files import PoolSnapshot
 from proxygate.pool.records import Account
 from proxygate.wire.ir import Format
 from tests.conftest import FakeClock
-
-SONNET = Ask("claude-sonnet-4-5", Format.anthropic)
+from tests.unit.broker.leases import SONNET, served
 
 
 def account(
@@ -33,16 +32,6 @@ def broker(accounts: list[Account], clock: FakeClock, **routing: Any) -> Broker:
 
 def window(name: str, left: float, resets_in_s: float, clock: FakeClock, **kw: Any) -> Headroom:
     return Headroom(name, left, clock() + resets_in_s, "anthropic-unified", clock(), **kw)
-
-
-def served(b: Broker, ask: Ask = SONNET, n: int = 1) -> list[str]:
-    """Account ids of ``n`` sequential requests (each released ok before the next)."""
-    ids = []
-    for _ in range(n):
-        lease = b.acquire(ask)
-        ids.append(lease.account.id)
-        lease.release(Outcome.ok())
-    return ids
 
 
 def test_five_hour_window_resetting_soon_is_drained_before_a_fresh_weekly_one(clock: FakeClock) -> None:

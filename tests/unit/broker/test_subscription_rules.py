@@ -17,8 +17,7 @@ from proxygate.pool.records import Account
 from proxygate.prices import load_prices
 from proxygate.wire.ir import Format, Usage
 from tests.conftest import FakeClock
-
-SONNET = Ask("claude-sonnet-4-5", Format.anthropic)
+from tests.unit.broker.leases import SONNET, served
 
 
 def account(account_id: str, **kw: Any) -> Account:
@@ -30,15 +29,6 @@ def broker(
 ) -> Broker:
     sink = None if events is None else lambda *e: events.append(e)
     return Broker(PoolSnapshot.of(accounts), RoutingSettings(), clock=clock, on_event=sink)
-
-
-def served(b: Broker, n: int = 1) -> list[str]:
-    ids = []
-    for _ in range(n):
-        lease = b.acquire(SONNET)
-        ids.append(lease.account.id)
-        lease.release(Outcome.ok())
-    return ids
 
 
 def unified(five_h: float, *, status: str = "allowed", overage: str | None = None) -> dict[str, str]:
@@ -60,7 +50,7 @@ def test_a_banned_account_gets_no_request_after_its_refusal_until_reset(clock: F
     assert lease.account.id == "banned"  # higher priority and no windows: tried first
     lease.release(Outcome.quarantined("permission_error: OAuth authentication is currently not allowed"))
     clock.advance(30 * 86400)  # no cooldown expires: a ban is not retried automatically
-    assert Counter(served(b, 200)) == {"healthy": 200}
+    assert Counter(served(b, n=200)) == {"healthy": 200}
     view = b.describe(b.snapshot.by_id["banned"], clock())
     assert view["state"] == "quarantined" and "permission_error" in view["reason"]
     assert events == [
@@ -124,7 +114,7 @@ def test_with_overage_never_an_account_living_on_overage_gets_nothing(clock: Fak
     b = broker([plan_only, account("tight")], clock)
     b.observe("plan-only", unified(1.0, status="rejected", overage="allowed"), status=200)
     b.observe("tight", unified(0.985), status=200)  # near its own limit: still the only choice
-    assert Counter(served(b, 50)) == {"tight": 50}
+    assert Counter(served(b, n=50)) == {"tight": 50}
     assert "overage" in b.describe(plan_only, clock())["reason"]
 
 
@@ -132,7 +122,7 @@ def test_overage_allow_serves_and_last_resort_waits_for_everything_else(clock: F
     b = broker([account("allow", overage="allow", priority=5), account("last", overage="last-resort")], clock)
     for name in ("allow", "last"):
         b.observe(name, unified(1.0, status="rejected", overage="allowed"), status=200)
-    assert Counter(served(b, 10)) == {"allow": 10}
+    assert Counter(served(b, n=10)) == {"allow": 10}
     lease = b.acquire(SONNET, exclude=["allow"])
     assert lease.account.id == "last"  # nothing else left: last resort
     lease.release(Outcome.ok())
