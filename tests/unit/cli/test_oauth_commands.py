@@ -11,24 +11,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
 
-from proxygate.cli import app
 from tests import oauth_fakes
 from tests.conftest import free_port
 from tests.oauth_fakes import FakeAuthServer, chatgpt_id_token, make_jwt
+from tests.unit.cli.invoke import make_env, run
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
-
-
-def make_env(tmp_path: Path, extra: str = "") -> dict[str, str]:
-    config = tmp_path / "config.toml"
-    config.write_text(f'addr = "127.0.0.1:{free_port()}"\npool_dir = "pool"\ndata_dir = "data"\n{extra}')
-    return {"PROXYGATE_CONFIG": str(config), "COLUMNS": "250"}
-
-
-def run(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), env=env, input=stdin)
 
 
 def mode(path: Path) -> int:
