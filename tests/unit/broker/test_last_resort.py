@@ -9,7 +9,8 @@ from proxygate.broker.state import AccountState, apply_outcome
 from proxygate.config import RoutingConfig
 from proxygate.wire.ir import Format
 from tests.conftest import FakeClock
-from tests.unit.broker.test_scenarios import SONNET, account, broker
+from tests.unit.broker.leases import SONNET
+from tests.unit.broker.test_scenarios import account, broker
 
 HAIKU = Ask("claude-haiku-4-5", Format.anthropic)
 LIMITS = {"min_s": 15.0, "max_s": 300.0, "overload_s": 5.0}
