@@ -20,6 +20,7 @@ from proxygate.server.keys import POOL
 from proxygate.store.secrets import Vault, is_sealed
 from tests.conftest import admin_headers
 from tests.keyring_backend import FileKeyring
+from tests.on_disk import clear_text_under
 from tests.upstream import ScriptedUpstream, anthropic_message, ok_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +40,6 @@ def proxygate(base: Path, *args: str, env: dict[str, str] | None = None) -> subp
         env={**clean, **NO_KEYRING, "COLUMNS": "200", **(env or {})},
         timeout=60,
     )
-
-
-def grep(root: Path, *secrets: str) -> list[str]:
-    """What `grep -r` finds of each secret or its last 16 characters under ``root``."""
-    hits = []
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            hits += [f"{path}: …{s[-16:]}" for s in secrets if s[-16:].encode() in data]
-    return hits
 
 
 async def ask(proxy: Any, upstream: ScriptedUpstream) -> str:
@@ -95,7 +86,7 @@ async def test_encrypt_under_a_running_server_keeps_serving_and_leaves_no_key_in
         "note: encrypted files stay encrypted when refreshed; set [secrets] encrypt = true "
         "(PROXYGATE_SECRETS_ENCRYPT=true) so new logins and keys are written encrypted too",
     ]
-    assert grep(tmp_path / "pool", KEY, OTHER) == []
+    assert clear_text_under(tmp_path / "pool", KEY, OTHER) == []
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     # The watcher reloads the rewritten files (issue 13: within 2 s; ~50 ms here) and they open.
     await settled(proxy, lambda snap: snap is not before and not snap.invalid and len(snap.accounts) == 2)
@@ -107,7 +98,7 @@ async def test_encrypt_under_a_running_server_keeps_serving_and_leaves_no_key_in
     rotated = await asyncio.to_thread(proxygate, tmp_path, "secrets", "rotate", "--drop-old")
     assert rotated.returncode == 0, rotated.stderr
     assert "2 file(s) encrypted, 0 already so" in rotated.stdout and "deleted old key" in rotated.stdout
-    assert grep(tmp_path / "pool", KEY, OTHER) == []
+    assert clear_text_under(tmp_path / "pool", KEY, OTHER) == []
     assert len(orjson.loads(key_file.read_bytes())["keys"]) == 1
     await asyncio.sleep(0.3)  # the watcher's reload of the rotated files
     await settled(proxy, lambda snap: not snap.invalid and len(snap.accounts) == 2)
@@ -167,7 +158,7 @@ async def test_encrypt_on_upgrades_plaintext_files_at_start_and_add_key_writes_s
     proxy = await start_proxy(
         {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream.url}}, env=env
     )
-    assert grep(tmp_path / "pool", KEY) == []  # upgraded as the server loaded it
+    assert clear_text_under(tmp_path / "pool", KEY) == []  # upgraded as the server loaded it
     assert await ask(proxy, upstream) == KEY
 
     added = await asyncio.to_thread(
@@ -183,7 +174,7 @@ async def test_encrypt_on_upgrades_plaintext_files_at_start_and_add_key_writes_s
     )
     assert added.returncode == 0, added.stderr
     assert "…" in added.stdout and OTHER[-16:] not in added.stdout
-    assert grep(tmp_path / "pool", KEY, OTHER) == []
+    assert clear_text_under(tmp_path / "pool", KEY, OTHER) == []
     await settled(proxy, lambda snap: "oai" in snap.by_id)
     assert proxy.app[POOL][0].by_id["oai"].api_key == OTHER
 
@@ -206,7 +197,7 @@ async def test_the_admin_api_disables_a_sealed_account_and_adds_keys_sealed(
             assert resp.status == 201, await resp.text()
             assert OTHER[-16:] not in await resp.text()
     assert proxy.app[POOL][0].by_id["oai"].api_key == OTHER
-    assert grep(tmp_path / "pool", KEY, OTHER) == []
+    assert clear_text_under(tmp_path / "pool", KEY, OTHER) == []
 
 
 class ThreadRecordingKeyring(FileKeyring):
@@ -269,7 +260,7 @@ def test_the_cli_keeps_a_new_key_in_a_usable_keyring_and_status_says_so(tmp_path
         "keyring": [kid],
     }  # the key file names the key; the keyring holds it
     assert f"proxygate/{kid}" in orjson.loads((tmp_path / "ring.json").read_bytes())
-    assert grep(tmp_path / "pool", KEY) == [] and grep(tmp_path / "data", KEY) == []
+    assert clear_text_under(tmp_path / "pool", KEY) == [] and clear_text_under(tmp_path / "data", KEY) == []
     status = proxygate(tmp_path, "status", env=ring)
     assert (
         f"secrets: data key {kid} in the OS keyring (tests.keyring_backend.FileKeyring); [secrets] encrypt off"

@@ -15,6 +15,7 @@ from proxygate.pool.files import account_lock, add_account_file, load_pool, set_
 from proxygate.pool.sealing import clear_copies, keys_in_use, rewrite_pool
 from proxygate.store.secrets import Vault, is_sealed, sealed_key_id
 from tests.conftest import write_account
+from tests.on_disk import clear_text_under
 
 API_KEY = "sk-proj-" + "a1B2c3D4" * 6 + "LAST16chars0123x"
 ACCESS = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZXYifQ.SIGNATUREsignatureSIGNATURE0123"
@@ -38,25 +39,15 @@ def pool(tmp_path: Path) -> Path:
     return root
 
 
-def clear_text_anywhere(root: Path) -> list[str]:
-    """Every secret, or its last 16 characters, found in any file under ``root`` (grep -r)."""
-    found = []
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            found += [f"{path.name}: {s[-16:]}" for s in SECRETS if s[-16:].encode() in data]
-    return found
-
-
 def test_encrypt_leaves_no_secret_or_its_tail_in_the_pool_dir_and_load_opens_it(tmp_path: Path) -> None:
     root, v = pool(tmp_path), vault(tmp_path)
-    assert len(clear_text_anywhere(root)) == 3
+    assert len(clear_text_under(root, *SECRETS)) == 3
     results = rewrite_pool(root, v, "encrypt")
     assert sorted((r.path.name, r.result) for r in results) == [
         ("me@example.com.json", "changed"),
         ("work.json", "changed"),
     ]
-    assert clear_text_anywhere(root) == []
+    assert clear_text_under(root, *SECRETS) == []
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == [
         ".me@example.com.lock",
         "me@example.com.json",
@@ -111,14 +102,14 @@ def test_a_file_under_an_unavailable_key_is_invalid_with_the_reason_and_the_rest
     ]
     failed = rewrite_pool(root, other, "decrypt")
     assert sorted(r.result for r in failed) == ["failed", "failed", "unchanged"]
-    assert clear_text_anywhere(root) == []
+    assert clear_text_under(root, *SECRETS) == []
 
 
 def test_encrypt_on_upgrades_plaintext_files_as_they_load(tmp_path: Path) -> None:
     root = pool(tmp_path)
     snapshot = load_pool(root, vault(tmp_path, encrypt=True))
     assert {a.id: a.credential for a in snapshot.accounts} == {"work": API_KEY, "me@example.com": ACCESS}
-    assert clear_text_anywhere(root) == []
+    assert clear_text_under(root, *SECRETS) == []
     assert keys_in_use(root) == {vault(tmp_path).current_key_id(): 3}
 
 
@@ -203,4 +194,4 @@ def test_clear_copies_names_backups_that_still_hold_a_secret(tmp_path: Path) -> 
     backup.unlink()
     leftover.unlink()
     assert clear_copies(root, v) == []
-    assert clear_text_anywhere(root) == []
+    assert clear_text_under(root, *SECRETS) == []
