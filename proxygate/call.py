@@ -26,6 +26,9 @@ class OutputTransform(Protocol):
     def whole(self, body: bytes) -> bytes:
         """A whole JSON answer."""
 
+    def text(self, text: str) -> str:
+        """Upstream text quoted in an error message to the client."""
+
     def feed(self, data: bytes) -> bytes:
         """Stream bytes (whole SSE events); returns what to send now, maybe nothing."""
 

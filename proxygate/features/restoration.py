@@ -99,8 +99,8 @@ class Restorer:
             return raw
         try:
             data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return raw
+        except orjson.JSONDecodeError:  # a plain-text or HTML error page: restored as text
+            return self.text(raw.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
         return orjson.dumps(self.value(data))
 
 
@@ -141,6 +141,9 @@ class StreamRestorer:
 
     def whole(self, body: bytes) -> bytes:
         return self.restorer.body(body)
+
+    def text(self, text: str) -> str:
+        return self.restorer.text(text)
 
     def feed(self, data: bytes) -> bytes:
         data = self._buf + data
@@ -285,6 +288,10 @@ class StreamRestorer:
         self._rest(event, data)
 
     def _chat(self, event: _Event, data: dict[str, Any]) -> None:
+        if "error" in data:  # an error ends the stream: held text goes first
+            self._release_where(event, lambda key: True)
+            self._rest(event, data)
+            return
         top = {k: v for k, v in data.items() if k not in ("choices", "usage")}
         for choice in data.get("choices") or []:
             if not isinstance(choice, dict):
@@ -357,6 +364,10 @@ class StreamRestorer:
         self._rest(event, data)
 
     def _gemini(self, event: _Event, data: dict[str, Any]) -> None:
+        if "error" in data:
+            self._release_where(event, lambda key: True)
+            self._rest(event, data)
+            return
         top = {k: v for k, v in data.items() if k not in ("candidates", "usageMetadata")}
         for candidate in data.get("candidates") or []:
             if not isinstance(candidate, dict):

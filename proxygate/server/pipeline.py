@@ -130,8 +130,15 @@ class Pipeline:
                 hook(call)
 
     def error_response(
-        self, call: Call, exc: ProxyError, *, retry_after: float | None = None
+        self,
+        call: Call,
+        exc: ProxyError,
+        *,
+        retry_after: float | None = None,
+        account: Account | None = None,
     ) -> web.Response:
+        """The client's error body. ``account``: the one whose upstream words the message
+        quotes; its credentials are masked again after the guardrails' restoring."""
         status = client_status(call.fmt, exc.error_class, exc.status)
         call.status, call.error_class, call.error = status, call.error_class or exc.error_class, exc.message
         headers = {"x-proxygate-request-id": call.request_id}
@@ -145,7 +152,12 @@ class Pipeline:
         if (status < 500 and status not in (408, 409, 429)) or isinstance(exc, ResponseLimit):
             # Both SDKs honour it: retrying cannot fix a 4xx, nor an answer past our caps.
             headers["x-should-retry"] = "false"
-        body = error_body(call.fmt, exc.error_class, exc.message, status=status, request_id=call.request_id)
+        message = exc.message
+        if call.output_transform is not None:  # the client never sees a replacement it did not send
+            message = call.output_transform.text(message)
+            if account is not None:
+                message = scrub(account, message)
+        body = error_body(call.fmt, exc.error_class, message, status=status, request_id=call.request_id)
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
     # -- failover loop ---------------------------------------------------------------------
@@ -182,7 +194,9 @@ class Pipeline:
                 )
                 if resort is None:
                     # Every account failed for this request: say what the last one said, and when to retry.
-                    return self.error_response(call, last_error, retry_after=busy.retry_after_s)
+                    return self.error_response(
+                        call, last_error, retry_after=busy.retry_after_s, account=lease.account
+                    )
                 lease = await _after_reset(*resort)
                 resorted.append(lease.account.id)  # once each
             call.attempts += 1
@@ -349,9 +363,13 @@ class Pipeline:
         if lease.upstream_format is call.fmt:  # same format: the provider's own error, verbatim
             call.status, call.error_class, call.error = status, error.error_class, message
             headers = self._headers(call, lease, upstream.response.headers)
+            if call.output_transform is not None:  # restored, and the account's keys masked again
+                raw = scrub_bytes(lease.account, call.output_transform.whole(raw))
             return web.Response(status=status, body=raw, headers=headers), error
         return self.error_response(
-            call, ProxyError(f"upstream: {message}", status=status, error_class=error.error_class)
+            call,
+            ProxyError(f"upstream: {message}", status=status, error_class=error.error_class),
+            account=lease.account,
         ), error
 
     # -- success -----------------------------------------------------------------------------

@@ -364,7 +364,13 @@ def _broken(exc: BaseException, idle_s: float) -> UpstreamError:
 async def fail_stream(out: web.StreamResponse, call: Call, error: UpstreamError) -> None:
     """End a started stream with the client format's error event (protocols.md §5.12)."""
     call.error_class, call.error = error.error_class, error.message
-    message = f"proxygate: {error.message} (request {call.request_id})"
+    text = error.message
+    held = b""
+    if call.output_transform is not None:
+        # The text held back in case it starts a replacement goes out first, restored, and so
+        # does any replacement the upstream's words in the message quote.
+        held, text = call.output_transform.close(), call.output_transform.text(text)
+    message = f"proxygate: {text} (request {call.request_id})"
     event = stream_error_event(call.fmt, error.error_class, message, status=error.status)
     with contextlib.suppress(ConnectionResetError, RuntimeError):  # the client may be gone too
-        await out.write(event)
+        await out.write(held + event)

@@ -495,3 +495,144 @@ async def test_capture_records_the_anonymised_request_and_answer(upstream, start
         await asyncio.sleep(0.05)
     assert captured.count(b"PG_API_KEY_") >= 2  # the request and the answer, as the provider saw them
     assert secret.encode() not in captured
+
+
+SECRET = "ghp_aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6"
+
+
+class Refuse:
+    """The upstream: answers an error that quotes the text it got, and its own account's key."""
+
+    def __init__(self, status: int = 400, *, plain: bool = False) -> None:
+        self.status = status
+        self.plain = plain
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        assert_clean(raw)
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+            "Bearer "
+        )
+        message = f"bad prompt: {user_text(orjson.loads(raw))} (key {key})"
+        if self.plain:
+            return web.Response(status=self.status, text=message)
+        if request.path.endswith("/messages"):
+            error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+        else:
+            error = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+        return web.json_response(error, status=self.status)
+
+
+async def post(url: str, body: dict[str, Any]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as client, client.post(url, json=body) as resp:
+        return resp.status, await resp.text()
+
+
+def assert_restored(text: str, api_key: str) -> None:
+    assert SECRET in text  # the client's own text, as it sent it
+    assert "PG_" not in text  # never a replacement it did not send
+    assert api_key not in text and api_key[-4:] in text  # the account's key still masked
+
+
+async def test_an_upstream_error_quoting_the_request_shows_the_client_its_own_text(
+    upstream, start_proxy, tmp_path
+) -> None:
+    ant = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": f"token {SECRET}"}]}
+    chat = {"model": "m", "messages": [{"role": "user", "content": f"token {SECRET}"}]}
+    # Same format: the provider's error body passed on, JSON or plain text.
+    proxy = await serve(upstream, start_proxy, ANT, Refuse())
+    status, text = await post(f"{proxy.url}/v1/messages", ant)
+    assert status == 400
+    assert_restored(orjson.loads(text)["error"]["message"], ANT["api_key"])
+    upstream.push(Refuse(plain=True))
+    status, text = await post(f"{proxy.url}/v1/messages", ant)
+    assert status == 400
+    assert_restored(text, ANT["api_key"])
+    # Converted (Chat client, Anthropic account): "upstream: …" in the client's format.
+    status, text = await post(f"{proxy.url}/v1/chat/completions", chat)
+    assert status == 400
+    message = orjson.loads(text)["error"]["message"]
+    assert message.startswith("upstream: bad prompt: token ")
+    assert_restored(message, ANT["api_key"])
+    # Every account failed: the last one's words.
+    (tmp_path / "b").mkdir()
+    proxy2 = await serve(upstream, start_proxy, CHAT, Refuse(500), root=tmp_path / "b")
+    status, text = await post(f"{proxy2.url}/v1/chat/completions", chat)
+    assert status >= 500
+    assert_restored(orjson.loads(text)["error"]["message"], CHAT["api_key"])
+
+
+def sse_data(raw: bytes) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(line[5:])
+        for line in raw.splitlines()
+        if line.startswith(b"data:") and line[5:].strip() != b"[DONE]"
+    ]
+
+
+async def test_a_stream_ending_in_an_error_keeps_the_held_text_and_restores_the_error(
+    upstream, start_proxy, tmp_path
+) -> None:
+    """Text ending in "P" (maybe the start of a replacement) is held back: before this, an
+    error event ended the stream with it unsent."""
+    said = f"token {SECRET} P"
+
+    async def chat_error(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        assert_clean(raw)
+        text = user_text(orjson.loads(raw))
+        stream = chat_stream(text).split(b'"finish_reason":"stop"')[0].rsplit(b"\n\n", 1)[0] + b"\n\n"
+        error = {"error": {"message": f"overloaded while writing {text}", "type": "server_error"}}
+        return web.Response(body=stream + sse([(None, error)]), content_type="text/event-stream")
+
+    async def anthropic_cut(request: web.Request) -> web.StreamResponse:
+        """The text's deltas, then the connection reset: the relay stops on an exception."""
+        raw = await request.read()
+        assert_clean(raw)
+        stream = anthropic_stream(user_text(orjson.loads(raw)))
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        await out.write(stream.split(b"event: content_block_stop")[0])
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return out
+
+    chat = {"model": "m", "stream": True, "messages": [{"role": "user", "content": said}]}
+    ant = {
+        "model": "claude-x",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": said}],
+    }
+
+    # Chat, same format: the upstream's own error event, restored, after the held "P".
+    proxy = await serve(upstream, start_proxy, CHAT, Echo())
+    upstream.push(chat_error)
+    status, text = await post(f"{proxy.url}/v1/chat/completions", chat)
+    events = sse_data(text.encode())
+    deltas = "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c.get("choices"))
+    assert (status, deltas) == (200, said)
+    errors = [e["error"]["message"] for e in events if "error" in e]
+    assert errors[0] == f"overloaded while writing {said}"  # then ours: no final event came
+    assert "PG_" not in text
+
+    # Anthropic client on a Chat account (converted): a truncated stream ends in our error event.
+    (tmp_path / "c").mkdir()  # a fresh pool: the failed stream cooled the first account down
+    proxy3 = await serve(upstream, start_proxy, CHAT, Echo(), root=tmp_path / "c")
+    upstream.push(chat_error)
+    status, text = await post(f"{proxy3.url}/v1/messages", ant)
+    events = sse_data(text.encode())
+    deltas = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert (status, deltas, events[-1]["type"]) == (200, said, "error")
+    assert "PG_" not in text
+
+    # Anthropic, same format, connection lost mid-stream: proxygate's own error event ends it.
+    (tmp_path / "b").mkdir()
+    proxy2 = await serve(upstream, start_proxy, ANT, Echo(), root=tmp_path / "b")
+    upstream.push(anthropic_cut)
+    status, text = await post(f"{proxy2.url}/v1/messages", ant)
+    events = sse_data(text.encode())
+    deltas = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert (status, deltas, events[-1]["type"]) == (200, said, "error")
+    assert "PG_" not in text
