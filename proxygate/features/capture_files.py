@@ -19,7 +19,6 @@ import logging
 import os
 import queue
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from proxygate.store.files import ensure_private_dir
+from proxygate.store.files import ensure_private_dir, write_chunks_atomic
 
 log = logging.getLogger("proxygate.capture")
 
@@ -229,15 +228,4 @@ def write_dataset(path: Path, lines: Iterable[bytes]) -> None:
 
     Unlike the store's writes this leaves the directory's mode alone: it is the user's choice.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_chunks_atomic(path, lines)

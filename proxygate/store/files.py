@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,22 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` with mode 0600: temp file, fsync, rename, fsync dir."""
+    """Write ``payload`` to ``path`` with mode 0600 in a private directory, whole or not at all."""
     ensure_private_dir(path.parent)
+    write_chunks_atomic(path, (payload,))
+
+
+def write_chunks_atomic(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` (0600): temp file beside it, fsync, rename, fsync dir.
+
+    The chunks are written as they come, so a large file is never held whole in memory. The
+    directory must exist and keeps its mode: callers that own it make it private first.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)
-            f.write(payload)
+            f.writelines(chunks)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
