@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from typer.testing import Result
 
 from tests import oauth_fakes
 from tests.conftest import free_port
@@ -114,6 +115,14 @@ def test_import_accepts_the_codex_cli_auth_file(tmp_path: Path) -> None:
     assert mode(path) == 0o600
 
 
+def no_browser_login(tmp_path: Path, auth_server: FakeAuthServer) -> tuple[int, Path, asyncio.Future[Result]]:
+    """``add-account --no-browser`` started in a thread: its callback port, pending-login file, result."""
+    port = free_port()
+    env = make_env(tmp_path, auth_server.config_toml(callback_port=port))
+    pending = tmp_path / "pool" / ".login-chatgpt.json"
+    return port, pending, asyncio.ensure_future(asyncio.to_thread(run, env, "add-account", "--no-browser"))
+
+
 async def _callback_when_ready(port: int, pending: Path, code: str) -> None:
     """Play the browser: wait for the login to start, then hit the loopback callback."""
     for _ in range(200):
@@ -136,10 +145,7 @@ async def _callback_when_ready(port: int, pending: Path, code: str) -> None:
 async def test_add_account_no_browser_waits_for_the_loopback_callback(
     tmp_path: Path, auth_server: FakeAuthServer
 ) -> None:
-    port = free_port()
-    env = make_env(tmp_path, auth_server.config_toml(callback_port=port))
-    pending = tmp_path / "pool" / ".login-chatgpt.json"
-    login = asyncio.ensure_future(asyncio.to_thread(run, env, "add-account", "--no-browser"))
+    port, pending, login = no_browser_login(tmp_path, auth_server)
     verifier_seen: list[str] = []
 
     async def browser() -> None:
@@ -308,10 +314,7 @@ async def test_a_paste_that_is_not_ours_keeps_the_pending_login(tmp_path: Path) 
 async def test_a_browser_login_that_fails_removes_the_pending_login(
     tmp_path: Path, auth_server: FakeAuthServer
 ) -> None:
-    port = free_port()
-    env = make_env(tmp_path, auth_server.config_toml(callback_port=port))
-    pending = tmp_path / "pool" / ".login-chatgpt.json"
-    login = asyncio.ensure_future(asyncio.to_thread(run, env, "add-account", "--no-browser"))
+    port, pending, login = no_browser_login(tmp_path, auth_server)
     auth_server.push_token(400, {"error": "invalid_grant"})
     await _callback_when_ready(port, pending, "code-x")
     result = await login
