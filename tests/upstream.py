@@ -404,3 +404,17 @@ def answer_with_headers(
         return json_reply(anthropic_message(usage=usage), headers=headers())(request)
 
     return reply
+
+
+def sdk_accounts(upstream_url: str) -> dict[str, dict[str, Any]]:
+    """The SDK tests' pool: an Anthropic key and an OpenAI key, both served by the scripted upstream."""
+    return {
+        "ant": {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream_url},
+        # The mock stands in for api.openai.com, which speaks Responses and Chat.
+        "oai": {
+            "provider": "openai",
+            "api_key": "sk-upstream-0000",
+            "base_url": upstream_url + "/v1",
+            "formats": ["responses", "chat"],
+        },
+    }

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from tests.upstream import anthropic_sse, chat_sse, ok_json, ok_sse, responses_sse
+from tests.upstream import anthropic_sse, chat_sse, ok_json, ok_sse, responses_sse, sdk_accounts
 
 TOOL_USE = {
     "id": "msg_t",
@@ -27,18 +27,7 @@ TOOL_USE = {
 
 
 async def pool(start_proxy, upstream):
-    return await start_proxy(
-        {
-            "ant": {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url},
-            # The mock stands in for api.openai.com, which speaks Responses and Chat.
-            "oai": {
-                "provider": "openai",
-                "api_key": "sk-upstream-0000",
-                "base_url": upstream.url + "/v1",
-                "formats": ["responses", "chat"],
-            },
-        }
-    )
+    return await start_proxy(sdk_accounts(upstream.url))
 
 
 async def test_anthropic_sdk_plain_stream_and_tool_round_trip(upstream, start_proxy) -> None:

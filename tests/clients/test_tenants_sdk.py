@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from tests.conftest import FakeClock, admin_headers
+from tests.upstream import sdk_accounts
 
 OWNER = 'proxy_token = "owner-token-0123"\n'
 HI = [{"role": "user", "content": "hi"}]
@@ -29,15 +30,7 @@ async def add(proxy, name: str, **limits: object) -> str:
 async def test_sdks_with_tenant_keys_and_the_owners_token(upstream, start_proxy) -> None:
     clock = FakeClock()
     proxy = await start_proxy(
-        {
-            "ant": {"provider": "anthropic", "api_key": "sk-ant-upstream-0000", "base_url": upstream.url},
-            "oai": {
-                "provider": "openai",
-                "api_key": "sk-upstream-0000",
-                "base_url": upstream.url + "/v1",
-                "formats": ["responses", "chat"],
-            },
-        },
+        sdk_accounts(upstream.url),
         config=OWNER,
         clock=clock,
     )
