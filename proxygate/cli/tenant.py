@@ -80,6 +80,22 @@ AliasesOption = Annotated[
         "--aliases", help="FROM=TO model aliases, comma-separated, over [routing] aliases.", metavar="PAIRS"
     ),
 ]
+GuardrailsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--guardrails/--no-guardrails", help="Redact this tenant's requests, or not (default: inherit)."
+    ),
+]
+GuardrailsInheritOption = Annotated[
+    bool, typer.Option("--guardrails-inherit", help="Follow [guardrails] enabled again.")
+]
+CaptureOption = Annotated[
+    bool | None,
+    typer.Option("--capture/--no-capture", help="Capture this tenant's turns, or not (default: inherit)."),
+]
+CaptureInheritOption = Annotated[
+    bool, typer.Option("--capture-inherit", help="Follow [capture] enabled again.")
+]
 ShareOption = Annotated[
     float | None,
     typer.Option("--share", help="Weight in the fair shares of subscription windows (default 1)."),
@@ -88,6 +104,22 @@ ShareOption = Annotated[
 
 def _changes(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _switch(name: str, value: bool | None, inherit: bool) -> bool | str | None:
+    """A switch's change: on, off, "inherit", or None (not given)."""
+    if inherit and value is not None:
+        raise ClientError(f"--{name}-inherit and --{name}/--no-{name} exclude each other")
+    return "inherit" if inherit else value
+
+
+def _print_pending(report: dict[str, Any] | None) -> None:
+    """Switches turned on that the running server started without: say when they apply."""
+    for switch in (report or {}).get("applies_at_next_start", ()):
+        err_console.print(
+            f"[yellow]note:[/] {switch} is on for this tenant from the server's next start "
+            f"(it started with {switch} off everywhere)"
+        )
 
 
 def _with_store(settings: Settings, action: Any) -> Any:
@@ -144,6 +176,10 @@ def add(
     models: ModelsOption = None,
     aliases: AliasesOption = None,
     share: ShareOption = None,
+    guardrails: GuardrailsOption = None,
+    guardrails_inherit: GuardrailsInheritOption = False,
+    capture: CaptureOption = None,
+    capture_inherit: CaptureInheritOption = False,
     config: ConfigOption = None,
     addr: AddrOption = None,
 ) -> None:
@@ -162,12 +198,19 @@ def add(
         share=share,
     )
     with reported():
+        changes.update(
+            _changes(
+                guardrails=_switch("guardrails", guardrails, guardrails_inherit),
+                capture=_switch("capture", capture, capture_inherit),
+            )
+        )
         settings = settings_from(config)
         live = admin_get(
             settings, "/admin/api/tenants", method="POST", body={"name": name, **changes}, addr=addr
         )
         if live is not None:
             key, locked = live["key"], live["owner_needs_token"]
+            _print_pending(live.get("tenant"))
         else:
 
             def write(store: LMDBStore) -> str:
@@ -195,6 +238,10 @@ def set_(
     models: ModelsOption = None,
     aliases: AliasesOption = None,
     share: ShareOption = None,
+    guardrails: GuardrailsOption = None,
+    guardrails_inherit: GuardrailsInheritOption = False,
+    capture: CaptureOption = None,
+    capture_inherit: CaptureInheritOption = False,
     config: ConfigOption = None,
     addr: AddrOption = None,
 ) -> None:
@@ -213,6 +260,12 @@ def set_(
         share=share,
     )
     with reported():
+        changes.update(
+            _changes(
+                guardrails=_switch("guardrails", guardrails, guardrails_inherit),
+                capture=_switch("capture", capture, capture_inherit),
+            )
+        )
         settings = settings_from(config)
         live = admin_get(settings, f"/admin/api/tenants/{name}", method="PATCH", body=changes, addr=addr)
         if live is None:
@@ -222,6 +275,7 @@ def set_(
 
             _with_store(settings, write)
     console.print(f"tenant [bold]{escape(name)}[/] changed" + ("" if live is not None else NOT_RUNNING_NOTE))
+    _print_pending(None if live is None else live.get("tenant"))
 
 
 @tenant_app.command("rotate-key")
@@ -324,6 +378,9 @@ def _limits_text(r: dict[str, Any]) -> str:
         parts.append("models=" + ",".join(r["models"]))
     if r.get("route"):
         parts.append(f"route={r['route']}")
+    for switch in ("guardrails", "capture"):
+        if r.get(switch, "inherit") != "inherit":
+            parts.append(f"{switch}={r[switch]}")
     return " ".join(parts) or "-"
 
 

@@ -32,7 +32,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
@@ -57,9 +57,14 @@ BILLING_HEADER = "x-anthropic-billing-header:"
 "Claude Code's first system block: a nonce that changes every request (anthropics/claude-code#68900)."
 
 
-def dataset_capture(settings: CaptureSettings) -> list[DatasetCapture]:
-    """The capture stage when ``[capture] enabled``; none at all otherwise (no per-request cost)."""
-    return [DatasetCapture(settings)] if settings.enabled else []
+def dataset_capture(
+    settings: CaptureSettings, *, switch: Callable[[Call], bool] | None = None, tenant_on: bool = False
+) -> list[DatasetCapture]:
+    """The capture stage when ``[capture] enabled`` or a tenant turns it on (``tenant_on``); none at
+    all otherwise (no per-request cost). ``switch`` decides per request (a tenant's on/off/inherit)."""
+    if not (settings.enabled or tenant_on):
+        return []
+    return [DatasetCapture(settings, switch=switch)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +102,12 @@ class _Answer:
 
 
 class DatasetCapture:
-    def __init__(self, settings: CaptureSettings) -> None:
+    def __init__(self, settings: CaptureSettings, *, switch: Callable[[Call], bool] | None = None) -> None:
         if settings.dir is None:
             raise ConfigError("[capture] dir is not set")
         self.settings = settings
+        self.switch = switch
+        "Per request on or off (a tenant's setting); None: always (``[capture] enabled``)."
         self.chains = Chains()
         self.writer: CaptureWriter[Turn] = CaptureWriter(
             settings.dir,
@@ -111,6 +118,8 @@ class DatasetCapture:
 
     def on_request(self, call: Call) -> None:
         if call.op != "generate" or not _matches(call.model, self.settings.models):
+            return
+        if self.switch is not None and not self.switch(call):
             return
         # Guardrails run before this stage: call.body is their anonymised body, and the tap sees
         # the answer before the originals are put back (server/relay.send), so both stay anonymised.

@@ -7,14 +7,16 @@ send the redacted form. Thinking blocks, signatures, encrypted reasoning and ima
 data pass untouched. If anything was replaced, the call gets an output transform that puts
 the originals back in the answer, JSON or stream (``features/restoration.py``).
 
-Off by default: with guardrails off the stage is not in the pipeline at all, so the body
-reaches the upstream as the client sent it and the fast path pays nothing.
+Off by default: with guardrails off globally and for every tenant the stage is not in the
+pipeline at all, so the body reaches the upstream as the client sent it and the fast path pays
+nothing. When present, ``switch`` decides per request (a tenant's on/off/inherit, features/tenants.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,17 @@ log = logging.getLogger("proxygate.guardrails")
 
 
 class Guardrails:
-    def __init__(self, settings: GuardrailSettings, data_dir: Path, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: GuardrailSettings,
+        data_dir: Path,
+        store: Store | None = None,
+        *,
+        switch: Callable[[Call], bool] | None = None,
+    ) -> None:
         self.settings = settings
+        self.switch = switch
+        "Per request on or off (a tenant's setting); None: ``settings.enabled``."
         key = load_key(settings.key, data_dir)
         self.replacer = Replacer(key)
         self.reverse_map = None if store is None else ReverseMap(store, key, settings.reverse_map_max_entries)
@@ -52,7 +63,8 @@ class Guardrails:
 
     def is_on(self, call: Call) -> bool:
         """Per request, so a tenant can switch guardrails for its own requests."""
-        return self.settings.enabled
+        switch = self.switch
+        return self.settings.enabled if switch is None else switch(call)
 
     def redaction(self) -> Redaction:
         return Redaction(self.replacer, self.detectors, self.options, self.allow, self.cache)
@@ -87,9 +99,19 @@ def _continues_stored_state(body: dict[str, Any]) -> bool:
     return bool(body.get("previous_response_id") or body.get("conversation"))
 
 
-def guardrails(settings: GuardrailSettings, data_dir: Path, store: Store | None = None) -> list[Guardrails]:
-    """The stage when enabled, else none (nothing runs, nothing is read)."""
-    return [Guardrails(settings, data_dir, store)] if settings.enabled else []
+def guardrails(
+    settings: GuardrailSettings,
+    data_dir: Path,
+    store: Store | None = None,
+    *,
+    switch: Callable[[Call], bool] | None = None,
+    tenant_on: bool = False,
+) -> list[Guardrails]:
+    """The stage when enabled globally or for a tenant (``tenant_on``), else none (nothing runs,
+    nothing is read)."""
+    if not (settings.enabled or tenant_on):
+        return []
+    return [Guardrails(settings, data_dir, store, switch=switch)]
 
 
 __all__ = ["Guardrails", "guardrails"]

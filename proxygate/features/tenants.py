@@ -29,6 +29,13 @@ Limits (0 = none), each refused with 429 and a ``Retry-After`` that is enough wh
 Settings inherit from the global ones and override field by field: ``route`` (a routing config;
 empty: the active one), ``models`` (globs the tenant may ask for; empty: all) and ``aliases``
 (laid over ``[routing] aliases``).
+
+Two switches, ``guardrails`` and ``capture``, are on, off or inherit (the global
+``[guardrails] enabled`` / ``[capture] enabled``), decided per request from ``call.tenant``. Their
+stages are in the pipeline when the global setting or any tenant turns them on at the server's
+start; with both off everywhere there is no stage, tap or transform at all. A switch turned on
+live whose stage is absent applies at the next start (``TenantBook.pending_start`` says which, and
+``tenant add/set`` prints it); off, on where the stage is present, and inherit apply at once.
 """
 
 from __future__ import annotations
@@ -72,7 +79,9 @@ WINDOW_S = 60.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _INT_LIMITS = ("rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens")
 _USD_LIMITS = ("daily_usd", "monthly_usd")
-SETTABLE = (*_INT_LIMITS, *_USD_LIMITS, "route", "models", "aliases", "share")
+SWITCHES = ("guardrails", "capture")
+"Per-tenant on/off/inherit switches of pipeline stages."
+SETTABLE = (*_INT_LIMITS, *_USD_LIMITS, "route", "models", "aliases", "share", *SWITCHES)
 "Fields ``tenant add`` / ``tenant set`` and the admin API accept."
 
 
@@ -115,6 +124,10 @@ class Tenant:
     "Model name → model name, laid over ``[routing] aliases``."
     share: float = 1.0
     "Weight in the fair shares of subscription windows (broker/fairshare.py)."
+    guardrails: bool | None = None
+    "Redact this tenant's requests (None: ``[guardrails] enabled``)."
+    capture: bool | None = None
+    "Capture this tenant's turns (None: ``[capture] enabled``)."
     created_at: float = 0.0
 
     def limits(self) -> dict[str, int | float]:
@@ -130,13 +143,17 @@ class Tenant:
             "models": list(self.models),
             "aliases": dict(self.aliases),
             "share": self.share,
+            "guardrails": self.guardrails,
+            "capture": self.capture,
             "created_at": self.created_at,
         }
 
     def view(self) -> dict[str, Any]:
-        """What lists and the admin API show: everything but the key's hash."""
+        """What lists and the admin API show: everything but the key's hash; switches as on/off/inherit."""
         data = self.to_json()
         del data["key_sha256"]
+        for name in SWITCHES:
+            data[name] = switch_text(data[name])
         return data
 
     @classmethod
@@ -148,6 +165,21 @@ class Tenant:
             created_at=float(data.get("created_at") or 0.0),
         )
         return changed(tenant, {k: v for k, v in data.items() if k in SETTABLE}, routes=None)
+
+
+def switch_text(value: bool | None) -> str:
+    return "inherit" if value is None else "on" if value else "off"
+
+
+_SWITCH_VALUES: dict[Any, bool | None] = {"on": True, "off": False, "inherit": None}
+
+
+def _switch(name: str, value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _SWITCH_VALUES:
+        return _SWITCH_VALUES[value]
+    raise ClientError(f'{name} must be true, false, "on", "off" or "inherit", got {value!r}')
 
 
 def check_name(name: str) -> str:
@@ -184,7 +216,9 @@ def changed(tenant: Tenant, changes: Mapping[str, Any], *, routes: Iterable[str]
             raise ClientError(f"unknown tenant setting {name!r} (settings: {', '.join(SETTABLE)})")
         if value is None:
             continue
-        if name in _INT_LIMITS:
+        if name in SWITCHES:
+            values[name] = _switch(name, value)
+        elif name in _INT_LIMITS:
             values[name] = _number(name, value, int)
         elif name in _USD_LIMITS:
             values[name] = _number(name, value, float)
@@ -342,6 +376,8 @@ class TenantBook:
         self.usage: dict[str, TenantUsage] = {}
         self.version = ""
         self._listeners: list[Callable[[TenantBook], None]] = []
+        self.present: frozenset[str] | None = None
+        "Switchable stages in the running pipeline (``SWITCHES``); None: no pipeline (the CLI)."
 
     # -- the records ---------------------------------------------------------------------------
 
@@ -466,6 +502,28 @@ class TenantBook:
 
     # -- settings ----------------------------------------------------------------------------------
 
+    def any_on(self, switch: str) -> bool:
+        """Some tenant turns ``switch`` on (its stage must be in the pipeline)."""
+        return any(getattr(t, switch) for t in self.tenants.values())
+
+    def switch(self, switch: str, default: bool) -> Callable[[Call], bool]:
+        """Per request: the tenant's ``switch`` value, or ``default`` (the global setting) on inherit."""
+        book = self  # book.tenants is read per call: replace_all swaps the dict
+
+        def on(call: Call) -> bool:
+            tenant = book.tenants.get(call.tenant)
+            value = None if tenant is None else getattr(tenant, switch)
+            return default if value is None else bool(value)
+
+        return on
+
+    def pending_start(self, name: str) -> list[str]:
+        """Switches the tenant turns on whose stage the running pipeline lacks (on at the next start)."""
+        tenant = self.tenants.get(name)
+        if tenant is None or self.present is None:
+            return []
+        return [s for s in SWITCHES if getattr(tenant, s) and s not in self.present]
+
     def resolve_model(self, name: str, model: str) -> str:
         """The model after the tenant's aliases; ``ModelNotAllowed`` outside its ``models`` globs."""
         tenant = self.tenants.get(name)
@@ -498,6 +556,8 @@ class TenantBook:
             else {"name": OWNER, "share": self.settings.tenants.owner_share}
         )
         data["display_name"] = display_name(name)
+        if pending := self.pending_start(name):
+            data["applies_at_next_start"] = pending
         data["usage"] = {
             "requests_today": usage.day_requests,
             "tokens_today": usage.day_tokens,
@@ -546,6 +606,7 @@ class TenantLimits:
 __all__ = [
     "KEY_PREFIX",
     "OWNER",
+    "SWITCHES",
     "TENANTS",
     "Tenant",
     "TenantBook",

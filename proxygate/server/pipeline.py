@@ -78,14 +78,29 @@ MAX_ERROR_BODY = 64 * 1024
 def default_stages(settings: Settings, store: Store, tenants: TenantBook | None = None) -> list[Any]:
     """The feature set, in order. A stage is a plain class; the runner calls only the hooks it
     defines: ``on_request(call)`` before the broker, ``on_done(call)`` after the answer."""
+    book = tenants or TenantBook(settings)
+    # Present when on globally or for some tenant at start; then each request asks its tenant.
+    guarding = guardrails(
+        settings.guardrails,
+        settings.data_dir,
+        store,
+        switch=book.switch("guardrails", settings.guardrails.enabled),
+        tenant_on=book.any_on("guardrails"),
+    )
+    capturing = dataset_capture(
+        settings.capture,
+        switch=book.switch("capture", settings.capture.enabled),
+        tenant_on=book.any_on("capture"),
+    )
+    book.present = frozenset(name for name, on in (("guardrails", guarding), ("capture", capturing)) if on)
     return [
         Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
-        TenantLimits(tenants or TenantBook(settings)),  # key's models and limits; settles after pricing
+        TenantLimits(book),  # key's models and limits; settles after pricing
         ModelLimits(settings.models, settings.routing.aliases),  # [models."<glob>"]: shape to fit
-        *guardrails(settings.guardrails, settings.data_dir, store),  # redact in, restore out; none when off
+        *guarding,  # redact in, restore out; none when off everywhere
         UsageRecorder(store),
         RequestMetrics(settings.routing),  # after pricing: reads call.cost_usd
-        *dataset_capture(settings.capture),  # successes as fine-tuning records; none when off
+        *capturing,  # successes as fine-tuning records; none when off everywhere
         LiveFeed(),  # the dashboard's Traffic page; costs one truth test with no one watching
     ]
 

@@ -4,13 +4,15 @@
                                                  limits, usage today / this month and share
     POST   /admin/api/tenants                    {"name", rpm?, tpm?, …} → {"tenant", "key"}
     GET    /admin/api/tenants/{name}             one tenant
-    PATCH  /admin/api/tenants/{name}             {rpm?, …, route?, models?, aliases?, share?}
+    PATCH  /admin/api/tenants/{name}             {rpm?, …, route?, models?, aliases?, share?,
+                                                  guardrails?, capture?}  (true/false/"inherit")
     POST   /admin/api/tenants/{name}/rotate-key  a new key; the old one stops working at once
     DELETE /admin/api/tenants/{name}
 
 A key is in the answer of ``POST`` and ``rotate-key`` only, and nowhere else, ever. Every write
 goes to the store, is committed, and then swaps the server's tenant set, so it applies to the
-next request. The server also polls the store's ``tenants_version`` once a second
+next request (a guardrails or capture switch turned on whose stage this server started without:
+at its next start, listed in the tenant's ``applies_at_next_start``). The server also polls the store's ``tenants_version`` once a second
 (``tenant_book``): a tenant written by the CLI beside a running server applies as well.
 """
 
@@ -52,7 +54,10 @@ ROUTES = {
     "/admin/api/tenants": {
         "get": "Every tenant (the owner as '-') with limits, usage today and this month, share.",
         "post": "Add a tenant: {name, rpm?, tpm?, concurrency?, daily_tokens?, monthly_tokens?, "
-        "daily_usd?, monthly_usd?, route?, models?, aliases?, share?} → {tenant, key}; the key is shown once.",
+        "daily_usd?, monthly_usd?, route?, models?, aliases?, share?, guardrails?, capture?} → {tenant, key}; "
+        'the key is shown once. guardrails and capture: true, false or "inherit" (the global setting); '
+        "one turned on whose stage the server started without applies at its next start "
+        "(tenant.applies_at_next_start).",
     },
     "/admin/api/tenants/{name}": {
         "get": "One tenant's limits, usage and share.",
