@@ -148,18 +148,11 @@ def _private_dir(check: str, label: str, path: Path) -> Iterator[Finding]:
 
 
 def _pool(settings: Settings) -> Iterator[Finding]:
-    from proxygate.cli.local_logins import suggestion
     from proxygate.pool.files import account_files, load_pool
     from proxygate.store.secrets import Vault
 
     if not settings.pool_dir.is_dir():
-        note = suggestion()
-        yield Finding(
-            "pool",
-            "note",
-            "pool: empty" + (f"; {note}" if note else ""),
-            "" if note else "proxygate add-key, add-account or add-claude-account",
-        )
+        yield _empty_pool()
         return
     for sub in sorted(p for p in settings.pool_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         yield from _owner_and_mode("pool_dir", "pool dir", sub, 0o700)
@@ -180,8 +173,15 @@ def _pool(settings: Settings) -> Iterator[Finding]:
         counted = ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
         yield Finding("pool", "ok", f"pool: {len(snapshot.accounts)} accounts ({counted})")
         return
+    yield _empty_pool()
+
+
+def _empty_pool() -> Finding:
+    """No accounts yet: a note with a login found on this machine to import, or how to add one."""
+    from proxygate.cli.local_logins import suggestion
+
     note = suggestion()
-    yield Finding(
+    return Finding(
         "pool",
         "note",
         "pool: empty" + (f"; {note}" if note else ""),
