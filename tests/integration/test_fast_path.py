@@ -9,13 +9,17 @@ from proxygate.server.keys import STORE
 from proxygate.store import today
 from tests.upstream import anthropic_message, anthropic_sse, chat_sse, ok_json, ok_sse
 
+KEY = "sk-ant-secret-000111"
+
+
+def one_key(upstream_url: str) -> dict[str, dict[str, str]]:
+    return {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream_url}}
+
 
 async def test_anthropic_json_is_relayed_verbatim_with_request_id(upstream, start_proxy) -> None:
     body = anthropic_message("hello")
     upstream.push(ok_json(body))
-    proxy = await start_proxy(
-        {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
-    )
+    proxy = await start_proxy(one_key(upstream.url))
     async with (
         aiohttp.ClientSession() as client,
         client.post(
@@ -30,7 +34,7 @@ async def test_anthropic_json_is_relayed_verbatim_with_request_id(upstream, star
         assert resp.headers["x-proxygate-account"] == "ant"
     sent = upstream.requests[0]
     assert (sent.path, sent.query) == ("/v1/messages", "beta=true")
-    assert sent.headers["x-api-key"] == "sk-ant-secret-000111"
+    assert sent.headers["x-api-key"] == KEY
     assert sent.headers["anthropic-version"] == "2023-06-01"
     assert sent.headers["anthropic-beta"] == "b1"
     assert "authorization" not in {k.lower() for k in sent.headers}
@@ -39,9 +43,7 @@ async def test_anthropic_json_is_relayed_verbatim_with_request_id(upstream, star
 async def test_anthropic_stream_bytes_unchanged_and_usage_recorded(upstream, start_proxy) -> None:
     payload = anthropic_sse("hey")
     upstream.push(ok_sse(payload))
-    proxy = await start_proxy(
-        {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
-    )
+    proxy = await start_proxy(one_key(upstream.url))
     async with (
         aiohttp.ClientSession() as client,
         client.post(
@@ -154,9 +156,7 @@ async def test_a_stream_trickling_a_few_bytes_at_a_time_arrives_byte_identical(u
         return out
 
     upstream.push(trickle)
-    proxy = await start_proxy(
-        {"ant": {"provider": "anthropic", "api_key": "sk-ant-secret-000111", "base_url": upstream.url}}
-    )
+    proxy = await start_proxy(one_key(upstream.url))
     async with (
         aiohttp.ClientSession() as client,
         client.post(
