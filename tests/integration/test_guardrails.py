@@ -627,6 +627,19 @@ async def test_a_stream_ending_in_an_error_keeps_the_held_text_and_restores_the_
     assert (status, deltas, events[-1]["type"]) == (200, said, "error")
     assert "PG_" not in text
 
+    # A Gemini client on a Chat account: the upstream's error becomes Gemini's error chunk.
+    (tmp_path / "g").mkdir()
+    proxy4 = await serve(upstream, start_proxy, CHAT, Echo(), root=tmp_path / "g")
+    upstream.push(chat_error)
+    url = f"{proxy4.url}/v1beta/models/m:streamGenerateContent?alt=sse"
+    status, text = await post(url, {"contents": [{"role": "user", "parts": [{"text": said}]}]})
+    events = sse_data(text.encode())
+    parts = [p for e in events for c in e.get("candidates", []) for p in c["content"].get("parts", [])]
+    errors = [e["error"]["message"] for e in events if "error" in e]
+    assert (status, "".join(p.get("text", "") for p in parts)) == (200, said)
+    assert f"overloaded while writing {said}" in errors[0]
+    assert "PG_" not in text
+
     # Anthropic, same format, connection lost mid-stream: proxygate's own error event ends it.
     (tmp_path / "b").mkdir()
     proxy2 = await serve(upstream, start_proxy, ANT, Echo(), root=tmp_path / "b")
