@@ -13,17 +13,12 @@ import typer
 
 from proxygate.cli.app import ConfigOption, app, err_console, reported, settings_from
 
+FollowOption = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")]
+LinesOption = Annotated[int, typer.Option("--lines", "-n", help="How many of the last lines to show.", min=0)]
+
 
 @app.command()
-def logs(
-    config: ConfigOption = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
-    ] = False,
-    lines: Annotated[
-        int, typer.Option("--lines", "-n", help="How many of the last lines to show.", min=0)
-    ] = 50,
-) -> None:
+def logs(config: ConfigOption = None, follow: FollowOption = False, lines: LinesOption = 50) -> None:
     """Show the server's log: log_file when set, else the systemd journal, else say where it goes."""
     from proxygate.server.logs import find_log_source, follow_lines, last_lines
 

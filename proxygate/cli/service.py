@@ -26,6 +26,7 @@ import orjson
 import typer
 
 from proxygate.cli.app import Commands, ConfigOption, app, console, err_console, reported, settings_from
+from proxygate.cli.logs import FollowOption, LinesOption, logs
 from proxygate.cli.service_units import (
     LABEL,
     UNIT,
@@ -347,16 +348,6 @@ def restart(
 
 
 @service.command("logs")
-def service_logs(
-    config: ConfigOption = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
-    ] = False,
-    lines: Annotated[
-        int, typer.Option("--lines", "-n", help="How many of the last lines to show.", min=0)
-    ] = 50,
-) -> None:
+def service_logs(config: ConfigOption = None, follow: FollowOption = False, lines: LinesOption = 50) -> None:
     """The service's log: the same as `proxygate logs`."""
-    from proxygate.cli.logs import logs
-
     logs(config=config, follow=follow, lines=lines)
