@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from proxygate.pool.files import load_file
+from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
 from tests import oauth_fakes
 from tests.oauth_fakes import FakeAuthServer, chatgpt_id_token, make_jwt
@@ -167,16 +168,24 @@ async def test_shared_codex_login_refresh_writes_the_new_tokens_back(
     assert cli["last_refresh"] != "2026-01-01T00:00:00Z"
 
 
-async def test_when_the_cli_refreshed_on_its_own_its_token_is_the_one_spent_next(
-    tmp_path: Path, auth_server: FakeAuthServer
-) -> None:
-    """Our copy of the refresh token is dead once the CLI used it: the keeper re-reads the CLI's file."""
+def imported_then_refreshed_by_the_cli(tmp_path: Path, **tokens: object) -> tuple[Path, Account]:
+    """The Claude login imported, then Claude Code's own file rewritten with ``tokens`` (the CLI refreshed)."""
     claude, _ = plant_logins(tmp_path)
     assert run_import(tmp_path).returncode == 0
     account = load_file("claude", tmp_path / "pool" / "claude" / "me@example.com.json")
     cli = orjson.loads(claude.read_bytes())
-    cli["claudeAiOauth"].update(accessToken="cc-at-2", refreshToken="cc-rt-2")  # the CLI refreshed
+    cli["claudeAiOauth"].update(tokens)
     claude.write_bytes(orjson.dumps(cli))
+    return claude, account
+
+
+async def test_when_the_cli_refreshed_on_its_own_its_token_is_the_one_spent_next(
+    tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    """Our copy of the refresh token is dead once the CLI used it: the keeper re-reads the CLI's file."""
+    claude, account = imported_then_refreshed_by_the_cli(
+        tmp_path, accessToken="cc-at-2", refreshToken="cc-rt-2"
+    )
     async with aiohttp.ClientSession() as session:
         fresh = await TokenKeeper(auth_server.settings(), session).fresh(account)
     assert [g["refresh_token"] for g in auth_server.refreshes] == ["cc-rt-2"]
@@ -188,14 +197,9 @@ async def test_when_the_cli_refreshed_on_its_own_its_token_is_the_one_spent_next
 async def test_a_cli_token_still_valid_is_used_without_a_refresh(
     tmp_path: Path, auth_server: FakeAuthServer
 ) -> None:
-    claude, _ = plant_logins(tmp_path)
-    assert run_import(tmp_path).returncode == 0
-    account = load_file("claude", tmp_path / "pool" / "claude" / "me@example.com.json")
-    cli = orjson.loads(claude.read_bytes())
-    cli["claudeAiOauth"].update(
-        accessToken="cc-at-2", refreshToken="cc-rt-2", expiresAt=int((time.time() + 7200) * 1000)
+    _, account = imported_then_refreshed_by_the_cli(
+        tmp_path, accessToken="cc-at-2", refreshToken="cc-rt-2", expiresAt=int((time.time() + 7200) * 1000)
     )
-    claude.write_bytes(orjson.dumps(cli))
     async with aiohttp.ClientSession() as session:
         fresh = await TokenKeeper(auth_server.settings(), session).fresh(account)
     assert auth_server.refreshes == []
