@@ -100,32 +100,27 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves(wheel: Path, tmp_path: Pa
     home.mkdir()
     env = {"HOME": str(home), "PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PROXYGATE_ADDR": "127.0.0.1:0"}
 
-    where = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.resources as r, proxygate; print(proxygate.__file__); "
-            "print(r.files('proxygate.prices').joinpath('prices.toml').is_file()); "
-            "print(r.files('proxygate.server').joinpath('static/dashboard.js').is_file())",
-        ],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split()
+    def in_home(*command: str | Path) -> str:
+        """What the command prints, run as the user would: in the fake HOME with only its environment."""
+        return subprocess.run(
+            [str(part) for part in command],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+
+    where = in_home(
+        python,
+        "-c",
+        "import importlib.resources as r, proxygate; print(proxygate.__file__); "
+        "print(r.files('proxygate.prices').joinpath('prices.toml').is_file()); "
+        "print(r.files('proxygate.server').joinpath('static/dashboard.js').is_file())",
+    ).split()
     assert where == [str(site / "proxygate" / "__init__.py"), "True", "True"]  # not the checkout's
-    version = subprocess.run(
-        [str(proxygate), "--version"],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert version.stdout == f"proxygate {__version__}\n"
+    assert in_home(proxygate, "--version") == f"proxygate {__version__}\n"
 
     server = subprocess.Popen(
         [str(proxygate), "serve"],
