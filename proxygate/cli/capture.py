@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from proxygate.cli.app import ConfigOption, app, err_console, reported, settings
 from proxygate.errors import ClientError, ProxyError
 from proxygate.features.capture import export_conversations, iso_time
 from proxygate.features.capture_files import ExportReport, read_records, write_dataset
+from proxygate.server.usage_report import utc_time_ts
 
 capture_app = typer.Typer(help="Dataset capture: export what was captured.", no_args_is_help=True)
 app.add_typer(capture_app, name="capture")
@@ -33,12 +33,11 @@ def since_ts(value: str, now: float) -> float:
     if match := _AGO.match(value.strip()):
         return now - float(match.group(1)) * _UNIT_S[match.group(2)]
     try:
-        when = datetime.fromisoformat(value.strip())
+        return utc_time_ts(value)
     except ValueError:
         raise ClientError(
             f"--since: {value!r} is neither an age (7d, 12h, 30m) nor a date (2026-11-01)"
         ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 @capture_app.command("export")

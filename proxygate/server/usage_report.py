@@ -57,15 +57,24 @@ def parse_period(since: str, now: float, *, by: str = "day") -> Period:
         since_ts, is_hourly = now - int(m[1]) * 3600, True
     else:
         try:
-            parsed = datetime.fromisoformat(since.strip())
+            since_ts = utc_time_ts(since)
         except ValueError:
             raise ClientError(
                 f"since: {since!r} is not a period; use 7d, 24h or a date like 2026-11-01"
             ) from None
-        since_ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
         if since_ts > now:
             raise ClientError(f"since: {since!r} is in the future")
     return Period(since_ts, now, is_hourly)
+
+
+def utc_time_ts(text: str) -> float:
+    """``2026-11-01`` or ``2026-11-01T08:00`` as Unix seconds; without a zone it means UTC.
+
+    Raises:
+        ValueError: ``text`` is not an ISO date or time.
+    """
+    parsed = datetime.fromisoformat(text.strip())
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def _day_start(ts: float) -> float:
