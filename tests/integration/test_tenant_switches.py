@@ -5,15 +5,18 @@ running server lacks applies at its next start."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from proxygate.features.capture import DatasetCapture
 from proxygate.features.guardrails import Guardrails
 from proxygate.server.keys import PIPELINE
 from tests.conftest import admin_headers
+from tests.serving import run_cli, start_serve
 
 ANT = {"provider": "anthropic", "api_key": "sk-ant-up-0000-1111", "models": ["*"]}
 OWNER_TOKEN = "owner-secret-token"
@@ -162,3 +165,38 @@ async def test_switch_values_are_checked(start_proxy, upstream) -> None:
             ) as resp:
                 assert resp.status == 400
                 assert "guardrails must be" in (await resp.text())
+
+
+async def cli(root: Path, *args: str) -> tuple[int, str, str]:
+    return await run_cli(*args, "--config", str(root / "config.toml"), env={**os.environ, "COLUMNS": "200"})
+
+
+async def test_tenant_commands_set_and_show_the_switches(tmp_path: Path, upstream) -> None:
+    (tmp_path / "config.toml").write_text('addr = "127.0.0.1:1"\ndata_dir = "data"\nproxy_token = "t"\n')
+    code, _, err = await cli(tmp_path, "tenant", "add", "carol", "--guardrails", "--no-capture")
+    assert code == 0, err
+    code, out, _ = await cli(tmp_path, "tenant", "show", "carol", "--json")
+    assert (orjson.loads(out)["guardrails"], orjson.loads(out)["capture"]) == ("on", "off")
+    code, out, _ = await cli(tmp_path, "tenant", "list")
+    assert "guardrails=on" in out and "capture=off" in out
+    code, _, err = await cli(tmp_path, "tenant", "set", "carol", "--guardrails", "--guardrails-inherit")
+    assert code == 1 and "exclude each other" in err
+    code, _, err = await cli(tmp_path, "tenant", "set", "carol", "--guardrails-inherit", "--capture")
+    assert code == 0, err
+    code, out, _ = await cli(tmp_path, "tenant", "show", "carol", "--json")
+    assert (orjson.loads(out)["guardrails"], orjson.loads(out)["capture"]) == ("inherit", "on")
+
+    pool = tmp_path / "pool" / "apikeys"
+    pool.mkdir(parents=True)
+    (pool / "ant.json").write_bytes(orjson.dumps({**ANT, "base_url": upstream.url}))
+    served = await start_serve(tmp_path, 'proxy_token = "t"\n[capture]\ndir = "captured"\n')
+    try:
+        # carol's capture was on at the start: the stage is there, guardrails' is not.
+        code, out, err = await cli(tmp_path, "tenant", "set", "carol", "--guardrails")
+        assert code == 0, err
+        assert "guardrails is on for this tenant from the server's next start" in err
+        assert "capture" not in err
+        code, _, err = await cli(tmp_path, "tenant", "set", "carol", "--no-capture")
+        assert code == 0 and "capture" not in err  # off applies at once; guardrails still waits
+    finally:
+        await served.stop()
