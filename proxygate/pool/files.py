@@ -31,8 +31,8 @@ from proxygate.store.secrets import SECRET_FIELDS, SecretUnavailable, Vault, is_
 
 log = logging.getLogger("proxygate.pool")
 
-# How often a rewrite re-tries an account lock a refresh holds; refreshes take ~0.5 s.
-_LOCK_POLL_S = 0.05
+# How often a waiter re-tries an account lock another holds; refreshes take ~0.5 s.
+LOCK_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,21 +110,31 @@ def account_lock(account_path: Path, *, timeout_s: float) -> Iterator[bool]:
     if account_path.parent.name == KIND_DIRS["apikey"]:
         yield True
         return
-    fd = os.open(lock_path(account_path), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock(lock_path(account_path))
     try:
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(_LOCK_POLL_S)
+        while not took_lock(fd):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(LOCK_POLL_S)
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def open_lock(path: Path) -> int:
+    """A descriptor on the lock file ``path`` (0600, made if missing); closing it releases the lock."""
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def took_lock(fd: int) -> bool:
+    """Take the exclusive ``flock`` on ``fd`` if it is free, without waiting; False if it is held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def open_secrets(data: Any, vault: Vault | None) -> Any:

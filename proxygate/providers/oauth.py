@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import time
@@ -43,7 +42,7 @@ from proxygate.auth.credentials import read_shared_tokens, write_shared_tokens
 from proxygate.auth.tokens import OAuthKind, TokenEndpointError, TokenSet, jwt_expiry, refresh_grant
 from proxygate.config import OAuthSettings
 from proxygate.errors import PoolError, UpstreamError
-from proxygate.pool.files import lock_path, open_secrets, sealed_for
+from proxygate.pool.files import LOCK_POLL_S, lock_path, open_lock, open_secrets, sealed_for, took_lock
 from proxygate.pool.records import Account, InvalidAccount
 from proxygate.store.files import write_json_atomic
 from proxygate.store.secrets import Vault
@@ -51,9 +50,6 @@ from proxygate.store.secrets import Vault
 log = logging.getLogger("proxygate.oauth")
 
 Clock = Callable[[], float]
-
-# How often a waiter re-tries another process's file lock; refreshes take ~0.5 s.
-_LOCK_POLL_S = 0.05
 
 
 class ReauthRequired(UpstreamError):
@@ -137,19 +133,13 @@ def write_file_tokens(path: Path, tokens: TokenSet, now: float, vault: Vault | N
 @contextlib.asynccontextmanager
 async def file_lock(path: Path, timeout_s: float) -> AsyncIterator[None]:
     """An exclusive ``flock`` on ``path``, waited for without blocking the loop."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = await asyncio.to_thread(open_lock, path)
     try:
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RefreshFailed(
-                        f"{path}: another process holds the refresh lock for {timeout_s:.0f}s"
-                    ) from None
-                await asyncio.sleep(_LOCK_POLL_S)
+        while not took_lock(fd):
+            if time.monotonic() > deadline:
+                raise RefreshFailed(f"{path}: another process holds the refresh lock for {timeout_s:.0f}s")
+            await asyncio.sleep(LOCK_POLL_S)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
