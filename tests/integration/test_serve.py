@@ -17,8 +17,44 @@ from aiohttp import web
 from proxygate import __version__
 from proxygate.store import LMDBStore, today
 from tests.conftest import write_account
-from tests.serving import spawn_serve, start_serve, wait_for_file, write_config
-from tests.upstream import anthropic_sse
+from tests.serving import ServeProcess, spawn_serve, start_serve, wait_for_file, write_config
+from tests.upstream import ScriptedUpstream, anthropic_sse
+
+STREAM_ASK = {
+    "model": "claude-x",
+    "max_tokens": 5,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+SLOW_ANSWER = "a slow answer of many words to keep the stream open"
+
+
+async def serve_a_paced_stream(
+    tmp_path: Path, upstream: ScriptedUpstream, text: str, pause_s: float, extra: str = ""
+) -> tuple[ServeProcess, bytes]:
+    """``serve`` over one key whose upstream streams ``text`` one event per ``pause_s``; the bytes it sends."""
+    payload = anthropic_sse(text)
+    events = payload.split(b"\n\n")[:-1]
+
+    async def paced(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        for event in events:
+            await out.write(event + b"\n\n")
+            await asyncio.sleep(pause_s)
+        return out
+
+    upstream.push(paced)
+    write_account(
+        tmp_path / "pool",
+        "apikeys",
+        "a",
+        {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
+    )
+    served = await start_serve(
+        tmp_path, extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    return served, payload
 
 
 async def test_empty_pool_starts_and_says_how_to_add_an_account(tmp_path: Path) -> None:
@@ -30,34 +66,10 @@ async def test_empty_pool_starts_and_says_how_to_add_an_account(tmp_path: Path) 
 
 
 async def test_sigterm_lets_a_stream_in_flight_finish_and_flushes_its_usage(tmp_path: Path, upstream) -> None:
-    payload = anthropic_sse("slow")
-    events = payload.split(b"\n\n")[:-1]
-
-    async def paced(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await out.prepare(request)
-        for event in events:
-            await out.write(event + b"\n\n")
-            await asyncio.sleep(0.15)
-        return out
-
-    upstream.push(paced)
-    write_account(
-        tmp_path / "pool",
-        "apikeys",
-        "a",
-        {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
-    )
-    served = await start_serve(tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    served, payload = await serve_a_paced_stream(tmp_path, upstream, "slow", 0.15)
     proc, port = served.proc, served.port
-    body = {
-        "model": "claude-x",
-        "max_tokens": 5,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
     async with aiohttp.ClientSession() as client:
-        async with client.post(f"http://127.0.0.1:{port}/v1/messages", json=body) as resp:
+        async with client.post(f"http://127.0.0.1:{port}/v1/messages", json=STREAM_ASK) as resp:
             first = await resp.content.readany()
             proc.send_signal(signal.SIGTERM)
             rest = await resp.read()
@@ -145,36 +157,12 @@ async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
 async def test_sigterm_says_how_many_streams_drain_and_a_second_one_cuts_them(
     tmp_path: Path, upstream
 ) -> None:
-    payload = anthropic_sse("a slow answer of many words to keep the stream open")
-    events = payload.split(b"\n\n")[:-1]
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await out.prepare(request)
-        for event in events:
-            await out.write(event + b"\n\n")
-            await asyncio.sleep(1)
-        return out
-
-    upstream.push(slow)
-    write_account(
-        tmp_path / "pool",
-        "apikeys",
-        "a",
-        {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
-    )
-    served = await start_serve(tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    served, payload = await serve_a_paced_stream(tmp_path, upstream, SLOW_ANSWER, 1)
     proc, port = served.proc, served.port
     assert proc.stdout is not None
-    body = {
-        "model": "claude-x",
-        "max_tokens": 5,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
     async with (
         aiohttp.ClientSession() as client,
-        client.post(f"http://127.0.0.1:{port}/v1/messages", json=body) as resp,
+        client.post(f"http://127.0.0.1:{port}/v1/messages", json=STREAM_ASK) as resp,
     ):
         first = await resp.content.readany()
         proc.send_signal(signal.SIGTERM)
@@ -191,38 +179,12 @@ async def test_sigterm_says_how_many_streams_drain_and_a_second_one_cuts_them(
 
 
 async def test_a_stream_outlasting_drain_timeout_s_is_cut_and_counted(tmp_path: Path, upstream) -> None:
-    payload = anthropic_sse("a slow answer of many words to keep the stream open")
-    events = payload.split(b"\n\n")[:-1]
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await out.prepare(request)
-        for event in events:
-            await out.write(event + b"\n\n")
-            await asyncio.sleep(1)
-        return out
-
-    upstream.push(slow)
-    write_account(
-        tmp_path / "pool",
-        "apikeys",
-        "a",
-        {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url},
-    )
-    served = await start_serve(
-        tmp_path, "drain_timeout_s = 1\n", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
+    served, _ = await serve_a_paced_stream(tmp_path, upstream, SLOW_ANSWER, 1, "drain_timeout_s = 1\n")
     proc, port = served.proc, served.port
     assert proc.stdout is not None
-    body = {
-        "model": "claude-x",
-        "max_tokens": 5,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
     async with (
         aiohttp.ClientSession() as client,
-        client.post(f"http://127.0.0.1:{port}/v1/messages", json=body) as resp,
+        client.post(f"http://127.0.0.1:{port}/v1/messages", json=STREAM_ASK) as resp,
     ):
         await resp.content.readany()
         proc.send_signal(signal.SIGTERM)
