@@ -134,6 +134,14 @@ def _found(book: TenantBook, name: str) -> str:
     return name
 
 
+def _stored_tenant(request: web.Request, *, owner_refusal: str) -> str:
+    """The stored tenant the path names; the owner is refused with ``owner_refusal`` (it has no record)."""
+    name = _found(request.app[TENANT_BOOK], request.match_info["name"])
+    if name == OWNER:
+        raise ClientError(owner_refusal)
+    return name
+
+
 async def list_tenants(request: web.Request) -> web.Response:
     return _json({"tenants": tenants_report(request.app), "owner_needs_token": _owner_locked_out(request)})
 
@@ -173,9 +181,10 @@ async def set_tenant(request: web.Request) -> web.Response:
     app = request.app
     book = app[TENANT_BOOK]
     try:
-        name = _found(book, request.match_info["name"])
-        if name == OWNER:
-            raise ClientError("the owner has no limits; its share is [tenants] owner_share in config.toml")
+        name = _stored_tenant(
+            request,
+            owner_refusal="the owner has no limits; its share is [tenants] owner_share in config.toml",
+        )
         tenant = changed(book.tenants[name], await _body(request), routes=app[SETTINGS].routing.configs)
         await _write(app, lambda: save_tenant(app[STORE], tenant))
     except ProxyError as exc:
@@ -187,9 +196,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     app = request.app
     book = app[TENANT_BOOK]
     try:
-        name = _found(book, request.match_info["name"])
-        if name == OWNER:
-            raise ClientError("the owner's credential is proxy_token in config.toml")
+        name = _stored_tenant(request, owner_refusal="the owner's credential is proxy_token in config.toml")
         tenant, key = rotated(book.tenants[name])
         await _write(app, lambda: save_tenant(app[STORE], tenant))
     except ProxyError as exc:
@@ -199,11 +206,8 @@ async def rotate_key(request: web.Request) -> web.Response:
 
 async def remove_tenant(request: web.Request) -> web.Response:
     app = request.app
-    book = app[TENANT_BOOK]
     try:
-        name = _found(book, request.match_info["name"])
-        if name == OWNER:
-            raise ClientError("the owner cannot be removed")
+        name = _stored_tenant(request, owner_refusal="the owner cannot be removed")
         await _write(app, lambda: delete_tenant(app[STORE], name))
     except ProxyError as exc:
         return render_for_path(request, exc)
