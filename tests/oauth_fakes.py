@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +22,9 @@ import pytest
 from aiohttp import web
 
 from proxygate.config import ClaudeOAuthSettings, OAuthSettings, OpenAIOAuthSettings
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"The checkout: where a child process imports this proxygate from."
 
 
 def make_jwt(claims: dict[str, Any]) -> str:
@@ -176,3 +181,31 @@ def oauth_account(
     if kind == "chatgpt":
         data.setdefault("account_id", "acct-1")
     return data
+
+
+async def run_together(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> list[tuple[bytes, int | None]]:
+    """Two ``python -c script ARGS`` in the checkout, released at once when both said ``ready``.
+
+    The script prints ``ready``, waits for a line on stdin, then does its work: this is how two
+    processes reach the same account file at the same moment. Their stdouts (stripped), exit codes.
+    """
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=SOURCE_ROOT,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert await proc.stdout.readline() == b"ready\n"
+    outputs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
+    return [(out.strip(), proc.returncode) for (out, _), proc in zip(outputs, procs, strict=True)]

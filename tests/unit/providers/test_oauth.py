@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,7 @@ from proxygate.pool.files import load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import ReauthRequired, RefreshFailed, TokenKeeper, lock_path
 from tests import oauth_fakes
-from tests.oauth_fakes import FakeAuthServer, oauth_account
-
-ROOT = Path(__file__).resolve().parents[3]
-
+from tests.oauth_fakes import FakeAuthServer, oauth_account, run_together
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
@@ -196,23 +191,7 @@ async def test_two_processes_sharing_one_account_file_refresh_once(
 ) -> None:
     account = account_file(tmp_path, "chatgpt", expires_in_s=10)
     auth_server.delay_s = 0.3  # the first holds the file lock while the second arrives
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CHILD,
-            auth_server.url,
-            str(account.path),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-        )
-        for _ in range(2)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert await proc.stdout.readline() == b"ready\n"
-    outputs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
-    assert [out.strip() for out, _ in outputs] == [b"at-1", b"at-1"]
-    assert [p.returncode for p in procs] == [0, 0]
+    results = await run_together(CHILD, auth_server.url, str(account.path))
+    assert [out for out, _ in results] == [b"at-1", b"at-1"]
+    assert [code for _, code in results] == [0, 0]
     assert len(auth_server.refreshes) == 1

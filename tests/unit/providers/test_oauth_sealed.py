@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,9 +15,7 @@ from proxygate.pool.sealing import rewrite_pool
 from proxygate.providers.oauth import RefreshFailed, TokenKeeper
 from proxygate.store.secrets import Vault, is_sealed
 from tests import oauth_fakes
-from tests.oauth_fakes import FakeAuthServer, oauth_account
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.oauth_fakes import FakeAuthServer, oauth_account, run_together
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
@@ -116,27 +111,9 @@ async def test_two_processes_sharing_one_sealed_account_file_refresh_once(
     path = sealed_account_file(tmp_path, "chatgpt", expires_in_s=10)
     auth_server.delay_s = 0.3  # the first holds the file lock while the second arrives
     env = {**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CHILD,
-            auth_server.url,
-            str(path),
-            str(tmp_path / "data"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-            env=env,
-        )
-        for _ in range(2)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert await proc.stdout.readline() == b"ready\n"
-    outputs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
-    assert [out.strip() for out, _ in outputs] == [b"at-1", b"at-1"]
-    assert [p.returncode for p in procs] == [0, 0]
+    results = await run_together(CHILD, auth_server.url, str(path), str(tmp_path / "data"), env=env)
+    assert [out for out, _ in results] == [b"at-1", b"at-1"]
+    assert [code for _, code in results] == [0, 0]
     assert len(auth_server.refreshes) == 1  # the second read the first's sealed tokens
     on_disk = orjson.loads(path.read_bytes())
     assert is_sealed(on_disk["refresh_token"])
