@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import replace
 
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxygate.call import Call
 from proxygate.config import RoutingSettings, Settings
 from proxygate.errors import ClientError, ModelNotAllowed, TenantLimitReached
 from proxygate.features.tenants import Tenant, TenantBook, changed, created, key_hash, rotated
+from proxygate.wire.ir import Format
 from tests.conftest import FakeClock
 
 DAY_START = 1_800_000_000.0 - 1_800_000_000.0 % 86400  # a UTC midnight
@@ -149,3 +154,35 @@ def test_bad_settings_are_refused_with_their_name(changes: dict[str, object], me
 def test_bad_names(name: str) -> None:
     with pytest.raises(ClientError, match="tenant name"):
         created(name, {}, now=0, routes=None)
+
+
+def test_guardrails_and_capture_switches_round_trip_and_decide_per_tenant() -> None:
+    on, _ = created("on", {"guardrails": True, "capture": "off"}, now=0.0, routes=None)
+    plain, _ = created("plain", {}, now=0.0, routes=None)
+    assert Tenant.from_json(on.to_json()) == on
+    assert (on.view()["guardrails"], on.view()["capture"]) == ("on", "off")
+    assert (plain.view()["guardrails"], plain.view()["capture"]) == ("inherit", "inherit")
+    back = changed(on, {"guardrails": "inherit"}, routes=None)
+    assert back.guardrails is None and Tenant.from_json(back.to_json()).guardrails is None
+    with pytest.raises(ClientError, match="capture must be"):
+        changed(on, {"capture": "yes"}, routes=None)
+
+    book = TenantBook(Settings())
+    book.replace_all({"on": on, "plain": plain})
+    assert book.any_on("guardrails") and not book.any_on("capture")
+    guard_on = book.switch("guardrails", False)
+    capture_on = book.switch("capture", True)
+
+    def call(tenant: str) -> Call:
+        return Call(
+            "id", Format.anthropic, CIMultiDictProxy(CIMultiDict()), {}, b"", "m", False, tenant=tenant
+        )
+
+    assert [guard_on(call(t)) for t in ("on", "plain", "")] == [True, False, False]
+    assert [capture_on(call(t)) for t in ("on", "plain", "")] == [False, True, True]
+    book.replace_all({"on": replace(on, guardrails=False), "plain": plain})  # live: the next request
+    assert guard_on(call("on")) is False
+    book.present = frozenset({"capture"})
+    assert book.pending_start("on") == [] and book.report("on").get("applies_at_next_start") is None
+    book.replace_all({"on": on})
+    assert book.pending_start("on") == ["guardrails"]
