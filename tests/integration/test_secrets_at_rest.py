@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-ant-api03-" + "k9" * 40 + "-Tail16charsABCD"
 OTHER = "sk-ant-api03-" + "z8" * 40 + "-Other16charsXYZ"
 NO_KEYRING = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+ENCRYPT_ON = {**NO_KEYRING, "PROXYGATE_SECRETS_ENCRYPT": "true"}
 
 
 def proxygate(base: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -154,9 +155,8 @@ async def test_a_missing_key_makes_an_invalid_file_with_the_reason_and_the_rest_
 async def test_encrypt_on_upgrades_plaintext_files_at_start_and_add_key_writes_sealed(
     upstream: ScriptedUpstream, start_proxy: Any, tmp_path: Path
 ) -> None:
-    env = {**NO_KEYRING, "PROXYGATE_SECRETS_ENCRYPT": "true"}
     proxy = await start_proxy(
-        {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream.url}}, env=env
+        {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream.url}}, env=ENCRYPT_ON
     )
     assert clear_text_under(tmp_path / "pool", KEY) == []  # upgraded as the server loaded it
     assert await ask(proxy, upstream) == KEY
@@ -168,7 +168,7 @@ async def test_encrypt_on_upgrades_plaintext_files_at_start_and_add_key_writes_s
             capture_output=True,
             text=True,
             cwd=ROOT,
-            env={**os.environ, **env, "PROXYGATE_CONFIG": str(tmp_path / "config.toml")},
+            env={**os.environ, **ENCRYPT_ON, "PROXYGATE_CONFIG": str(tmp_path / "config.toml")},
             timeout=60,
         )
     )
@@ -183,9 +183,8 @@ async def test_the_admin_api_disables_a_sealed_account_and_adds_keys_sealed(
     upstream: ScriptedUpstream, start_proxy: Any, tmp_path: Path
 ) -> None:
     """The dashboard's actions reload the pool with the keys: a sealed file stays a valid account."""
-    env = {**NO_KEYRING, "PROXYGATE_SECRETS_ENCRYPT": "true"}
     proxy = await start_proxy(
-        {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream.url}}, env=env
+        {"ant": {"provider": "anthropic", "api_key": KEY, "base_url": upstream.url}}, env=ENCRYPT_ON
     )
     async with aiohttp.ClientSession(headers=admin_headers(proxy.settings)) as client:
         async with client.post(f"{proxy.url}/admin/api/accounts/ant/disable") as resp:
