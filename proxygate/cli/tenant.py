@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -24,6 +23,7 @@ from proxygate.cli.app import (
     app,
     console,
     err_console,
+    print_json,
     reported,
     settings_from,
 )
@@ -87,14 +87,14 @@ GuardrailsOption = Annotated[
     ),
 ]
 GuardrailsInheritOption = Annotated[
-    bool, typer.Option("--guardrails-inherit", help="Follow [guardrails] enabled again.")
+    bool, typer.Option("--guardrails-inherit", help="Follow the global guardrails setting again.")
 ]
 CaptureOption = Annotated[
     bool | None,
     typer.Option("--capture/--no-capture", help="Capture this tenant's turns, or not (default: inherit)."),
 ]
 CaptureInheritOption = Annotated[
-    bool, typer.Option("--capture-inherit", help="Follow [capture] enabled again.")
+    bool, typer.Option("--capture-inherit", help="Follow the global capture setting again.")
 ]
 ShareOption = Annotated[
     float | None,
@@ -324,7 +324,7 @@ def list_(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrOp
     with reported():
         reports = _reports(settings_from(config), addr)
     if as_json:
-        console.print_json(orjson.dumps([_flat(r) for r in reports]).decode())
+        print_json([_flat(r) for r in reports])
         return
     table = Table(
         "name", "key", "limits", "requests today", "tokens today", "tokens month", "$ today", "share"
@@ -356,7 +356,7 @@ def show(
             raise ProxyError(f"no tenant {name!r}", status=404, error_class="not_found")
     found = _flat(reports[name])
     if as_json:
-        console.print_json(orjson.dumps(found).decode())
+        print_json(found)
         return
     for key, value in found.items():
         console.print(f"{key}: {escape(str(value))}", highlight=False)
