@@ -64,6 +64,10 @@ StateSink = Callable[[str, AccountState], None]
 HeadroomSink = Callable[[str, list[Headroom]], None]
 PinSink = Callable[[str, Pin | None], None]
 EventSink = Callable[[str, str, str], None]
+CacheLostSink = Callable[[dict[str, Any]], None]
+"Gets ``CacheBook.lost_json()`` after each conversation moved off its cache."
+OverageSink = Callable[[str, int], None]
+"Gets an account and its count of answers served from overage, after each one."
 "``(event, account_id, reason)``: ``quarantined``, ``needs_reauth``, ``window_spent`` (alerts)."
 
 FRESH_S = 5.0
@@ -124,8 +128,12 @@ class Broker:
         budgets: Mapping[str, BudgetSettings] | None = None,
         prices: PriceTable | None = None,
         on_event: EventSink | None = None,
+        on_cache_lost: CacheLostSink | None = None,
+        on_overage: OverageSink | None = None,
     ) -> None:
         self.settings = settings
+        self._on_cache_lost = on_cache_lost
+        self._on_overage = on_overage
         self.on_event = on_event
         self.clock = clock
         self._on_state = on_state
@@ -178,6 +186,11 @@ class Broker:
             state.needs_reauth, state.last_error_at = restored.needs_reauth, restored.last_error_at
             state.cooldown_window = restored.cooldown_window
             state.quarantined = restored.quarantined
+
+    def restore_overage(self, counts: Mapping[str, int]) -> None:
+        """Load persisted counts of answers served from overage after a restart."""
+        for account_id, count in counts.items():
+            self.state(account_id).overage_requests = count
 
     def restore_headroom(self, windows: Mapping[str, Iterable[Headroom]]) -> None:
         """Load persisted quota windows after a restart: a spent window stays spent."""
@@ -380,6 +393,8 @@ class Broker:
                 cache_lost = self.cache.moved(
                     ask.pin_key, account.id, now, self._why_moved(previous.account_id, now)
                 )
+                if cache_lost is not None and self._on_cache_lost is not None:
+                    self._on_cache_lost(self.cache.lost_json())
             pin = self.pins.put(ask.pin_key, account.id, now)
             if self.pins.expired:  # before persisting: the key just re-pinned may be among them
                 self._forget_expired_pins()
@@ -504,7 +519,10 @@ class Broker:
         if windows:
             self.update_headroom(account_id, windows)
         if status < 400 and served_from_overage(headers):
-            self.state(account_id).overage_requests += 1
+            state = self.state(account_id)
+            state.overage_requests += 1
+            if self._on_overage is not None:
+                self._on_overage(account_id, state.overage_requests)
 
     def update_headroom(self, account_id: str, windows: list[Headroom]) -> None:
         """Replace known windows of the same name; clear a quota cooldown whose window has reset."""

@@ -12,6 +12,8 @@ usage the book keeps
                       of the model (proxygate/prices), None when the model has no price.
 
 Bounded: the newest ``MAX_CONVERSATIONS`` conversations and ``MAX_EVENTS`` events are kept.
+The cache-lost totals and the newest ``PERSISTED_EVENTS`` events survive a restart
+(``lost_json``/``restore_lost``, store namespace CACHE_LOST); hit rates start afresh.
 Pure: the broker calls it with ``now``.
 """
 
@@ -26,6 +28,8 @@ from proxygate.wire.ir import Usage
 
 MAX_CONVERSATIONS = 10_000
 MAX_EVENTS = 1_000
+PERSISTED_EVENTS = 100
+"Events kept across a restart: the totals carry the rest."
 
 
 @dataclass(slots=True)
@@ -77,6 +81,20 @@ class CacheLost:
             "reason": self.reason,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CacheLost:
+        cost = data.get("cost_usd")
+        return cls(
+            at=float(data.get("at", 0.0)),
+            conversation=str(data.get("conversation", "")),
+            from_account=str(data.get("from", "")),
+            to_account=str(data.get("to", "")),
+            model=str(data.get("model", "")),
+            tokens=int(data.get("tokens", 0)),
+            cost_usd=None if cost is None else float(cost),
+            reason=str(data.get("reason", "")),
+        )
+
 
 class CacheBook:
     def __init__(self, prices: PriceTable | None = None) -> None:
@@ -125,12 +143,28 @@ class CacheBook:
         self.lost_usd += cost or 0.0
         return event
 
+    def lost_json(self) -> dict[str, Any]:
+        """What a restart keeps: the cache-lost totals and the newest events (oldest first)."""
+        return {
+            "count": self.lost_count,
+            "usd": self.lost_usd,
+            "events": [e.to_json() for e in list(self.lost)[-PERSISTED_EVENTS:]],
+        }
+
+    def restore_lost(self, data: dict[str, Any]) -> None:
+        """Load ``lost_json``'s figures after a restart, before any new event."""
+        self.lost_count = int(data.get("count", 0))
+        self.lost_usd = float(data.get("usd", 0.0))
+        events = data.get("events", [])
+        if isinstance(events, list):
+            self.lost.extend(CacheLost.from_json(e) for e in events if isinstance(e, dict))
+
     def report_account(self, account_id: str) -> float | None:
         stats = self.accounts.get(account_id)
         return None if stats is None else _rate(stats)
 
     def lost_summary(self, recent: int = 10) -> dict[str, Any]:
-        """Conversations moved off their cache since start: count, estimated cost, the newest events."""
+        """Conversations moved off their cache (kept across restarts): count, estimated cost, the newest events."""
         events = list(self.lost)[-recent:]
         return {
             "count": self.lost_count,

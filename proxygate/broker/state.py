@@ -96,7 +96,7 @@ class AccountState:
     quarantined: str = ""
     "The provider's permanent refusal (``permission_error: …``); empty when not quarantined."
     overage_requests: int = 0
-    "Requests the provider answered from extra usage beyond the plan (since start)."
+    "Requests the provider answered from extra usage beyond the plan (persisted, store namespace OVERAGE)."
     inflight: int = 0
     last_error_at: float = 0.0
     requests: int = 0

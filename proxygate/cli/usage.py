@@ -202,7 +202,7 @@ def print_usage(report: dict[str, Any]) -> None:
     if (lost := report.get("cache_lost")) and lost["count"]:
         notes.append(
             f"Prompt cache lost by moving conversations: {lost['count']} move(s), "
-            f"{money(lost['usd'])} of cache written again (since the server started)"
+            f"{money(lost['usd'])} of cache written again"
         )
     days = report["days"]
     if len(days) > 1:

@@ -29,7 +29,7 @@ from proxygate.pool.watcher import log_invalid, watch_pool
 from proxygate.prices import load_prices
 from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, tenants_api, usage_api
 from proxygate.server.alerts import alerting
-from proxygate.server.broker_state import restore_broker
+from proxygate.server.broker_state import restore_broker, save_cache_lost, save_overage
 from proxygate.server.dashboard import routes as dashboard
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK, UPSTREAM
 from proxygate.server.models import ModelCatalog
@@ -104,6 +104,8 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
             on_state=persist,
             on_headroom=persist_headroom,
             on_pin=persist_pin,
+            on_cache_lost=lambda lost: save_cache_lost(store, lost),
+            on_overage=lambda account_id, requests: save_overage(store, account_id, requests),
             budgets=settings.budgets,
             prices=load_prices(settings.data_dir, settings.prices),  # [budgets] in dollars
         )

@@ -1,4 +1,5 @@
-"""The broker's memory across restarts: cooldowns, quota windows, pins, budgets' usage, active route.
+"""The broker's memory across restarts: cooldowns, quota windows, pins, budgets' usage, active route,
+prompt cache lost by moves, answers served from overage.
 
 The broker is pure and only announces changes through its ``on_*`` callbacks, which app.py
 turns into queued store writes; ``restore_broker`` reads them back at startup, so a restart
@@ -13,10 +14,12 @@ from typing import Any
 from proxygate.broker import AccountState, Broker, Headroom
 from proxygate.config import Settings
 from proxygate.errors import ProxyError
-from proxygate.store.base import COOLDOWNS, HEADROOM, PINS, SETTINGS, Store
+from proxygate.store.base import CACHE_LOST, COOLDOWNS, HEADROOM, OVERAGE, PINS, SETTINGS, Store
 
 ACTIVE_ROUTE_KEY = "active_route"
 "SETTINGS key of the routing config chosen with `proxygate route use` (survives a restart)."
+CACHE_LOST_KEY = "totals"
+"The one CACHE_LOST key: ``CacheBook.lost_json()``."
 
 
 def restore_broker(broker: Broker, store: Store, settings: Settings) -> None:
@@ -27,11 +30,23 @@ def restore_broker(broker: Broker, store: Store, settings: Settings) -> None:
         windows[account_id] = [Headroom.from_json(w) for w in data.get("windows", []) if isinstance(w, dict)]
     broker.restore_headroom(windows)
     broker.restore_pins(store.get_states(PINS))
+    broker.cache.restore_lost(store.get_states(CACHE_LOST).get(CACHE_LOST_KEY, {}))
+    broker.restore_overage(
+        {k: int(v.get("requests", 0)) for k, v in store.get_states(OVERAGE).items() if v.get("requests")}
+    )
     chosen = active_route(store, settings)
     if chosen is not None:
         broker.use_route(chosen)
     if settings.budgets:
         _restore_usage(broker, store, settings)
+
+
+def save_cache_lost(store: Store, lost: dict[str, Any]) -> None:
+    store.put_state(CACHE_LOST, CACHE_LOST_KEY, lost)
+
+
+def save_overage(store: Store, account_id: str, requests: int) -> None:
+    store.put_state(OVERAGE, account_id, {"requests": requests})
 
 
 def active_route(store: Store, settings: Settings) -> str | None:

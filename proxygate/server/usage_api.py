@@ -48,7 +48,7 @@ async def usage(request: web.Request) -> web.Response:
         )
     except ProxyError as exc:  # a bad parameter (400), or the store failing to read
         return render_for_path(request, exc)
-    report["cache_lost"] = app[BROKER].cache.lost_summary()  # since this server started
+    report["cache_lost"] = app[BROKER].cache.lost_summary()  # kept across restarts (CACHE_LOST)
     return _json(report)
 
 

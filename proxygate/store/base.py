@@ -32,6 +32,10 @@ PINS = "pins"
 SETTINGS = "settings"
 TENANTS = "tenants"
 GUARDRAILS = "guardrails"
+CACHE_LOST = "cache_lost"
+"Prompt cache lost by moving conversations: one key, the totals and the newest events."
+OVERAGE = "overage"
+"Answers served from overage, by account."
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,11 @@ import orjson
 from proxygate.config import UsageSettings
 from proxygate.errors import StoreError
 from proxygate.store.base import (
+    CACHE_LOST,
     COOLDOWNS,
     GUARDRAILS,
     HEADROOM,
+    OVERAGE,
     PINS,
     SETTINGS,
     TENANTS,
@@ -70,7 +72,7 @@ TRIM_MAX_PER_COMMIT = 1000
 MAX_QUEUED = 50_000
 "Writes kept while the disk refuses commits (full, I/O errors); beyond it the oldest are dropped."
 
-_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS, GUARDRAILS)
+_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS, GUARDRAILS, CACHE_LOST, OVERAGE)
 _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 

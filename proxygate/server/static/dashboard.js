@@ -134,7 +134,7 @@ async function renderPool(focusKey = document.activeElement?.dataset?.key) {
   const lost = status.cache ?? {};
   if (lost.lost_count) {  // conversations moved off the account holding their prompt cache
     wrap.append(h("p", { class: "hint" }, `Prompt cache lost by moving conversations: ${num(lost.lost_count)} move(s), ` +
-      `${usd(lost.lost_usd)} of cache written again since the server started.`));
+      `${usd(lost.lost_usd)} of cache written again.`));
   }
   const invalid = $("#invalid");
   invalid.replaceChildren();
