@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import orjson
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -26,6 +25,7 @@ from proxygate.cli.app import (
     app,
     console,
     err_console,
+    print_json,
     reported,
     settings_from,
 )
@@ -96,7 +96,7 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False, addr
         settings = settings_from(config)
         data = live_or_offline_status(settings, addr)
     if as_json:
-        console.print_json(orjson.dumps(data["accounts"]).decode())
+        print_json(data["accounts"])
         return
     table = Table(title=f"pool: {escape(data['pool_dir'])}")
     columns = ("id", "kind", "provider", "enabled", "state", "requests today", "tokens today")
@@ -133,7 +133,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrO
         settings = settings_from(config)
         data = live_or_offline_status(settings, addr)
     if as_json:
-        console.print_json(orjson.dumps(data).decode())
+        print_json(data)
         return
     where = data["addr"] if data["running"] else (addr or settings.addr)
     console.print(

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -104,6 +105,11 @@ AddrOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def print_json(data: Any) -> None:
+    """A command's ``--json`` output: ``data`` as JSON on stdout, indented and coloured on a terminal."""
+    console.print_json(orjson.dumps(data).decode())
 
 
 def settings_from(config: Path | None, **overrides: Any) -> Settings:

@@ -45,7 +45,16 @@ from proxygate.auth.pkce import (
     wait_for_callback,
 )
 from proxygate.auth.tokens import TokenSet, exchange_code
-from proxygate.cli.app import ConfigOption, JsonOption, app, console, err_console, reported, settings_from
+from proxygate.cli.app import (
+    ConfigOption,
+    JsonOption,
+    app,
+    console,
+    err_console,
+    print_json,
+    reported,
+    settings_from,
+)
 from proxygate.config import Settings
 from proxygate.errors import PoolError, ProxyError
 from proxygate.pool.files import add_account_file, load_pool
@@ -349,7 +358,7 @@ def list_claude(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         rows.append({"email": account.email, "plan": plan, "expires": expires, "last_refresh": refreshed,
                      "state": state, "quota": quota})  # fmt: skip
     if as_json:
-        console.print_json(orjson.dumps(rows).decode())
+        print_json(rows)
         return
     table = Table(
         "email", "plan", "token expires", "last refresh", "state", "quota left", title="Claude accounts"

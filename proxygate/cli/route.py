@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -22,6 +21,7 @@ from proxygate.cli.app import (
     JsonOption,
     app,
     console,
+    print_json,
     reported,
     settings_from,
 )
@@ -74,7 +74,7 @@ def list_routes(config: ConfigOption = None, as_json: JsonOption = False, addr: 
         live = admin_get(settings, "/admin/api/routes", addr=addr)
         routes = live["routes"] if live is not None else offline_routes(settings)
     if as_json:
-        console.print_json(orjson.dumps(routes).decode())
+        print_json(routes)
         return
     table = Table("", "name", "strategy", "tiers")
     for r in routes:

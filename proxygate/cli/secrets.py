@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.markup import escape
 
@@ -21,6 +20,7 @@ from proxygate.cli.app import (
     app,
     console,
     err_console,
+    print_json,
     reported,
     settings_from,
 )
@@ -157,7 +157,7 @@ def secrets_status(config: ConfigOption = None, as_json: JsonOption = False) -> 
             "plaintext_files": [str(p) for p in plaintext_files(settings.pool_dir)],
         }
     if as_json:
-        console.print_json(orjson.dumps(data).decode())
+        print_json(data)
         return
     console.print(escape(data["summary"]), highlight=False)
     for key in data["keys"]:
