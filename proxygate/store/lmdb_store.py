@@ -143,6 +143,7 @@ def _text(value: str, limit: int = MAX_LOG_TEXT_CHARS) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # a few accounts × models × routes: each key built once
 def _row_key(bucket: str, rec_parts: tuple[str, str, str, str, str]) -> bytes:
     return b"\0".join((bucket.encode(), *(key_part(p) for p in rec_parts)))
 
