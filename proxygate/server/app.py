@@ -47,7 +47,8 @@ Clock = Callable[[], float]
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
     # Bodies over the limit must reach our handler to get a 413 in the client's format.
     app = web.Application(client_max_size=settings.max_body_bytes + 1, middlewares=guard.MIDDLEWARES)
-    app.on_response_prepare.append(guard.expose_to_listed_origins)  # CORS for allowed_origins
+    if settings.allowed_origins:  # no signal to send on every answer when no origin is listed
+        app.on_response_prepare.append(guard.expose_to_listed_origins)  # CORS for allowed_origins
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(tenants_api.tenant_book(clock))  # keys and limits, before any request
