@@ -43,10 +43,11 @@ def logs(config: ConfigOption = None, follow: FollowOption = False, lines: Lines
         raise typer.Exit(1)
     path = source.path
     try:
-        for line in last_lines(path, lines):
+        tail, offset = last_lines(path, lines)
+        for line in tail:
             _print(line)
         if follow:
-            for line in follow_lines(path):
+            for line in follow_lines(path, offset=offset):
                 _print(line)
     except FileNotFoundError:
         err_console.print(f"no log yet: {path} does not exist (is the server running?)", markup=False)

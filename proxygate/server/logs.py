@@ -283,29 +283,36 @@ def _running_pid(data_dir: Path) -> int | None:
 TAIL_BLOCK = 64 * 1024
 
 
-def last_lines(path: Path, n: int) -> list[str]:
-    """The last ``n`` lines of a file, read backwards from its end (log files grow large)."""
-    if n <= 0:
-        return []
+def last_lines(path: Path, n: int) -> tuple[list[str], int]:
+    """The last ``n`` whole lines of a file, read backwards from its end (log files grow large),
+    and the offset just after them, where ``follow_lines`` picks up without a gap or a repeat."""
     with path.open("rb") as f:
         f.seek(0, os.SEEK_END)
-        pos = f.tell()
+        end = pos = f.tell()
         data = b""
         while pos > 0 and data.count(b"\n") <= n:
             step = min(TAIL_BLOCK, pos)
             pos -= step
             f.seek(pos)
             data = f.read(step) + data
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-n:]
+    whole, _, partial = data.rpartition(b"\n")  # a line still being written is followed, not cut
+    lines = whole.decode("utf-8", "replace").splitlines() if data.count(b"\n") else []
+    return (lines[-n:] if n > 0 else []), end - len(partial)
 
 
 def follow_lines(
-    path: Path, *, poll_s: float = 0.25, sleep: Callable[[float], None] = time.sleep
+    path: Path,
+    *,
+    offset: int | None = None,
+    poll_s: float = 0.25,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[str]:
-    """Lines appended to ``path`` from now on, across rotation (a new inode, or a shorter file)."""
+    """Lines appended to ``path`` after ``offset`` (default: its end now), across rotation (a new
+    inode, or a shorter file)."""
     f = path.open("rb")
-    f.seek(0, os.SEEK_END)
+    size = f.seek(0, os.SEEK_END)
+    if offset is not None and offset <= size:
+        f.seek(offset)
     inode = os.fstat(f.fileno()).st_ino
     pending = b""
     try:
