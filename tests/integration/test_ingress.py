@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import orjson
@@ -119,9 +120,12 @@ async def test_hot_reload_add_bad_and_remove(upstream, start_proxy) -> None:
     body = {"model": "claude-x", "max_tokens": 5, "messages": []}
     status, _, _ = await call(proxy.url, "/v1/messages", json=body)
     assert status == 404
-    write_account(proxy.pool_dir, "apikeys", "late", ant_key(upstream.url))
+    # The bad file first: the reload that brings "late" has seen it (one reload may take both).
+    (proxy.pool_dir / "apikeys").mkdir(parents=True, exist_ok=True)
     (proxy.pool_dir / "apikeys" / "broken.json").write_text("{not json")
-    for _ in range(100):
+    write_account(proxy.pool_dir, "apikeys", "late", ant_key(upstream.url))
+    deadline = time.monotonic() + 15  # a generous bound for a loaded machine; usually < 0.2 s
+    while time.monotonic() < deadline:
         status, headers, _ = await call(proxy.url, "/v1/messages", json=body)
         if status == 200:
             break
@@ -132,7 +136,8 @@ async def test_hot_reload_add_bad_and_remove(upstream, start_proxy) -> None:
     [bad] = proxy.app[POOL][0].invalid
     assert (bad.path.name, bad.reason.split(":")[0]) == ("broken.json", "malformed JSON")
     (proxy.pool_dir / "apikeys" / "late.json").unlink()
-    for _ in range(100):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
         status, _, _ = await call(proxy.url, "/v1/messages", json=body)
         if status == 404:
             break
