@@ -34,6 +34,8 @@ class _ChangeLinesToDebug(logging.Filter):
 
 
 _WATCHFILES_FILTER = _ChangeLinesToDebug()
+CATCH_UP_MS = 500
+"How soon after start the pool is read once more, for files that came before the watch did."
 
 
 def log_invalid(snapshot: PoolSnapshot) -> None:
@@ -72,8 +74,22 @@ async def watch_pool(
         watch_log.addFilter(_WATCHFILES_FILTER)
     # What the server loaded (and warned about) at start; later reloads warn about news only.
     previous = await asyncio.to_thread(load_pool, pool_dir, vault)
-    # 50 ms debounce: a change is served well within the promised second.
-    async for changes in watchfiles.awatch(pool_dir, stop_event=stop, debounce=50, step=20, recursive=True):
+    # 50 ms debounce: a change is served well within the promised second. A file written after
+    # the server's first load but before the watch was in place raises no event: the first
+    # wake-up (a change, or CATCH_UP_MS of quiet, by which time the watch is set) reloads anyway.
+    caught_up = False
+    async for changes in watchfiles.awatch(
+        pool_dir,
+        stop_event=stop,
+        debounce=50,
+        step=20,
+        recursive=True,
+        yield_on_timeout=True,
+        rust_timeout=CATCH_UP_MS,
+    ):
+        if not changes and caught_up:
+            continue
+        caught_up = True
         snapshot = await asyncio.to_thread(load_pool, pool_dir, vault)
         warn_new_invalid(previous, snapshot, (Path(path) for _, path in changes))
         log.info(

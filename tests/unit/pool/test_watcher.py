@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from proxygate.cli import app
-from proxygate.pool.files import load_pool
+from proxygate.pool.files import PoolSnapshot, load_pool
 from proxygate.pool.records import InvalidAccount, parse_account
 from tests.conftest import write_account
 
@@ -137,3 +137,27 @@ async def test_an_invalid_file_is_warned_about_when_it_changes_not_on_every_relo
 def test_negative_weight_is_an_invalid_account() -> None:
     with pytest.raises(InvalidAccount, match=r'^"weight" must be 0 or more$'):
         parse_account({**KEY, "weight": -1}, "apikey", default_id="a")
+
+
+async def test_a_file_written_before_the_watch_began_is_still_loaded(tmp_path: Path) -> None:
+    """It raises no change event: once the server had loaded the pool and before the watch was
+    set, such a file was never served (the hot-reload test caught it under load)."""
+    from proxygate.pool.watcher import watch_pool
+
+    pool = tmp_path / "pool"
+    write_account(pool, "apikeys", "early", {"provider": "anthropic", "api_key": "sk-ant-early-0001"})
+    seen: list[list[str]] = []
+    loaded, stop = asyncio.Event(), asyncio.Event()
+
+    def on_change(snapshot: PoolSnapshot) -> None:
+        seen.append([account.id for account in snapshot.accounts])
+        loaded.set()
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(watch_pool(pool, on_change, stop))
+        try:
+            async with asyncio.timeout(10):
+                await loaded.wait()
+        finally:
+            stop.set()
+    assert seen[0] == ["early"]
