@@ -16,7 +16,6 @@ Two parts, one JSON line each and a sentence:
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +29,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from live_feed import cpu_s  # noqa: E402
-from run import Servers, child_env  # noqa: E402
+from live_feed import cpu_s, loadgen_batch  # noqa: E402
+from run import Servers  # noqa: E402
 from workloads import anthropic_message, anthropic_request, body_bytes  # noqa: E402
 
 from proxygate.call import Call  # noqa: E402
@@ -87,31 +86,7 @@ def in_process(raw: bytes, answer: bytes, n: int) -> dict[str, float]:
 
 
 def batch(port: int, body_file: Path, requests: int) -> list[float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH_DIR / "loadgen.py"),
-            "--port",
-            str(port),
-            "--path",
-            "/v1/messages",
-            "--body",
-            str(body_file),
-            "-c",
-            "1",
-            "-d",
-            "300",
-            "--requests",
-            str(requests),
-            "--headers",
-            orjson.dumps({"content-type": "application/json", "anthropic-version": "2023-06-01"}).decode(),
-        ],
-        capture_output=True,
-        check=True,
-        env=child_env(),
-    )
-    stats = orjson.loads(out.stdout)
-    assert not stats["errors"], stats["error_samples"]
+    stats = loadgen_batch(port, body_file, requests, concurrency=1, duration_s=300)
     return [float(x) for x in stats["latency_s"]]
 
 
