@@ -199,6 +199,15 @@ class Broker:
             state.windows = merge(state.windows, known)
             state.version += 1
 
+    def leases(self) -> dict[str, int]:
+        """Requests in flight per account in this process (what the shared store publishes)."""
+        return {account_id: s.inflight for account_id, s in self._states.items() if s.inflight}
+
+    def set_peer_leases(self, counts: Mapping[str, int]) -> None:
+        """The other instances' requests in flight per account; scoring counts them with ours."""
+        for account_id, state in self._states.items():
+            state.peer_inflight = counts.get(account_id, 0)
+
     def restore_pins(self, pins: Mapping[str, Mapping[str, Any]]) -> None:
         self.pins.restore(pins, self.clock())
         self._forget_expired_pins()
@@ -697,6 +706,7 @@ class Broker:
             "overage_requests": state.overage_requests,
             "model_cooldowns": models,
             "inflight": state.inflight,
+            "peer_inflight": state.peer_inflight,
             "pins": self.pins.count_by_account(now).get(account.id, 0),
             "windows": [_window_view(w, now) for w in sorted(state.windows.values(), key=lambda w: w.key)],
             "cache_hit_rate": self.cache.report_account(account.id),

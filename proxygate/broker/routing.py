@@ -349,7 +349,7 @@ def choose_round_robin(
 
 def choose_least_used(ready: Sequence[Candidate], fmt: Format, now: float, ctx: StrategyContext) -> Candidate:
     """Fewest requests in flight, then the most headroom left, then the static order."""
-    return min(ready, key=lambda c: (_class(c, fmt), c.state.inflight, -_usable(c, now), c.rank))
+    return min(ready, key=lambda c: (_class(c, fmt), _load(c), -_usable(c, now), c.rank))
 
 
 def choose_budget_aware(
@@ -384,7 +384,7 @@ def choose_drain_aware(
         if cls > best_class:
             continue
         state = c.state
-        inflight = state.inflight
+        inflight = state.inflight + state.peer_inflight  # this instance's leases and the others'
         value = c.urgency * INFLIGHT_FACTORS[inflight] if inflight < 64 else 0.0
         if state.last_error_at:
             value *= error_factor(state.last_error_at, now)
@@ -397,9 +397,14 @@ def choose_drain_aware(
     return best
 
 
+def _load(c: Candidate) -> int:
+    """Requests in flight on the account: here and on the other instances (shared store leases)."""
+    return c.state.inflight + c.state.peer_inflight
+
+
 def _drain(c: Candidate, now: float) -> float:
     state = c.state
-    return score(c.urgency, weight=1.0, inflight=state.inflight, last_error_at=state.last_error_at, now=now)
+    return score(c.urgency, weight=1.0, inflight=_load(c), last_error_at=state.last_error_at, now=now)
 
 
 def _usable(c: Candidate, now: float) -> float:

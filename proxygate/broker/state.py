@@ -98,6 +98,9 @@ class AccountState:
     overage_requests: int = 0
     "Requests the provider answered from extra usage beyond the plan (persisted, store namespace OVERAGE)."
     inflight: int = 0
+    "Leases this process holds on the account."
+    peer_inflight: int = 0
+    "Leases the other instances hold (the shared store's heartbeat view, ≤ 1-3 s old; not persisted)."
     last_error_at: float = 0.0
     requests: int = 0
     windows: dict[str, Headroom] = field(default_factory=dict)
