@@ -322,8 +322,11 @@ def raise_open_file_limit() -> int:
     return soft
 
 
-def open_listener(host: str, port: int) -> socket.socket:
+def open_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A socket listening on ``host:port``, bound before the app starts so a taken port fails fast.
+
+    ``reuse_port``: SO_REUSEPORT, so the workers of ``serve --workers N`` each listen on the port
+    and the kernel spreads new connections across them.
 
     Raises:
         ProxyError: the port is in use, the address is not this machine's, or binding is not allowed;
@@ -335,7 +338,7 @@ def open_listener(host: str, port: int) -> socket.socket:
         found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         # One socket: IPv4 when the name has one ("localhost" may list ::1 first; clients dial 127.0.0.1).
         family, _, _, _, sockaddr = min(found, key=lambda info: info[0] != socket.AF_INET)
-        return socket.create_server(sockaddr, family=family, backlog=LISTEN_BACKLOG)
+        return socket.create_server(sockaddr, family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port)
     except socket.gaierror:
         raise ProxyError(f"cannot listen on {addr}: unknown host {host!r}") from None
     except OSError as exc:

@@ -12,6 +12,7 @@ Paths without the ``/v1`` prefix are accepted too: users often paste a base URL 
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -279,7 +280,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    # The answering process: with ``serve --workers N`` it tells which worker took the connection.
+    return web.json_response({"ok": True, "pid": os.getpid()})
 
 
 def add_routes(app: web.Application) -> None:

@@ -137,7 +137,7 @@ async def test_port_0_is_listed_in_server_json_with_the_port_it_got(tmp_path: Pa
     try:
         assert addr.startswith("127.0.0.1:") and addr != "127.0.0.1:0"
         async with aiohttp.ClientSession() as client, client.get(f"http://{addr}/healthz") as resp:
-            assert (resp.status, await resp.json()) == (200, {"ok": True})
+            assert (resp.status, await resp.json()) == (200, {"ok": True, "pid": proc.pid})
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 20)
@@ -206,7 +206,7 @@ async def test_serve_listens_on_ipv6_loopback_without_a_token(tmp_path: Path) ->
     try:
         assert orjson.loads(runfile.read_bytes())["addr"] == f"[::1]:{port}"
         async with aiohttp.ClientSession() as client, client.get(f"http://[::1]:{port}/healthz") as resp:
-            assert (resp.status, await resp.json()) == (200, {"ok": True})
+            assert (resp.status, await resp.json()) == (200, {"ok": True, "pid": proc.pid})
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 20)

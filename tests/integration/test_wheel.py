@@ -139,7 +139,7 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves(wheel: Path, tmp_path: Pa
         addr = orjson.loads(runfile.read_bytes())["addr"]
         with urllib.request.urlopen(f"http://{addr}/healthz", timeout=10) as resp:
             assert resp.status == 200
-            assert orjson.loads(resp.read()) == {"ok": True}
+            assert orjson.loads(resp.read()) == {"ok": True, "pid": server.pid}
     finally:
         server.terminate()
         server.wait(timeout=30)
