@@ -344,6 +344,8 @@ class Settings:
     "Send x-proxygate-account (the account id) on responses."
     drain_timeout_s: float = 30.0
     "On SIGTERM, how long streams in flight may take to finish."
+    workers: int = 1
+    "Processes serving the port (SO_REUSEPORT, Linux); more than 1 runs a supervisor that restarts them."
     timeouts: TimeoutSettings = TimeoutSettings()
     routing: RoutingSettings = RoutingSettings()
     budgets: Mapping[str, BudgetSettings] = field(default_factory=dict)
