@@ -30,6 +30,7 @@ LogFormat = Literal["text", "json"]
 CaptureMode = Literal["last-turn", "full"]
 RoutingPriority = Literal["account-first", "apikey-first"]
 Strategy = Literal["drain-aware", "priority", "round-robin", "least-used", "budget-aware"]
+StoreBackend = Literal["lmdb", "redis"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +298,18 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where state lives (issue 17): embedded LMDB for one machine, Redis shared by several instances."""
+
+    backend: StoreBackend = "lmdb"
+    "lmdb: the data dir, shared by the processes of one machine; redis: shared by every instance using redis_url."
+    redis_url: str = ""
+    "redis://[:password@]host:port/db, or rediss:// for TLS, or unix:///path/redis.sock (backend = redis)."
+    key_prefix: str = "proxygate"
+    "Prefix of every Redis key and channel, so several deployments can share one Redis."
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     addr: str = f"127.0.0.1:{DEFAULT_PORT}"
     "Listen address HOST:PORT. Anything but loopback needs proxy_token."
@@ -361,6 +374,7 @@ class Settings:
     "Model glob → what the model can take (issue 14); the first matching entry applies."
     secrets: SecretsSettings = SecretsSettings()
     alerts: AlertSettings = AlertSettings()
+    store: StoreSettings = StoreSettings()
     config_path: Path | None = None
     "The config file in use (not a setting: where the others came from)."
 
@@ -448,6 +462,7 @@ def load_settings(
         )
     split_addr(settings.addr, "addr")
     _check_secrets_key(settings.secrets.key)
+    _check_store(settings.store)
     for key in (
         "max_body_mb",
         "max_response_mb",
@@ -477,6 +492,21 @@ def _check_secrets_key(text: str) -> None:
         raise ConfigError("secrets.key: not base64url (generate one: openssl rand -base64 32)") from None
     if len(key) != 32:
         raise ConfigError(f"secrets.key: must be 32 bytes (base64url), got {len(key)}")
+
+
+def _check_store(store: StoreSettings) -> None:
+    """A Redis store needs a URL it can use; said at load, without echoing a password."""
+    if not store.key_prefix.strip() or any(c.isspace() for c in store.key_prefix):
+        raise ConfigError(f"store.key_prefix: {store.key_prefix!r} must be non-empty, without spaces")
+    if store.backend != "redis":
+        return
+    if not store.redis_url:
+        raise ConfigError(
+            'store.redis_url: required with store.backend = "redis" (e.g. redis://127.0.0.1:6379/0)'
+        )
+    scheme, sep, _ = store.redis_url.partition("://")
+    if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
+        raise ConfigError("store.redis_url: must start with redis://, rediss:// or unix://")
 
 
 def _resolve(path: Path, base: Path) -> Path:

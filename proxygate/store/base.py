@@ -21,9 +21,12 @@ instead of showing 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from proxygate.errors import StoreError
 
 # State namespaces (one LMDB sub-database each in the embedded store).
 COOLDOWNS = "cooldowns"
@@ -36,6 +39,16 @@ CACHE_LOST = "cache_lost"
 "Prompt cache lost by moving conversations: one key, the totals and the newest events."
 OVERAGE = "overage"
 "Answers served from overage, by account."
+TOKENS = "tokens"
+"OAuth tokens by account id (sealed by the Vault when secrets at rest are on)."
+NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS, GUARDRAILS, CACHE_LOST, OVERAGE, TOKENS)
+
+StateListener = Callable[[str, str, dict[str, Any] | None], None]
+"``listener(namespace, key, value)``: a state write made by another instance (value None: deleted)."
+
+
+class StoreUnavailable(StoreError):
+    """The shared store cannot be reached now: a write-through write did not happen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +237,57 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Flush and release."""
+
+    async def start(self) -> None:
+        """On the event loop, before any ``get_states``: connect and load the local mirror."""
+
+    def tasks(self, stop: asyncio.Event) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The store's background loops by name, each run under ``server.tasks.supervise`` until ``stop``."""
+
+    def wake(self) -> None:
+        """Wake the committer (to commit now, or to notice a stop)."""
+
+    def on_change(self, listener: StateListener) -> None:
+        """Call ``listener(namespace, key, value)`` on the loop for each state write of ANOTHER instance.
+
+        It runs after ``get_states`` already shows the write; writes of this process are never
+        echoed back. After a reconnect the store resyncs and calls it for every key that differs
+        from its mirror.
+        """
+
+    @property
+    def instance_id(self) -> str:
+        """Unique per process (``hostname:pid:random``)."""
+
+    @property
+    def degraded(self) -> str:
+        """Empty when shared state is reachable; otherwise why (``redis unreachable since …``)."""
+
+    async def hit(self, key: str, limit: int, window_s: float) -> float:
+        """Count one event in the sliding window ``key`` unless ``limit`` already fell in the last ``window_s``.
+
+        Returns 0.0 when counted (admitted), else the seconds until one more fits. Shared across
+        instances when the store is; per process otherwise. Never raises.
+        """
+
+    async def lock(self, name: str, ttl_s: float) -> str | None:
+        """Take the lock ``name`` for at most ``ttl_s``: a fencing token, or None when someone holds it."""
+
+    async def unlock(self, name: str, token: str) -> None:
+        """Release ``name`` only if ``token`` still holds it."""
+
+    async def read_state(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """One key read from the store itself (not the mirror); None when absent or unreachable."""
+
+    async def write_state(self, namespace: str, key: str, value: Mapping[str, Any] | None) -> None:
+        """Write through: committed and announced to other instances when it returns.
+
+        Raises:
+            StoreUnavailable: the write could not be committed.
+        """
+
+    def report_leases(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Register this process's in-flight count per account, published by the heartbeat."""
+
+    def peer_leases(self) -> Mapping[str, int]:
+        """In flight per account on the OTHER live instances (a snapshot refreshed by the heartbeat)."""

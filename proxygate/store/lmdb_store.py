@@ -2,7 +2,13 @@
 
 Sub-databases: ``daily`` and ``hourly`` (bucket, account, model, client format, route, tenant
 → counters), ``requests`` (a bounded log keyed by time) with ``request_ids`` (request id → log
-key, for paging), ``meta``, and one per state namespace (cooldowns, headroom, pins, settings).
+key, for paging), ``meta``, one per state namespace (cooldowns, headroom, pins, settings, …)
+and ``changes``, the change feed.
+
+Several processes on one data dir (``serve --workers N``, a CLI command beside the server)
+share state through the environment: each commit with state writes appends (seq → origin,
+namespace, key) to ``changes``, and every process polls it every ``CHANGES_POLL_S`` and tells
+its listeners about the keys another process wrote (``Store.on_change``).
 
 Writers only append to an in-memory queue; the committer commits it every
 ``COMMIT_INTERVAL_S`` or every ``COMMIT_BATCH`` operations, whichever comes first, so a crash
@@ -22,9 +28,12 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,19 +45,15 @@ import orjson
 from proxygate.config import UsageSettings
 from proxygate.errors import StoreError
 from proxygate.store.base import (
-    CACHE_LOST,
-    COOLDOWNS,
-    GUARDRAILS,
-    HEADROOM,
-    OVERAGE,
-    PINS,
-    SETTINGS,
-    TENANTS,
+    NAMESPACES,
+    StateListener,
+    StoreUnavailable,
     UsageRecord,
     UsageRow,
     UsageTotals,
 )
 from proxygate.store.files import ensure_private_dir
+from proxygate.store.local import LocalLocks, SlidingWindows
 
 log = logging.getLogger("proxygate.store")
 
@@ -71,8 +76,12 @@ TRIM_MAX_PER_COMMIT = 1000
 "Request-log entries trimmed per commit: more than a batch adds, so the log converges."
 MAX_QUEUED = 50_000
 "Writes kept while the disk refuses commits (full, I/O errors); beyond it the oldest are dropped."
+CHANGES_POLL_S = 0.25
+"How often each process reads the change feed (another worker's write reaches it within this)."
+CHANGES_KEPT = 10_000
+"Newest change-feed entries kept: far more than any process reads between two polls."
 
-_NAMESPACES = (COOLDOWNS, HEADROOM, PINS, SETTINGS, TENANTS, GUARDRAILS, CACHE_LOST, OVERAGE)
+_NAMESPACES = NAMESPACES
 _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 
@@ -190,13 +199,13 @@ class LMDBStore:
             # lmdb.open(mode=0o600) would make the directory 0600 too (no search bit): only
             # root could then open it (issue 10 §1). The directory is ours, 0700; files 0600.
             ensure_private_dir(path)
-            self._env = lmdb.open(str(path), map_size=map_size, max_dbs=16, mode=0o600)
+            self._env = lmdb.open(str(path), map_size=map_size, max_dbs=32, mode=0o600)
         except (lmdb.Error, OSError) as exc:
             reason = " ".join(str(exc).split())  # lmdb's messages carry line breaks
             raise StoreError(f"cannot open the usage store in {data_dir}: {reason}") from None
         self._dbs = {
             name: self._env.open_db(name.encode())
-            for name in ("daily", "hourly", "requests", "request_ids", "meta", *_NAMESPACES)
+            for name in ("daily", "hourly", "requests", "request_ids", "meta", "changes", *_NAMESPACES)
         }
         self._queue: list[tuple[str, Any, Any]] = []
         self._lock = threading.Lock()  # the queue is filled on the loop and drained in a thread
@@ -206,7 +215,12 @@ class LMDBStore:
         self._wake = asyncio.Event()
         self._commit_failures = 0
         self._is_shedding = False
+        self._instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._listeners: list[StateListener] = []
+        self._windows = SlidingWindows()
+        self._locks = LocalLocks()
         self._migrate_legacy_usage()
+        self._change_seq = self._last_change_seq()
 
     # -- writes (queued) ---------------------------------------------------------------
 
@@ -345,6 +359,7 @@ class LMDBStore:
                     rows: dict[tuple[str, bytes], UsageTotals] = {}
                     for op in ops:
                         self._apply(txn, op, rows)
+                    self._append_changes(txn, [op for op in ops if isinstance(op, _State)])
                     for (db_name, key), totals in rows.items():  # one read-modify-write per row
                         db = self._dbs[db_name]
                         if current := txn.get(key, db=db):
@@ -388,6 +403,24 @@ class LMDBStore:
             totals.add(op.totals)
         txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
         txn.put(op.request_id, op.log_key, db=self._dbs["request_ids"])
+
+    def _append_changes(self, txn: Any, states: list[_State]) -> None:
+        """Announce state writes to the other processes on this data dir (one writer at a time: LMDB's lock)."""
+        if not states:
+            return
+        db = self._dbs["changes"]
+        cursor = txn.cursor(db=db)
+        seq = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+        origin = self._instance_id.encode()
+        for op in states:
+            seq += 1
+            txn.put(seq.to_bytes(8, "big"), b"\0".join((origin, op.namespace.encode(), op.key)), db=db)
+        excess = txn.stat(db)["entries"] - CHANGES_KEPT
+        if excess > CHANGES_KEPT // 10:  # trimmed in steps, not on every commit
+            cursor.first()
+            for _ in range(excess):
+                if not cursor.delete():
+                    break
 
     def _drop(self, op: object, exc: BaseException) -> None:
         self._commit_failures += 1
@@ -441,6 +474,103 @@ class LMDBStore:
         if deleted:
             log.info("usage store: %d old usage rows and log entries deleted", deleted)
         return deleted < max_deletes
+
+    # -- change feed ---------------------------------------------------------------------
+
+    def on_change(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def _last_change_seq(self) -> int:
+        with self._env_lock, self._begin(db=self._dbs["changes"]) as txn:
+            cursor = txn.cursor()
+            return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+
+    def read_changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """State writes other processes committed since the last call: (namespace, key, current value)."""
+        found: dict[tuple[str, bytes], str] = {}
+        with self._env_lock, self._begin() as txn:
+            cursor = txn.cursor(db=self._dbs["changes"])
+            if not cursor.set_range((self._change_seq + 1).to_bytes(8, "big")):
+                return []
+            first = int.from_bytes(cursor.key(), "big")
+            if self._change_seq and first > self._change_seq + 1:
+                log.warning(
+                    "usage store: %d state changes of other processes missed", first - self._change_seq - 1
+                )
+            origin = self._instance_id.encode()
+            for seq_key, entry in cursor:
+                self._change_seq = int.from_bytes(seq_key, "big")
+                writer, namespace, key = entry.split(b"\0", 2)
+                if writer != origin and namespace.decode() in _NAMESPACES:
+                    found[(namespace.decode(), key)] = key.decode("utf-8", "replace")
+            changes: list[tuple[str, str, dict[str, Any] | None]] = []
+            for (namespace, key), name in found.items():
+                raw = txn.get(key, db=self._dbs[namespace])
+                changes.append((namespace, name, None if raw is None else orjson.loads(raw)))
+        return changes
+
+    async def follow_changes(self, stop: asyncio.Event) -> None:
+        """Tell the listeners about other processes' state writes, every CHANGES_POLL_S until ``stop``."""
+        while not stop.is_set():
+            for namespace, key, value in await asyncio.to_thread(self.read_changes):
+                for listener in self._listeners:
+                    try:
+                        listener(namespace, key, value)
+                    except Exception:  # one listener's bug must not stop the feed for the others
+                        log.exception("state listener failed on %s/%s", namespace, key)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CHANGES_POLL_S)
+
+    # -- the rest of the Store interface (one process: coordination in memory) ----------
+
+    async def start(self) -> None:
+        """Nothing to connect: the environment is open and ``get_states`` reads it."""
+
+    def tasks(self, stop: asyncio.Event) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {
+            "store committer": lambda: self.run_committer(stop),
+            "store change feed": lambda: self.follow_changes(stop),
+        }
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @property
+    def degraded(self) -> str:
+        return ""
+
+    async def hit(self, key: str, limit: int, window_s: float) -> float:
+        return self._windows.hit(key, limit, window_s)
+
+    async def lock(self, name: str, ttl_s: float) -> str | None:
+        return self._locks.lock(name, ttl_s)
+
+    async def unlock(self, name: str, token: str) -> None:
+        self._locks.unlock(name, token)
+
+    def _read_state(self, namespace: str, key: str) -> dict[str, Any] | None:
+        with contextlib.suppress(StoreError):  # what is committed still answers
+            self.flush()
+        with self._env_lock, self._begin(db=self._dbs[namespace]) as txn:
+            raw = txn.get(state_key(key))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def read_state(self, namespace: str, key: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._read_state, namespace, key)
+
+    async def write_state(self, namespace: str, key: str, value: Mapping[str, Any] | None) -> None:
+        self.put_state(namespace, key, value)
+        try:
+            await asyncio.to_thread(self.flush)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def report_leases(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Nothing to publish: with LMDB, in-flight counts stay per process (documented as approximate)."""
+
+    def peer_leases(self) -> Mapping[str, int]:
+        return {}
 
     # -- reads ---------------------------------------------------------------------------
 
