@@ -17,7 +17,9 @@ store beside a running one, applies within a second.
 
 Limits (0 = none), each refused with 429 and a ``Retry-After`` that is enough when waited:
 
-    rpm             at most N requests accepted in any 60 s (refused ones use nothing up)
+    rpm             at most N requests accepted in any 60 s (refused ones use nothing up);
+                    with a shared store (``[store] backend = "redis"``) across all instances,
+                    to ±1: one ``Store.hit`` per request of a tenant with an rpm
     tpm             at most N tokens (``total_tokens``, settled when the answer's usage is
                     known) in any 60 s; a request is admitted while the last 60 s are under N
     concurrency     requests in flight at once
@@ -418,21 +420,31 @@ class TenantBook:
         found.roll(self.clock() if now is None else now)
         return found
 
-    def admit(self, name: str) -> None:
-        """Count one request against the tenant's limits, or raise ``TenantLimitReached``."""
+    def admit(self, name: str, *, is_rpm_shared: bool = False) -> None:
+        """Count one request against the tenant's limits, or raise ``TenantLimitReached``.
+
+        ``is_rpm_shared``: the rpm is counted in the shared store (``TenantLimits.on_admit``),
+        not here.
+        """
         now = self.clock()
         usage = self.counters(name, now)
         tenant = self.tenants.get(name)
         if tenant is not None:
-            self._check(tenant, usage, now)
-            if tenant.rpm:
+            self._check(tenant, usage, now, is_rpm_shared=is_rpm_shared)
+            if tenant.rpm and not is_rpm_shared:
                 usage.accepted.append(now)
         usage.inflight += 1
         usage.day_requests += 1
 
-    def _check(self, t: Tenant, usage: TenantUsage, now: float) -> None:
+    def withdraw(self, name: str) -> None:
+        """Undo ``admit`` for a request refused afterwards (the shared rpm): it used nothing up."""
+        usage = self.counters(name)
+        usage.inflight = max(usage.inflight - 1, 0)
+        usage.day_requests = max(usage.day_requests - 1, 0)
+
+    def _check(self, t: Tenant, usage: TenantUsage, now: float, *, is_rpm_shared: bool) -> None:
         who = f"tenant {t.name!r}"
-        if t.rpm and len(usage.accepted) >= t.rpm:
+        if t.rpm and not is_rpm_shared and len(usage.accepted) >= t.rpm:
             # The oldest accepted request leaves the window first: then one more fits.
             wait = usage.accepted[len(usage.accepted) - t.rpm] + WINDOW_S - now
             raise TenantLimitReached(f"{who}: {t.rpm} requests per minute reached (rpm)", retry_after_s=wait)
@@ -572,10 +584,16 @@ class TenantBook:
 
 
 class TenantLimits:
-    """Stage: the tenant's model rules and limits before the broker; its usage settled after."""
+    """Stage: the tenant's model rules and limits before the broker; its usage settled after.
 
-    def __init__(self, book: TenantBook) -> None:
+    With a shared store the rpm is counted there (``on_admit``, awaited after the other stages'
+    ``on_request``), so it holds across instances; the other limits stay per instance.
+    """
+
+    def __init__(self, book: TenantBook, store: Store | None = None) -> None:
+        """``store``: a shared store ([store] backend = "redis") counting every instance's rpm."""
         self.book = book
+        self.store = store
         self._admitted: dict[str, str] = {}
         "Request id → tenant, for requests admitted and not yet settled."
 
@@ -595,8 +613,28 @@ class TenantLimits:
                 tenant.route and tenant.route in book.settings.routing.configs
             ):  # a config since removed: the active one
                 call.route = tenant.route
-        book.admit(call.tenant)
+        book.admit(call.tenant, is_rpm_shared=self.store is not None)
         self._admitted[call.request_id] = call.tenant
+
+    async def on_admit(self, call: Call) -> None:
+        """The shared rpm: one request counted in the store's 60 s window, or refused with 429.
+
+        The store answers per process while it is unreachable (store/local.py), so the limit
+        then holds per instance.
+        """
+        tenant = self.book.tenants.get(call.tenant)
+        if self.store is None or tenant is None or not tenant.rpm:
+            return
+        wait_s = await self.store.hit(f"tenant:{tenant.name}:rpm", tenant.rpm, WINDOW_S)
+        if wait_s > 0:
+            if self._admitted.pop(call.request_id, None) is not None:
+                self.book.withdraw(call.tenant)
+            raise TenantLimitReached(
+                f"tenant {tenant.name!r}: {tenant.rpm} requests per minute reached (rpm)",
+                retry_after_s=wait_s,
+            )
+        usage = self.book.counters(call.tenant)
+        usage.accepted.append(self.book.clock())  # for the report's requests_last_minute
 
     def on_done(self, call: Call) -> None:
         admitted = self._admitted.pop(call.request_id, None) is not None

@@ -77,7 +77,8 @@ MAX_ERROR_BODY = 64 * 1024
 
 def default_stages(settings: Settings, store: Store, tenants: TenantBook | None = None) -> list[Any]:
     """The feature set, in order. A stage is a plain class; the runner calls only the hooks it
-    defines: ``on_request(call)`` before the broker, ``on_done(call)`` after the answer."""
+    defines: ``on_request(call)`` before the broker (then, awaited, ``on_admit(call)``: admission
+    that asks the shared store), ``on_done(call)`` after the answer."""
     book = tenants or TenantBook(settings)
     # Present when on globally or for some tenant at start; then each request asks its tenant.
     guarding = guardrails(
@@ -95,7 +96,7 @@ def default_stages(settings: Settings, store: Store, tenants: TenantBook | None 
     book.present = frozenset(name for name, on in (("guardrails", guarding), ("capture", capturing)) if on)
     return [
         Pricing(load_prices(settings.data_dir, settings.prices)),  # sets call.cost_usd
-        TenantLimits(book),  # key's models and limits; settles after pricing
+        TenantLimits(book, store if settings.store.backend == "redis" else None),  # rpm shared by instances
         ModelLimits(settings.models, settings.routing.aliases),  # [models."<glob>"]: shape to fit
         *guarding,  # redact in, restore out; none when off everywhere
         UsageRecorder(store),
@@ -118,13 +119,18 @@ class Pipeline:
         self.settings = settings
         self.broker = broker
         self.session = session
-        self.keeper = TokenKeeper(settings.oauth, session, vault=Vault(settings.secrets, settings.data_dir))
+        self.store = store
+        vault = Vault(settings.secrets, settings.data_dir)
+        self.keeper = TokenKeeper(settings.oauth, session, vault=vault, store=store)
         "Fresh OAuth tokens: one refresh at a time per account, on disk before use (providers/oauth)."
         self.signature_retries = 0
         "Requests sent once more without thinking blocks another account had signed (/metrics)."
         self.stages = default_stages(settings, store, tenants)
         self._on_request = [s.on_request for s in self.stages if hasattr(s, "on_request")]
         self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
+        self._on_admit = [s.on_admit for s in self.stages if hasattr(s, "on_admit")]
+        "Async admission after ``on_request`` (the shared store's tenant rpm)."
+        store.report_leases(self._leases)
         self.fair = FairShare()
         "Tenants' shares of subscription windows (broker/fairshare.py); idle with no tenants."
         if tenants is not None:
@@ -134,6 +140,8 @@ class Pipeline:
         try:
             for hook in self._on_request:
                 hook(call)
+            for admit in self._on_admit:
+                await admit(call)
             return await self._forward(request, call)
         except ProxyError as exc:
             return self.error_response(call, exc)
@@ -143,6 +151,11 @@ class Pipeline:
         finally:
             for hook in self._on_done:
                 hook(call)
+
+    def _leases(self) -> Mapping[str, int]:
+        """Our leases for the store's heartbeat, which also brings the others' (broker scoring)."""
+        self.broker.set_peer_leases(self.store.peer_leases())
+        return self.broker.leases()
 
     def error_response(
         self,
