@@ -228,6 +228,10 @@ class PinTable:
             else:
                 self.expired.append(key)
 
+    def forget(self, key: str) -> None:
+        """Drop one pin without listing it as expired (another instance deleted it from the store)."""
+        self._pins.pop(key, None)
+
     def drop_account(self, account_id: str) -> list[str]:
         """Forget every pin to ``account_id`` (the account left the pool)."""
         gone = [k for k, p in self._pins.items() if p.account_id == account_id]

@@ -141,6 +141,8 @@ def status(config: ConfigOption = None, as_json: JsonOption = False, addr: AddrO
     )
     console.print(f"route: {escape(data['route'])}   pool: {escape(data['pool_dir'])}")
     console.print(f"secrets: {escape(secrets_line(settings))}", highlight=False)
+    if line := store_text(data.get("store")):
+        console.print(line, highlight=False, markup=False)
     counts: dict[tuple[str, str], int] = {}
     for a in data["accounts"]:
         counts[(a["kind"], a["state"])] = counts.get((a["kind"], a["state"]), 0) + 1
@@ -199,6 +201,16 @@ def plan_rules_text(a: dict[str, Any]) -> str:
             f"overage {a.get('overage', 'never')}" + (f", {served} answered from it" if served else "")
         )
     return "".join(f"\n{escape(line)}" for line in lines)
+
+
+def store_text(store: dict[str, Any] | None) -> str:
+    """``shared state: redis`` plus why it is degraded, if it is; ``""`` for the embedded store when healthy."""
+    if not store:
+        return ""
+    degraded = store.get("degraded") or ""
+    if store.get("backend") == "lmdb" and not degraded:
+        return ""
+    return f"shared state: {store.get('backend')}" + (f" (degraded: {degraded})" if degraded else "")
 
 
 def cache_text(cache: dict[str, Any] | None) -> str:

@@ -19,6 +19,7 @@ import sys
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -39,6 +40,8 @@ SYMBOL: dict[Status, str] = {"ok": "✓", "problem": "✗", "note": "–"}
 MAX_CLOCK_SKEW_S = 60.0
 CLOCK_URL = "https://api.anthropic.com/"
 ONLINE_TIMEOUT_S = 10.0
+REDIS_TIMEOUT_S = 3.0
+"A PING to a reachable Redis answers in milliseconds; a firewall that drops packets would hang."
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,8 @@ def _empty_pool() -> Finding:
 
 
 def _store(settings: Settings) -> Finding:
+    if settings.store.backend == "redis":
+        return _shared_store(settings)
     path = settings.data_dir / "proxygate.lmdb"
     if not path.exists():
         return Finding("store", "ok", f"store {path}: not created yet (serve creates it)")
@@ -207,6 +212,52 @@ def _store(settings: Settings) -> Finding:
         )
     size_mb = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
     return Finding("store", "ok", f"store {path}: opens, {size_mb:.1f} MB")
+
+
+def _shared_store(settings: Settings) -> Finding:
+    """Redis answers a PING; a running server also says whether it is degraded (serving from its mirror)."""
+    import redis
+
+    from proxygate.cli.accounts import admin_get
+
+    where = f"store {_without_password(settings.store.redis_url)}"
+    client = redis.Redis.from_url(
+        settings.store.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return Finding(
+            "store",
+            "problem",
+            f"{where}: unreachable ({type(exc).__name__}: {exc})",
+            "start Redis, or correct [store] redis_url (host, port, password; rediss:// for TLS)",
+        )
+    finally:
+        client.close()
+    degraded = ""
+    with contextlib.suppress(ProxyError):  # no server running, or it did not answer: nothing to add
+        report = admin_get(settings, "/admin/api/status")
+        if isinstance(report, dict):
+            degraded = str((report.get("store") or {}).get("degraded") or "")
+    if degraded:
+        return Finding(
+            "store",
+            "problem",
+            f"{where}: reachable, but the running server's shared state is degraded: {degraded}",
+            "the server reconnects by itself within seconds; if it stays degraded, restart it",
+        )
+    return Finding("store", "ok", f"{where}: reachable (shared state)")
+
+
+def _without_password(url: str) -> str:
+    """The Redis URL as it can be shown: the password (user info) replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _admin_token(settings: Settings) -> Iterator[Finding]:

@@ -141,6 +141,9 @@ def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, st
         ],
         "invalid_files": [{"path": str(f.path), "reason": f.reason} for f in snapshot.invalid],
         "cache": broker.cache.report(),  # prompt-cache hit rates and conversations moved off their cache
+        # degraded: why the shared store is unreachable ("" when it is fine); the server then serves
+        # from its last mirror of the shared state and resynchronises when the store is back
+        "store": {"backend": settings.store.backend, "degraded": store.degraded},
     }
 
 

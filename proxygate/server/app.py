@@ -1,9 +1,10 @@
 """The aiohttp application: one factory, shared objects under typed keys, lifetimes in cleanup_ctx.
 
-Startup order (cleanup runs in reverse, and only for what started): store → pool + broker +
-watcher → upstream session + pipeline. On SIGTERM aiohttp stops accepting, waits up to
-``drain_timeout_s`` for requests in flight (streams included), then the store is flushed
-(``run`` → server/lifecycle.py).
+Startup order (cleanup runs in reverse, and only for what started): store (LMDB or Redis, by
+``[store] backend``, with its background loops) → tenants → pool + broker + watcher, the broker
+following the state writes of other instances → upstream session + pipeline. On SIGTERM
+aiohttp stops accepting, waits up to ``drain_timeout_s`` for requests in flight (streams
+included), then the store is flushed (``run`` → server/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from proxygate.pool.watcher import log_invalid, watch_pool
 from proxygate.prices import load_prices
 from proxygate.server import admin, guard, ingress, lifecycle, metrics, pooled_usage, tenants_api, usage_api
 from proxygate.server.alerts import alerting
-from proxygate.server.broker_state import restore_broker, save_cache_lost, save_overage
+from proxygate.server.broker_state import follow_changes, restore_broker, save_cache_lost, save_overage
 from proxygate.server.dashboard import routes as dashboard
 from proxygate.server.keys import BROKER, MODELS, PIPELINE, POOL, SETTINGS, STORE, TENANT_BOOK, UPSTREAM
 from proxygate.server.models import ModelCatalog
 from proxygate.server.pipeline import Pipeline
 from proxygate.server.tasks import supervise
-from proxygate.store import COOLDOWNS, HEADROOM, PINS, LMDBStore
+from proxygate.store import COOLDOWNS, HEADROOM, PINS
+from proxygate.store.open import open_store
 from proxygate.store.secrets import Vault
 from proxygate.wire.codecs import CODECS
 
@@ -67,11 +69,17 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = LMDBStore(settings.data_dir, settings.usage)
+    store = open_store(settings)
+    try:
+        await store.start()  # connect and load the local mirror, before anything reads state
+    except BaseException:
+        await asyncio.to_thread(store.close)
+        raise
     app[STORE] = store
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(supervise("store committer", lambda: store.run_committer(stop), stop=stop))
+        for name, loop in store.tasks(stop).items():  # committer, change feed, heartbeat
+            tasks.create_task(supervise(name, loop, stop=stop))
         try:
             yield
         finally:
@@ -111,6 +119,8 @@ def _pool_and_broker(clock: Clock) -> Callable[[web.Application], AsyncIterator[
             prices=load_prices(settings.data_dir, settings.prices),  # [budgets] in dollars
         )
         restore_broker(broker, store, settings)
+        # At once after the restore (no await between): a peer's write lands in one or the other.
+        store.on_change(follow_changes(broker, app[TENANT_BOOK], store, settings))
         app[BROKER] = broker
         if not snapshot.accounts:
             log.warning(

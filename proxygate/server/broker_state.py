@@ -4,17 +4,35 @@ prompt cache lost by moves, answers served from overage.
 The broker is pure and only announces changes through its ``on_*`` callbacks, which app.py
 turns into queued store writes; ``restore_broker`` reads them back at startup, so a restart
 forgets neither a spent quota window nor a conversation's account (issue #4).
+
+With several instances or worker processes on one store (issue 17), ``follow_changes`` applies
+the state writes of the others as they arrive: a cooldown, a quota window, a pin, the active
+route, the tenants. It goes through the broker's ``restore*`` methods, which do not call the
+``on_*`` callbacks, so a change from a peer is never written back (no echo between instances).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from proxygate.broker import AccountState, Broker, Headroom
 from proxygate.config import Settings
 from proxygate.errors import ProxyError
-from proxygate.store.base import CACHE_LOST, COOLDOWNS, HEADROOM, OVERAGE, PINS, SETTINGS, Store
+from proxygate.features.tenants import VERSION_KEY, TenantBook, load_tenants, stored_version
+from proxygate.store.base import (
+    CACHE_LOST,
+    COOLDOWNS,
+    HEADROOM,
+    OVERAGE,
+    PINS,
+    SETTINGS,
+    StateListener,
+    Store,
+)
+
+log = logging.getLogger("proxygate.store")
 
 ACTIVE_ROUTE_KEY = "active_route"
 "SETTINGS key of the routing config chosen with `proxygate route use` (survives a restart)."
@@ -41,6 +59,45 @@ def restore_broker(broker: Broker, store: Store, settings: Settings) -> None:
         _restore_usage(broker, store, settings)
 
 
+def follow_changes(broker: Broker, book: TenantBook, store: Store, settings: Settings) -> StateListener:
+    """The ``Store.on_change`` listener: apply another instance's state write to this one.
+
+    Called on the event loop after ``store.get_states`` already shows the write. A value that
+    cannot be read is logged and skipped: nothing a peer writes may stop this server.
+    """
+
+    def apply(namespace: str, key: str, value: dict[str, Any] | None) -> None:
+        try:
+            _apply(namespace, key, value)
+        except (KeyError, TypeError, ValueError, AttributeError, ProxyError) as exc:
+            log.warning(
+                "a state change from another instance (%s %r) cannot be applied: %s", namespace, key, exc
+            )
+
+    def _apply(namespace: str, key: str, value: dict[str, Any] | None) -> None:
+        if namespace == COOLDOWNS:  # None: deleted, i.e. nothing wrong with the account
+            broker.restore({key: AccountState() if value is None else AccountState.from_json(value)})
+        elif namespace == HEADROOM and value is not None:  # quota windows are facts: merged, never dropped
+            broker.restore_headroom(
+                {key: [Headroom.from_json(w) for w in value.get("windows", []) if isinstance(w, dict)]}
+            )
+        elif namespace == PINS:
+            if value is None:
+                broker.pins.forget(key)
+            else:
+                broker.restore_pins({key: value})
+        elif namespace == OVERAGE:
+            broker.restore_overage({key: int(value.get("requests", 0)) if value else 0})
+        elif namespace == SETTINGS and key == ACTIVE_ROUTE_KEY:
+            broker.use_route(_still_chosen(value, settings) or settings.routing.active)
+        elif namespace == SETTINGS and key == VERSION_KEY:  # written after the tenant records it covers
+            version = stored_version(store)
+            if version != book.version:
+                book.replace_all(load_tenants(store), version)
+
+    return apply
+
+
 def save_cache_lost(store: Store, lost: dict[str, Any]) -> None:
     store.put_state(CACHE_LOST, CACHE_LOST_KEY, lost)
 
@@ -55,7 +112,10 @@ def active_route(store: Store, settings: Settings) -> str | None:
     Ignored once config.toml's own ``[routing] active`` changed since the choice: an edit of
     the file is the newer decision.
     """
-    saved = store.get_states(SETTINGS).get(ACTIVE_ROUTE_KEY)
+    return _still_chosen(store.get_states(SETTINGS).get(ACTIVE_ROUTE_KEY), settings)
+
+
+def _still_chosen(saved: dict[str, Any] | None, settings: Settings) -> str | None:
     if not saved:
         return None
     name = saved.get("name")
