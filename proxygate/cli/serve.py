@@ -67,9 +67,15 @@ def serve(
             "--log-level", help="debug, info, warn or error (default: log_level, or info).", metavar="LEVEL"
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes serving the port (default: workers, or 1; Linux).", metavar="N"),
+    ] = None,
 ) -> None:
     """Run the proxy until SIGINT/SIGTERM: then drain streams in flight (a second signal cuts them)."""
     from proxygate.server.app import run
+    from proxygate.server.lifecycle import supervisor_of_this_worker
+    from proxygate.server.supervisor import can_share_port, run_workers
 
     with reported():
         settings = settings_from(config, addr=addr, log_level=log_level)
@@ -77,14 +83,27 @@ def serve(
             addr = f"{host or settings.host}:{settings.port if port is None else port}"
             settings = settings_from(config, addr=addr, log_level=log_level)
         check_exposure(settings)
+        count = settings.workers if workers is None else workers
+        if count < 1:
+            raise ConfigError(f"workers: {count} is not a number of processes (1 or more)")
         setup_logging(settings)
-        logging.getLogger("proxygate").info(
+        log = logging.getLogger("proxygate")
+        if supervisor_of_this_worker() is not None:  # a worker of `serve --workers N`: serve, no more
+            run(settings)
+            return
+        log.info(
             "config: %s; pool: %s; data: %s",
             settings.config_path or "defaults",
             settings.pool_dir,
             settings.data_dir,
         )
-        run(settings)
+        if count > 1 and not can_share_port():
+            log.warning("workers = %d needs SO_REUSEPORT as Linux has it: serving with one process", count)
+            count = 1
+        if count > 1:
+            run_workers(settings, count, log_level=log_level)
+        else:
+            run(settings)
 
 
 @app.command()

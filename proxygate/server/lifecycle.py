@@ -8,6 +8,10 @@
 A second SIGINT/SIGTERM during the drain cuts what is still in flight at once (each cut
 request's ``finally`` still releases its lease and records what it saw), says how many, and
 the app's cleanup still runs, so the store is flushed either way.
+
+A worker of ``serve --workers N`` (``WORKER_ENV`` names its supervisor, server/supervisor.py)
+listens with SO_REUSEPORT beside its siblings and leaves server.json to the supervisor; it
+drains and stops on its own when the supervisor is gone.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from proxygate.server.runfile import RunningServer, remove_runfile, write_runfil
 
 log = logging.getLogger("proxygate")
 
+WORKER_ENV = "PROXYGATE_WORKER_OF"
+"Set by the supervisor in each worker's environment: the supervisor's pid."
+PARENT_CHECK_S = 1.0
+"How often a worker looks whether its supervisor is still there."
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -67,13 +76,30 @@ def serve(app: web.Application, settings: Settings) -> None:
         ProxyError: the address cannot be listened on (one line, no traceback), or startup failed.
     """
     raise_open_file_limit()
-    sock = open_listener(settings.host, settings.port)
+    supervisor_pid = supervisor_of_this_worker()
+    sock = open_listener(settings.host, settings.port, reuse_port=supervisor_pid is not None)
     try:
         # Ctrl-C before our handlers are installed (early startup) ends quietly too.
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(app, settings, sock))
+            asyncio.run(_serve(app, settings, sock, supervisor_pid))
     finally:
         sock.close()
+
+
+def supervisor_of_this_worker() -> int | None:
+    """The supervisor's pid when this process is a worker of ``serve --workers N``; else None."""
+    value = os.environ.get(WORKER_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+async def _watch_supervisor(supervisor_pid: int, stop: _Stop) -> None:
+    """Drain and stop once the supervisor is gone (killed with SIGKILL: nobody forwards a signal)."""
+    while os.getppid() == supervisor_pid:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.requested.wait(), PARENT_CHECK_S)
+            return
+    log.warning("the supervisor (pid %d) is gone: this worker stops", supervisor_pid)
+    stop.on_signal()
 
 
 class _Stop:
@@ -134,7 +160,9 @@ async def listening(
         await runner.cleanup()  # stop accepting, drain, then the app's cleanup (store flush)
 
 
-async def _serve(app: web.Application, settings: Settings, sock: socket.socket) -> None:
+async def _serve(
+    app: web.Application, settings: Settings, sock: socket.socket, supervisor_pid: int | None
+) -> None:
     loop = asyncio.get_running_loop()
     in_flight = InFlight()
     app.middlewares.append(in_flight.middleware())
@@ -146,19 +174,25 @@ async def _serve(app: web.Application, settings: Settings, sock: socket.socket) 
     try:
         # The socket is bound and listening already (connections wait in its backlog), so the
         # file is written before the first request can be answered: a client that saw /healthz
-        # answer always finds it.
+        # answer always finds it (a worker's supervisor wrote it before starting the workers).
         server = RunningServer(addr=addr, pid=pid, started_at=int(time.time()), version=__version__)
         try:
-            await asyncio.to_thread(write_runfile, settings.data_dir, server)
+            if supervisor_pid is None:
+                await asyncio.to_thread(write_runfile, settings.data_dir, server)
         except OSError as exc:  # the store's own open names an unusable data dir clearly
             log.warning("cannot write %s/server.json: %s", settings.data_dir, exc.strerror or exc)
-        async with listening(app, settings, sock) as runner:
+        async with listening(app, settings, sock) as runner, asyncio.TaskGroup() as tasks:
             stop.runner = runner
-            log.info("proxygate listening on http://%s", addr)
+            if supervisor_pid is None:
+                log.info("proxygate listening on http://%s", addr)
+            else:
+                log.info("worker (pid %d) listening on http://%s", pid, addr)
+                tasks.create_task(_watch_supervisor(supervisor_pid, stop))
             await stop.requested.wait()
     finally:
         stop.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        await asyncio.to_thread(remove_runfile, settings.data_dir, pid)
+        if supervisor_pid is None:
+            await asyncio.to_thread(remove_runfile, settings.data_dir, pid)
     log.info("stopped")

@@ -10,6 +10,11 @@ A middleware counts LLM-route requests refused before the pipeline (bad JSON, wr
 proxy token), so ``proxygate_requests_total`` moves by exactly one per client request;
 scrapes, admin calls and health checks are not counted.
 
+With ``serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the supervisor) every worker's
+counters and histograms live in files there and a scrape sums them all, so each request is
+counted once whichever worker answers the scrape; the scrape-time gauges are the answering
+worker's view (they read state the workers share).
+
 Access: loopback peers need no token; other peers send ``admin_token``, ``metrics_token``
 or the generated ``<data_dir>/admin.token`` as ``Authorization: Bearer``.
 """
@@ -20,12 +25,13 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,6 +43,9 @@ from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, STORE
 from proxygate.wire.ir import Format
 
 log = logging.getLogger("proxygate.metrics")
+
+SCRAPED = web.AppKey("scraped_registry", CollectorRegistry)
+"What a scrape reads: the pipeline's registry, or every worker's values plus this worker's gauges."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -223,6 +232,12 @@ class LiveCollector(Collector):
         )
         failures.add_metric([], float(store.commit_failures))
         yield failures
+        degraded = GaugeMetricFamily(
+            "proxygate_store_degraded",
+            "1 while the shared store is unreachable (served from the last state).",
+        )
+        degraded.add_metric([], 1.0 if getattr(store, "degraded", "") else 0.0)
+        yield degraded
         signatures = CounterMetricFamily(
             "proxygate_signature_retries",
             "Requests sent once more without thinking blocks another account had signed (400 recovered).",
@@ -253,10 +268,10 @@ async def metrics(request: web.Request) -> web.Response:
             request.remote, presented, (settings.admin_token, settings.metrics_token, file_token)
         ):
             return _refused(401, "/metrics from another machine needs metrics_token or the admin token")
-    stage = request_metrics(app)
-    if stage is None:
+    registry = app.get(SCRAPED)
+    if registry is None:
         return _refused(503, "metrics are not enabled in this pipeline")
-    body = generate_latest(stage.registry)
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
 
@@ -288,8 +303,14 @@ async def count_refused(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def _register_live(app: web.Application) -> None:
     stage = request_metrics(app)
-    if stage is not None:
-        stage.registry.register(LiveCollector(app))
+    if stage is None:
+        return
+    registry = stage.registry
+    if workers_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=workers_dir)  # type: ignore[no-untyped-call]
+    registry.register(LiveCollector(app))
+    app[SCRAPED] = registry
 
 
 def add_routes(app: web.Application) -> None:
