@@ -130,7 +130,9 @@ class Pipeline:
         self._on_done = [s.on_done for s in self.stages if hasattr(s, "on_done")]
         self._on_admit = [s.on_admit for s in self.stages if hasattr(s, "on_admit")]
         "Async admission after ``on_request`` (the shared store's tenant rpm)."
-        store.report_leases(self._leases)
+        store.report_leases(broker.leases)  # the store's heartbeat publishes our in-flight counts
+        self._peers: Mapping[str, int] = {}
+        "The other instances' leases as last given to the broker (the store's heartbeat snapshot)."
         self.fair = FairShare()
         "Tenants' shares of subscription windows (broker/fairshare.py); idle with no tenants."
         if tenants is not None:
@@ -152,10 +154,12 @@ class Pipeline:
             for hook in self._on_done:
                 hook(call)
 
-    def _leases(self) -> Mapping[str, int]:
-        """Our leases for the store's heartbeat, which also brings the others' (broker scoring)."""
-        self.broker.set_peer_leases(self.store.peer_leases())
-        return self.broker.leases()
+    def _follow_peers(self) -> None:
+        """The other instances' leases into the broker's scoring, when the heartbeat brought new ones."""
+        peers = self.store.peer_leases()
+        if peers is not self._peers and (peers or self._peers):  # a new snapshot once a second at most
+            self._peers = peers
+            self.broker.set_peer_leases(peers)
 
     def error_response(
         self,
@@ -192,6 +196,7 @@ class Pipeline:
 
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
         call.conversation, follows_pin = conversation(call.fmt, call.headers, call.body)
+        self._follow_peers()
         call.route = call.route or self.broker.route_name  # a tenant's route, else the active one
         ask = Ask(call.model, call.fmt, call.conversation, follows_pin, route=call.route)
         held, over_share = self._fair_holds(call, ask)
