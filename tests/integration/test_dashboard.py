@@ -280,7 +280,7 @@ async def test_logout_ends_the_session(upstream, start_proxy) -> None:
         assert resp.status == 303
     assert (await browser.page("/"))[0] == 303
     assert (await browser.call("GET", "/admin/api/status"))[0] == 401
-    assert len(proxy.app[SESSIONS]._sessions) == 0
+    assert len(proxy.app[SESSIONS]._ended) == 1
 
 
 CONFIG_WITH_COMMENTS = """# my proxy settings

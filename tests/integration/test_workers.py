@@ -194,3 +194,37 @@ async def test_a_cooldown_seen_by_one_worker_is_honoured_by_the_other(
         assert sum("sk-ant-a-" in r.headers.get("x-api-key", "") for r in upstream.requests) == asked_a
     finally:
         await served.stop()
+
+
+async def test_a_dashboard_session_works_whichever_worker_answers(two_workers: ServeProcess) -> None:
+    served = two_workers
+    assert len(await pids_seen(served.url, 2, 15)) == 2
+    fresh = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=fresh, cookie_jar=aiohttp.DummyCookieJar()) as client:
+        async with client.post(
+            f"{served.url}/login",
+            data={"token": served.admin_token(), "next": "/"},
+            headers={"origin": served.url},
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+            cookie = {"cookie": f"proxygate_session={resp.cookies['proxygate_session'].value}"}
+        statuses = []
+        for _ in range(12):  # a new connection each: both workers see the cookie
+            async with client.get(f"{served.url}/admin/api/status", headers=cookie) as resp:
+                statuses.append(resp.status)
+        assert statuses == [200] * 12
+        admin = {"authorization": f"Bearer {served.admin_token()}"}
+        async with client.post(f"{served.url}/admin/api/dashboard/login-link", headers=admin) as resp:
+            path = (await resp.json())["path"]
+        code = path.split("code=", 1)[1]
+        redeemed = []
+        for _ in range(6):  # one worker made the code; it opens one session, on whichever worker
+            async with client.post(
+                f"{served.url}/login",
+                data={"code": code, "next": "/"},
+                headers={"origin": served.url},
+                allow_redirects=False,
+            ) as resp:
+                redeemed.append(resp.status)
+        assert sorted(redeemed) == [303] + [401] * 5

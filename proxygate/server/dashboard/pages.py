@@ -28,6 +28,7 @@ from proxygate.server.dashboard.sessions import (
 )
 from proxygate.server.dashboard.setup import setup_main
 from proxygate.server.guard import log_rejection
+from proxygate.server.keys import SETTINGS
 
 STATIC_DIR = files("proxygate.server") / "static"
 
@@ -294,7 +295,8 @@ async def favicon(request: web.Request) -> web.FileResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app[SESSIONS] = Sessions()
+    # Signed with the admin token, so every worker and instance holding it checks the same cookie.
+    app[SESSIONS] = Sessions(lambda: app[ADMIN_TOKEN], app[SETTINGS].data_dir)
     for path, page, label in PAGES:
         app.router.add_get(path, page_handler(page, "Pool" if page == "pool" else label))
     app.router.add_get("/login", login_form)
