@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from aiohttp import web
 from proxygate.config import Settings, load_settings
 from proxygate.server.app import create_app
 from proxygate.server.guard import EdgeRunner
+from tests.redis_server import RedisServer, require_redis_server
 from tests.upstream import ScriptedUpstream
 
 
@@ -122,3 +123,23 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
     yield start
     for runner in reversed(runners):
         await runner.cleanup()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (``.url``), with ``stop()``/``start()``.
+
+    Skips without redis-server, except under ``CI=true``, where that fails.
+    """
+    server = RedisServer(require_redis_server(), free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of a fresh real redis-server (``redis_server`` for stopping and starting it)."""
+    return redis_server.url

@@ -152,6 +152,16 @@ def _text(value: str, limit: int = MAX_LOG_TEXT_CHARS) -> str:
     return value
 
 
+def log_entry(rec: UsageRecord) -> bytes:
+    """A request-log entry: the record as JSON (a lone surrogate from a client's bytes replaced)."""
+    try:
+        return orjson.dumps(rec)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(
+            {name: _text(value) if isinstance(value, str) else value for name, value in asdict(rec).items()}
+        )
+
+
 @functools.lru_cache(maxsize=1024)  # a few accounts × models × routes: each key built once
 def _row_key(bucket: str, rec_parts: tuple[str, str, str, str, str]) -> bytes:
     return b"\0".join((bucket.encode(), *(key_part(p) for p in rec_parts)))
@@ -331,15 +341,7 @@ class LMDBStore:
         parts = (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant)
         totals = UsageTotals()
         totals.count(rec)
-        try:
-            log_value = orjson.dumps(rec)
-        except orjson.JSONEncodeError:  # a lone surrogate from a client's bytes: store it replaced
-            log_value = orjson.dumps(
-                {
-                    name: _text(value) if isinstance(value, str) else value
-                    for name, value in asdict(rec).items()
-                }
-            )
+        log_value = log_entry(rec)
         request_id = key_part(rec.request_id)
         day, hour = _buckets(int(_clamped(rec.ts) // 3600))
         return _Usage(

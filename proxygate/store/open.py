@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from proxygate.config import Settings
-from proxygate.errors import ConfigError
 from proxygate.store.base import Store
 from proxygate.store.lmdb_store import LMDBStore
 
@@ -11,5 +10,7 @@ from proxygate.store.lmdb_store import LMDBStore
 def open_store(settings: Settings) -> Store:
     """The store ``settings.store.backend`` names: LMDB in the data dir, or Redis at ``redis_url``."""
     if settings.store.backend == "redis":
-        raise ConfigError('store.backend = "redis": not available in this build yet')
+        from proxygate.store.redis_store import RedisStore  # redis is imported only when used
+
+        return RedisStore(settings.store, settings.usage)
     return LMDBStore(settings.data_dir, settings.usage)

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proxygate.server.tasks import supervise
 from proxygate.store import COOLDOWNS, PINS, LMDBStore
 
 WRITER = """
 import sys
 from pathlib import Path
+from proxygate.server.tasks import supervise
 from proxygate.store import COOLDOWNS, PINS, LMDBStore
 store = LMDBStore(Path(sys.argv[1]))
 store.put_state(COOLDOWNS, "acct-a", {"until": 123.0})
@@ -38,9 +40,8 @@ async def test_another_process_write_reaches_listener_within_a_second(tmp_path: 
 
     store.on_change(listener)
     stop = asyncio.Event()
-    feed = store.tasks(stop)["store change feed"]
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(feed())
+        tasks.create_task(supervise("store change feed", store.tasks(stop)["store change feed"], stop=stop))
         await asyncio.to_thread(_write_from_another_process, tmp_path)
         await asyncio.wait_for(both.wait(), 1.0)
         stop.set()
