@@ -12,6 +12,7 @@ from proxygate.cli import (  # noqa: F401  (registers the commands)
     serve,
     service,
     setup,
+    store,
     tenant,
     usage,
 )

@@ -56,12 +56,14 @@ from proxygate.store.base import (
     _COUNTS,
     NAMESPACES,
     StateListener,
+    Store,
     StoreUnavailable,
     UsageRecord,
     UsageRow,
     UsageTotals,
 )
 from proxygate.store.lmdb_store import (
+    _LAST_TS,
     _RECORD_DEFAULTS,
     _buckets,
     _clamped,
@@ -290,7 +292,6 @@ class RedisStore:
                 pipe.hset(f"{self._p}:state:{namespace}", key, encoded)
             pipe.publish(self._channel, message)
         now = time.time()
-        usage = self.settings
         touched: dict[str, float] = {}
         for (hour_index, parts), totals in batch.rows.items():
             prefix = _field_prefix(parts)
@@ -303,15 +304,19 @@ class RedisStore:
                     pipe.hincrbyfloat(key, prefix + "cost_usd", totals.cost_usd)
                 touched[key] = _bucket_start(bucket)
         for key, start in touched.items():
-            kind, bucket = key.rsplit(":", 2)[-2:]
-            days = usage.retention_days if kind == "day" else usage.hourly_retention_days
-            pipe.zadd(f"{self._p}:usage:{kind}s", {bucket: start})
-            if days > 0:  # as LMDB's sweep: a bucket goes once all of it is past retention
-                pipe.expireat(key, int(start + (86400 if kind == "day" else 3600) + days * 86400))
-                pipe.zremrangebyscore(f"{self._p}:usage:{kind}s", "-inf", now - (days + 1) * 86400)
+            self._keep_bucket(pipe, key, start, now)
         if batch.log:
             pipe.lpush(f"{self._p}:requests", *batch.log)
-            pipe.ltrim(f"{self._p}:requests", 0, max(usage.request_log_max_rows, 1) - 1)
+            pipe.ltrim(f"{self._p}:requests", 0, max(self.settings.request_log_max_rows, 1) - 1)
+
+    def _keep_bucket(self, pipe: Any, key: str, start: float, now: float) -> None:
+        """Index a usage bucket and let it expire by the ``[usage]`` retention."""
+        kind, bucket = key.rsplit(":", 2)[-2:]
+        days = self.settings.retention_days if kind == "day" else self.settings.hourly_retention_days
+        pipe.zadd(f"{self._p}:usage:{kind}s", {bucket: start})
+        if days > 0:  # as LMDB's sweep: a bucket goes once all of it is past retention
+            pipe.expireat(key, int(start + (86400 if kind == "day" else 3600) + days * 86400))
+            pipe.zremrangebyscore(f"{self._p}:usage:{kind}s", "-inf", now - (days + 1) * 86400)
 
     async def _send(self) -> None:
         """Send the queue in one MULTI/EXEC.
@@ -721,6 +726,81 @@ class RedisStore:
 
     def recent_requests(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.requests(limit)
+
+    # -- migration ---------------------------------------------------------------------------
+
+    def copy_from(self, source: Store) -> dict[str, int]:
+        """Copy another store's state, usage rows and request log into Redis; running it again adds nothing.
+
+        State keys Redis already has are kept (they are newer: an OAuth token refreshed since
+        must not go back). Usage rows are added as the difference to what an earlier copy added
+        (``{p}:migrated``), so counts instances already made in Redis stay and a second run is
+        a no-op. Request-log entries whose id Redis has are skipped. Returns what was copied.
+
+        Raises:
+            StoreUnavailable: Redis is unreachable.
+        """
+        copied = {"state": 0, "state_kept": 0, "daily_rows": 0, "hourly_rows": 0, "requests": 0}
+        self._read(functools.partial(self._copy_state, source, copied))
+        self._read(functools.partial(self._copy_usage, source, copied))
+        self._read(functools.partial(self._copy_request_log, source, copied))
+        return copied
+
+    def _copy_state(self, source: Store, copied: dict[str, int]) -> None:
+        items = [(ns, key, value) for ns in NAMESPACES for key, value in source.get_states(ns).items()]
+        with self._sync.pipeline(transaction=False) as pipe:
+            for namespace, key, value in items:
+                pipe.hsetnx(f"{self._p}:state:{namespace}", key, orjson.dumps(value))
+            results = pipe.execute()
+        origin = f"migrate-store:{self._instance_id}"
+        with self._sync.pipeline(transaction=False) as pipe:
+            for (namespace, key, value), is_set in zip(items, results, strict=True):
+                copied["state" if is_set else "state_kept"] += 1
+                if is_set:  # instances already on Redis see it at once
+                    pipe.publish(
+                        self._channel, orjson.dumps({"i": origin, "n": namespace, "k": key, "v": value})
+                    )
+            pipe.execute()
+
+    def _copy_usage(self, source: Store, copied: dict[str, int]) -> None:
+        marker = f"{self._p}:migrated"
+        done = {k.decode(): v.decode() for k, v in self._sync.hgetall(marker).items()}
+        now = time.time()
+        with self._sync.pipeline(transaction=True) as pipe:
+            for kind, hourly in (("day", False), ("hour", True)):
+                for row in source.usage_rows(0, _LAST_TS, hourly=hourly):
+                    copied["daily_rows" if kind == "day" else "hourly_rows"] += 1
+                    key = f"{self._p}:usage:{kind}:{row.bucket}"
+                    prefix = _field_prefix(
+                        (row.account_id, row.model, row.client_format, row.route, row.tenant)
+                    )
+                    for name, value in row.totals.as_dict().items():
+                        field, mark = prefix + name, f"{kind}:{row.bucket}{SEP}{prefix}{name}"
+                        if name == "cost_usd":
+                            delta: float = value - float(done.get(mark, 0.0))
+                            if delta:
+                                pipe.hincrbyfloat(key, field, delta)
+                        elif delta := value - int(done.get(mark, 0)):
+                            pipe.hincrby(key, field, delta)
+                        if value or mark in done:
+                            pipe.hset(marker, mark, value)
+                    self._keep_bucket(pipe, key, _bucket_start(row.bucket), now)
+            pipe.execute()
+
+    def _copy_request_log(self, source: Store, copied: dict[str, int]) -> None:
+        key = f"{self._p}:requests"
+        present = {orjson.loads(raw).get("request_id") for raw in self._sync.lrange(key, 0, -1)}
+        missing = [
+            orjson.dumps(e)
+            for e in source.requests(self.settings.request_log_max_rows)
+            if e["request_id"] not in present
+        ]
+        with self._sync.pipeline(transaction=True) as pipe:
+            for start in range(0, len(missing), LOG_READ_CHUNK):  # older than what Redis has: at the tail
+                pipe.rpush(key, *missing[start : start + LOG_READ_CHUNK])
+            pipe.ltrim(key, 0, max(self.settings.request_log_max_rows, 1) - 1)
+            pipe.execute()
+        copied["requests"] = len(missing)
 
 
 def _client_options(*, is_async: bool = False) -> dict[str, Any]:
