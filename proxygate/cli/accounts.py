@@ -34,12 +34,12 @@ from proxygate.cli.secrets import secrets_line
 from proxygate.config import Settings
 from proxygate.errors import PoolError
 from proxygate.pool.catalog import API_KEY_PROVIDERS, PROVIDERS
-from proxygate.pool.files import add_account_file, load_pool, new_account_path, set_enabled
+from proxygate.pool.files import PoolSnapshot, add_account_file, load_pool, new_account_path, set_enabled
 from proxygate.pool.importing import ImportReport, import_entries, read_entries
 from proxygate.pool.records import InvalidAccount, mask
-from proxygate.server.admin import status_report
+from proxygate.server.admin import status_report, today_usage
 from proxygate.server.broker_state import restore_broker
-from proxygate.store import COOLDOWNS, LMDBStore
+from proxygate.store import COOLDOWNS, open_store
 from proxygate.store.secrets import Vault
 
 RefArgument = Annotated[
@@ -57,12 +57,19 @@ def offline_status(settings: Settings) -> dict[str, Any]:
     """What `status` shows without a running server: files, persisted health, today's usage."""
     snapshot = load_pool(settings.pool_dir, Vault.of(settings))
     broker = Broker(snapshot, settings.routing, clock=time.time, budgets=settings.budgets)
-    store = LMDBStore(settings.data_dir)
+    return asyncio.run(_stored_status(settings, broker, snapshot))
+
+
+async def _stored_status(settings: Settings, broker: Broker, snapshot: PoolSnapshot) -> dict[str, Any]:
+    """The status report from the store ``[store] backend`` names (a shared one: as the instances see it)."""
+    store = open_store(settings)
     try:
+        await store.start()  # Redis: connect and load the state (degraded when unreachable)
         restore_broker(broker, store, settings)  # cooldowns, quota windows, pins, active route
-        return {**status_report(settings, broker, snapshot, store), "running": False}
+        rows = await asyncio.to_thread(today_usage, store)
+        return {**status_report(settings, broker, snapshot, store, rows), "running": False}
     finally:
-        store.close()
+        await asyncio.to_thread(store.close)
 
 
 def admin_get(
@@ -295,14 +302,19 @@ def reset(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None
             admin_client.call(
                 server, f"/admin/api/accounts/{quote(account.id, safe='')}/reset", method="POST"
             )
-        else:  # no server running: clear the persisted state it restores at start
-            store = LMDBStore(settings.data_dir)
-            try:
-                store.put_state(COOLDOWNS, account.id, None)
-            finally:
-                store.close()
+        else:  # no server running here: clear the stored state (a shared store's instances apply it at once)
+            asyncio.run(_clear_stored_state(settings, account.id))
     note = "" if server is not None else NOT_RUNNING_NOTE
     console.print(f"reset [bold]{escape(account.id)}[/]{note}", highlight=False)
+
+
+async def _clear_stored_state(settings: Settings, account_id: str) -> None:
+    store = open_store(settings)
+    try:
+        await store.start()
+        await store.write_state(COOLDOWNS, account_id, None)  # StoreUnavailable: said, exit 1
+    finally:
+        await asyncio.to_thread(store.close)
 
 
 def _comma_list(text: str | None) -> list[str]:

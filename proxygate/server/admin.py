@@ -35,7 +35,7 @@ from proxygate.server.dashboard.sessions import CSRF_HEADER, SAFE_METHODS, sessi
 from proxygate.server.guard import log_rejection, render_for_path
 from proxygate.server.keys import BROKER, POOL, SETTINGS, STORE, TENANT_BOOK
 from proxygate.server.tenant_report import tenants_report
-from proxygate.store import Store, today
+from proxygate.store import Store, StoreUnavailable, UsageRow, today
 from proxygate.store.files import write_bytes_atomic
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,14 +113,25 @@ async def _load_admin_token(app: web.Application) -> None:
     app[ADMIN_TOKEN] = await asyncio.to_thread(load_or_create_admin_token, app[SETTINGS])
 
 
-def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, store: Store) -> dict[str, Any]:
-    """Every account's health and today's usage, plus files that failed to load.
+def today_usage(store: Store) -> list[UsageRow] | None:
+    """Today's usage rows; None when the shared store cannot answer now. Blocking: call it off the loop."""
+    try:
+        return store.usage(today())
+    except StoreUnavailable:
+        return None
+
+
+def status_report(
+    settings: Settings, broker: Broker, snapshot: PoolSnapshot, store: Store, rows: list[UsageRow] | None
+) -> dict[str, Any]:
+    """Every account's health and today's usage (``rows``, from ``today_usage``), plus files that failed to load.
 
     The same report for a running server (live in-flight counts) and for `proxygate status`
-    with no server (the broker restored from the store).
+    with no server (the broker restored from the store). With the usage unknown (``rows``
+    None: the shared store is unreachable) the counts are 0 and ``store.degraded`` says why.
     """
     usage: dict[str, dict[str, int]] = {}
-    for row in store.usage(today()):
+    for row in rows or ():
         entry = usage.setdefault(row.account_id, {"requests": 0, "tokens": 0, "errors": 0})
         entry["requests"] += row.totals.requests
         entry["errors"] += row.totals.errors
@@ -149,7 +160,8 @@ def status_report(settings: Settings, broker: Broker, snapshot: PoolSnapshot, st
 
 async def status(request: web.Request) -> web.Response:
     app = request.app
-    report = status_report(app[SETTINGS], app[BROKER], app[POOL][0], app[STORE])
+    rows = await asyncio.to_thread(today_usage, app[STORE])  # a network read with a shared store
+    report = status_report(app[SETTINGS], app[BROKER], app[POOL][0], app[STORE], rows)
     if app[TENANT_BOOK].tenants:  # who uses the subscriptions, and how much of each window
         report["tenants"] = tenants_report(app)
     return _json(report)

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxygate.server.keys import BROKER
-from tests.conftest import Proxy, admin_headers
-from tests.serving import start_serve
+from proxygate.server.keys import BROKER, STORE
+from tests.conftest import Proxy, admin_headers, free_port
+from tests.serving import run_cli, start_serve
 from tests.upstream import anthropic_message, ok_json, status
 
 ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -75,6 +75,17 @@ async def within(seconds: float, check: Callable[[], Any], what: str) -> float:
         await asyncio.sleep(0.02)
 
 
+async def cli(proxy: Proxy, *args: str) -> tuple[int, str, str]:
+    """``proxygate ARGS`` as a user runs it beside ``proxy`` (its config; the store in the environment)."""
+    env = {
+        **os.environ,
+        "COLUMNS": "250",
+        "PROXYGATE_STORE_BACKEND": proxy.settings.store.backend,
+        "PROXYGATE_STORE_REDIS_URL": proxy.settings.store.redis_url,
+    }
+    return await run_cli(*args, "--config", str(proxy.settings.config_path), env=env)
+
+
 def cooling(proxy: Proxy, account_id: str) -> float:
     return proxy.app[BROKER].state(account_id).cooling(time.time())
 
@@ -102,6 +113,119 @@ async def admin(client: aiohttp.ClientSession, proxy: Proxy, path: str, body: An
         assert resp.status == 200, await resp.text()
         data: dict[str, Any] = await resp.json()
         return data
+
+
+async def test_a_429_on_one_instance_cools_the_account_on_the_other_and_reset_clears_it(
+    upstream, start_proxy, tmp_path, redis_url
+) -> None:
+    a, b = await pair(start_proxy, tmp_path, redis_url, upstream.url)
+    upstream.push(status(429, headers={"retry-after": "30"}))
+    async with aiohttp.ClientSession() as client:
+        assert await post(client, a.url) == (200, "b")  # failed over on A
+        assert keys_used(upstream) == ["aaaa", "bbbb"]
+        await within(PROPAGATION_S, lambda: cooling(b, "a") > 25, "B sees A's cooldown on account a")
+        assert await post(client, b.url) == (200, "b")  # B skips a without trying it
+        assert keys_used(upstream) == ["aaaa", "bbbb", "bbbb"]
+
+        assert await admin(client, a, "/admin/api/accounts/a/reset", {}) == {"reset": "a"}
+        await within(PROPAGATION_S, lambda: cooling(b, "a") == 0, "B sees the reset made on A")
+        assert await post(client, b.url) == (200, "a")
+        assert keys_used(upstream)[-1] == "aaaa"
+
+        upstream.push(status(429, headers={"retry-after": "30"}))  # now the other way round
+        assert await post(client, b.url) == (200, "b")
+        await within(PROPAGATION_S, lambda: cooling(a, "a") > 25, "A sees B's cooldown")
+        nowhere = ("--addr", f"127.0.0.1:{free_port()}")  # no server there: the CLI uses the store itself
+        code, out, err = await cli(a, "status", "--json", *nowhere)
+        assert code == 0, err
+        offline = orjson.loads(out)
+        assert (offline["running"], offline["store"]) == (False, {"backend": "redis", "degraded": ""})
+        assert [(x["id"], x["state"]) for x in offline["accounts"]] == [("a", "cooling down"), ("b", "ready")]
+        code, out, err = await cli(a, "reset", "a", *nowhere)
+        assert code == 0, err
+        await within(
+            PROPAGATION_S, lambda: cooling(a, "a") == cooling(b, "a") == 0, "both see the CLI's reset"
+        )
+
+
+async def test_a_conversation_pinned_through_one_instance_stays_on_its_account_through_the_other(
+    upstream, start_proxy, tmp_path, redis_url
+) -> None:
+    """B's own strategy prefers a; the conversation A pinned to b stays on b through B."""
+    a, b = await pair(start_proxy, tmp_path, redis_url, upstream.url, preferred_A="b", preferred_B="a")
+    session = {"x-claude-code-session-id": "6c1d1f8e-0000-4000-8000-00000000a17b"}
+    async with aiohttp.ClientSession() as client:
+        assert await post(client, a.url, session) == (200, "b")
+        await within(
+            PROPAGATION_S,
+            lambda: any(pin.account_id == "b" for _, pin in b.app[BROKER].pins),
+            "B knows the pin A made",
+        )
+        assert await post(client, b.url, session) == (200, "b")
+        other = {"x-claude-code-session-id": "6c1d1f8e-0000-4000-8000-00000000b0b0"}
+        assert await post(client, b.url, other) == (200, "a")  # what B alone would choose
+    assert keys_used(upstream) == ["bbbb", "bbbb", "aaaa"]
+
+
+async def test_route_use_on_one_instance_switches_the_other(
+    upstream, start_proxy, tmp_path, redis_url
+) -> None:
+    a, b = await pair(start_proxy, tmp_path, redis_url, upstream.url, config=SPREAD)
+    async with aiohttp.ClientSession() as client:
+        assert (await admin(client, b, "/admin/api/status"))["route"] == "default/priority"
+        assert await admin(client, a, "/admin/api/route", {"name": "spread"}) == {
+            "route": "spread/round-robin"
+        }
+
+        async def b_route() -> bool:
+            return (await admin(client, b, "/admin/api/status"))["route"] == "spread/round-robin"
+
+        await within(PROPAGATION_S, b_route, "B switched to the route chosen on A")
+
+
+async def test_with_redis_stopped_both_instances_keep_answering_and_converge_once_it_is_back(
+    upstream, start_proxy, tmp_path, redis_server
+) -> None:
+    """0 client-visible errors while Redis is down; a change after its restart reaches B, degraded clears."""
+    a, b = await pair(start_proxy, tmp_path, redis_server.url, upstream.url)
+    answers: list[int] = []
+    stop = asyncio.Event()
+
+    async def load(client: aiohttp.ClientSession, proxy: Proxy) -> None:
+        while not stop.is_set():
+            answers.append((await post(client, proxy.url))[0])
+
+    async with aiohttp.ClientSession() as client:
+        async with asyncio.TaskGroup() as tasks:
+            for proxy in (a, b, a, b):
+                tasks.create_task(load(client, proxy))
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(redis_server.stop)
+            await within(10, lambda: a.app[STORE].degraded and b.app[STORE].degraded, "both say degraded")
+            report = await admin(client, a, "/admin/api/status")
+            assert report["store"]["backend"] == "redis"
+            assert report["store"]["degraded"].startswith("redis unreachable since ")
+            where = ("--addr", a.url.removeprefix("http://"))
+            shown, found = await asyncio.gather(cli(a, "status", *where), cli(a, "doctor", "--json"))
+            line = next(line for line in shown[1].splitlines() if line.startswith("shared state:"))
+            assert line.startswith("shared state: redis (degraded: redis unreachable since ")
+            store_finding = next(f for f in orjson.loads(found[1]) if f["check"] == "store")
+            assert store_finding["status"] == "problem"
+            assert "unreachable" in store_finding["message"]
+            served_while_down = len(answers)
+            await within(10, lambda: len(answers) > served_while_down + 20, "requests served with Redis down")
+            await asyncio.to_thread(redis_server.start)
+            await within(
+                15, lambda: not a.app[STORE].degraded and not b.app[STORE].degraded, "degraded clears"
+            )
+            stop.set()
+        assert set(answers) == {200}
+        assert len(answers) > served_while_down
+
+        upstream.push(status(429, headers={"retry-after": "30"}))
+        assert await post(client, a.url) == (200, "b")
+        await within(5, lambda: cooling(b, "a") > 25, "a change made on A after the restart reaches B")
+        assert (await admin(client, b, "/admin/api/status"))["store"] == {"backend": "redis", "degraded": ""}
 
 
 async def test_two_processes_on_one_lmdb_data_dir_share_a_cooldown(upstream, start_proxy, tmp_path) -> None:
