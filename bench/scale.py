@@ -5,7 +5,8 @@ persistence, a free port), then for each setup starts ``proxygate serve`` with t
 and drives Anthropic JSON and canned SSE (200 deltas) at c=64 with wrk (best of ``--repeat``
 runs after a warm-up; the built-in client when wrk is missing). For the Redis setups it reads
 ``INFO commandstats`` before and after each measured run: Redis commands per request, and
-the commands the instances send while idle (heartbeats, change feed) per second.
+the commands the instances send while idle (heartbeats, change feed) per second. All setups
+run side by side (each Redis setup with its own redis-server) and the measured runs take turns.
 
     .venv/bin/python bench/scale.py [--duration 10] [--repeat 2] [--setups lmdb-1,redis-1,redis-2]
 
@@ -77,7 +78,7 @@ def redis_server(workdir: Path) -> Iterator[int]:
     """A redis-server on a free loopback port with no persistence; stopped on exit."""
     port = free_port()
     data = workdir / "redis"
-    data.mkdir()
+    data.mkdir(parents=True)
     proc = subprocess.Popen(
         [
             REDIS_SERVER,
@@ -138,7 +139,7 @@ class Proxygate:
 
     def __init__(self, workdir: Path, mock_port: int, setup: Setup, redis_port: int) -> None:
         self.root = workdir / setup.name
-        self.root.mkdir()
+        self.root.mkdir(exist_ok=True)
         # bench/run.py's pool and config (anthropic, openai and deepseek keys on the mock)
         config = Servers(self.root).write_pool(mock_port)
         self.port = free_port()
@@ -185,48 +186,67 @@ def drive(target: Target, load: Load, duration_s: float, workdir: Path) -> Resul
     return run_asyncio(target, load, CONCURRENCY, duration_s, 0, processes=2)
 
 
-def measure(
-    proxygate: Proxygate,
-    setup: Setup,
-    loads: dict[str, Load],
-    redis_port: int,
-    args: argparse.Namespace,
-    workdir: Path,
-    log: Any,
-) -> dict[str, Any]:
-    target = Target(setup.name, proxygate.port, proxygate.proc.pid)
-    out: dict[str, Any] = {"workers": setup.workers, "backend": setup.backend}
+@dataclass
+class Running:
+    """One setup under test: its proxygate and its own Redis (so each counts only its commands)."""
+
+    setup: Setup
+    proxygate: Proxygate
+    redis_port: int
+    runs: dict[str, list[tuple[Result, dict[str, int]]]]
+
+    @property
+    def target(self) -> Target:
+        return Target(self.setup.name, self.proxygate.port, self.proxygate.proc.pid)
+
+    def calls(self) -> dict[str, int]:
+        return redis_calls(self.redis_port) if self.setup.backend == "redis" else {}
+
+    def measure(self, kind: str, load: Load, duration_s: float, workdir: Path) -> Result:
+        before = self.calls()
+        result = drive(self.target, load, duration_s, workdir)
+        self.runs.setdefault(kind, []).append((result, calls_between(before, self.calls())))
+        return result
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"workers": self.setup.workers, "backend": self.setup.backend}
+        for kind, runs in self.runs.items():
+            result, calls = max(runs, key=lambda run: run[0].rps)
+            entry: dict[str, Any] = {
+                "rps": round(result.rps, 1),
+                "p50_ms": round(result.p50_ms, 2),
+                "p99_ms": round(result.p99_ms, 2),
+                "errors": sum(r.errors for r, _ in runs),
+                "runs_rps": [round(r.rps, 1) for r, _ in runs],
+            }
+            if self.setup.backend == "redis" and result.ok:
+                entry["redis_commands_per_request"] = round(sum(calls.values()) / result.ok, 3)
+                entry["redis_commands"] = dict(sorted(calls.items(), key=lambda kv: -kv[1])[:8])
+            out[kind] = entry
+        if self.setup.backend == "redis":
+            before = self.calls()
+            time.sleep(IDLE_S)
+            out["redis_idle_commands_per_s"] = round(
+                sum(calls_between(before, self.calls()).values()) / IDLE_S, 1
+            )
+        return out
+
+
+def measure_all(
+    running: list[Running], loads: dict[str, Load], args: argparse.Namespace, workdir: Path, log: Any
+) -> None:
+    """Every setup stays up (idle ones cost next to nothing); runs take turns, so a busy moment
+    of the machine falls on every setup alike rather than on the one measured then."""
     for kind, load in loads.items():
-        drive(target, load, args.warmup, workdir)  # imports, pools, caches
-        runs = []
-        for _ in range(args.repeat):
-            before = redis_calls(redis_port) if setup.backend == "redis" else {}
-            result = drive(target, load, args.duration, workdir)
-            calls = calls_between(before, redis_calls(redis_port)) if setup.backend == "redis" else {}
-            runs.append((result, calls))
-        result, calls = max(runs, key=lambda run: run[0].rps)
-        entry: dict[str, Any] = {
-            "rps": round(result.rps, 1),
-            "p50_ms": round(result.p50_ms, 2),
-            "p99_ms": round(result.p99_ms, 2),
-            "errors": result.errors,
-            "runs_rps": [round(r.rps, 1) for r, _ in runs],
-        }
-        if setup.backend == "redis" and result.ok:
-            entry["redis_commands_per_request"] = round(sum(calls.values()) / result.ok, 3)
-            entry["redis_commands"] = dict(sorted(calls.items(), key=lambda kv: -kv[1])[:8])
-        out[kind] = entry
-        log(
-            f"  {setup.name:8} {kind:5} {result.rps:8.0f} req/s  p99 {result.p99_ms:7.1f} ms  "
-            f"errors {result.errors}  redis/req {entry.get('redis_commands_per_request', '-')}"
-        )
-    if setup.backend == "redis":
-        before = redis_calls(redis_port)
-        time.sleep(IDLE_S)
-        out["redis_idle_commands_per_s"] = round(
-            sum(calls_between(before, redis_calls(redis_port)).values()) / IDLE_S, 1
-        )
-    return out
+        for one in running:
+            drive(one.target, load, args.warmup, workdir)  # imports, pools, caches
+        for round_ in range(args.repeat):
+            for one in running:
+                result = one.measure(kind, load, args.duration, workdir)
+                log(
+                    f"  round {round_ + 1} {one.setup.name:8} {kind:5} {result.rps:8.0f} req/s  "
+                    f"p99 {result.p99_ms:7.1f} ms  errors {result.errors}"
+                )
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -288,13 +308,19 @@ def main() -> None:
                 body = workdir / f"{kind}.json"
                 body.write_bytes(body_bytes(anthropic_request(stream=stream)))
                 loads[kind] = Load("/v1/messages", body, ANTHROPIC_HEADERS)
-            with redis_server(workdir) as redis_port:
+            with contextlib.ExitStack() as stack:
+                running = []
                 for setup in setups:
+                    redis_port = (
+                        stack.enter_context(redis_server(workdir / setup.name))
+                        if setup.backend == "redis"
+                        else 0
+                    )
                     proxygate = Proxygate(workdir, mock_port, setup, redis_port)
-                    try:
-                        results[setup.name] = measure(proxygate, setup, loads, redis_port, args, workdir, log)
-                    finally:
-                        proxygate.stop()
+                    stack.callback(proxygate.stop)
+                    running.append(Running(setup, proxygate, redis_port, {}))
+                measure_all(running, loads, args, workdir, log)
+                results = {one.setup.name: one.report() for one in running}
         finally:
             mock.terminate()
             mock.wait(10)

@@ -10,8 +10,10 @@ request's ``finally`` still releases its lease and records what it saw), says ho
 the app's cleanup still runs, so the store is flushed either way.
 
 A worker of ``serve --workers N`` (``WORKER_ENV`` names its supervisor, server/supervisor.py)
-listens with SO_REUSEPORT beside its siblings and leaves server.json to the supervisor; it
-drains and stops on its own when the supervisor is gone.
+listens with SO_REUSEPORT beside its siblings and leaves server.json to the supervisor; any
+number of SIGINT/SIGTERM start its drain and ``CUT_SIGNAL`` cuts it (a service manager signals
+every process of the service as well as the supervisor); it drains and stops on its own when
+the supervisor is gone.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from proxygate import __version__
 from proxygate.config import Settings
@@ -38,17 +39,17 @@ from proxygate.server.connections import (
     open_listener,
     raise_open_file_limit,
 )
-from proxygate.server.guard import EdgeRunner
+from proxygate.server.guard import EdgeRunner, watch
 from proxygate.server.runfile import RunningServer, remove_runfile, write_runfile
 
 log = logging.getLogger("proxygate")
 
 WORKER_ENV = "PROXYGATE_WORKER_OF"
 "Set by the supervisor in each worker's environment: the supervisor's pid."
+CUT_SIGNAL = signal.SIGUSR1
+"The supervisor's second stop signal, passed on to its workers: cut what is still in flight."
 PARENT_CHECK_S = 1.0
 "How often a worker looks whether its supervisor is still there."
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class InFlight:
@@ -57,16 +58,12 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
 
-    def middleware(self) -> Middleware:
-        @web.middleware
-        async def count_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.count += 1
-            try:
-                return await handler(request)
-            finally:
-                self.count -= 1
+    # A guard.RequestWatch: the edge middleware tells it, with no coroutine layer of its own.
+    def enter(self, request: web.Request) -> None:
+        self.count += 1
 
-        return count_in_flight
+    def leave(self, request: web.Request, entered: None, status: int) -> None:
+        self.count -= 1
 
 
 def serve(app: web.Application, settings: Settings) -> None:
@@ -121,6 +118,16 @@ class _Stop:
         log.warning("second signal: cut %d requests still in flight; stopping now", self.in_flight.count)
         self.cut()
 
+    def drain_once(self) -> None:
+        """A worker's SIGINT/SIGTERM: starts the drain; more of them change nothing."""
+        if not self.requested.is_set():
+            self.on_signal()
+
+    def cut_now(self) -> None:
+        """A worker's CUT_SIGNAL (the supervisor got a second signal): stop now."""
+        self.drain_once()
+        self.on_signal()
+
     def cut(self) -> None:
         """Close every client connection now (handler cancellation ends their requests)."""
         server = self.runner.server if self.runner is not None else None
@@ -165,10 +172,17 @@ async def _serve(
 ) -> None:
     loop = asyncio.get_running_loop()
     in_flight = InFlight()
-    app.middlewares.append(in_flight.middleware())
+    watch(app, in_flight)
     stop = _Stop(settings, in_flight)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.on_signal)
+    if supervisor_pid is None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.on_signal)
+    else:
+        # A service manager may signal every process of the service as the supervisor forwards
+        # its own signal: for a worker a repeated SIGTERM is one; the supervisor cuts with CUT_SIGNAL.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.drain_once)
+        loop.add_signal_handler(CUT_SIGNAL, stop.cut_now)
     pid = os.getpid()
     addr = listen_address(sock)
     try:
@@ -191,7 +205,7 @@ async def _serve(
             await stop.requested.wait()
     finally:
         stop.close()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, CUT_SIGNAL):
             loop.remove_signal_handler(signum)
         if supervisor_pid is None:
             await asyncio.to_thread(remove_runfile, settings.data_dir, pid)

@@ -5,8 +5,8 @@
     each worker: the whole app, its own listening socket on the port (SO_REUSEPORT: the
       kernel spreads new connections across the workers), the shared LMDB env (or Redis)
     a worker that exits is started again (at once; with backoff when it keeps dying at start)
-    SIGINT/SIGTERM: forwarded to every worker (a second one cuts their drains), wait for them
-      (bounded), server.json removed, exit 0
+    SIGINT/SIGTERM: SIGTERM to every worker (a second one: CUT_SIGNAL, which cuts their drains),
+      wait for them (bounded), server.json removed, exit 0
 
 Workers run in their own session, so a terminal's Ctrl-C reaches only the supervisor, which
 forwards it once. A worker whose supervisor is gone (SIGKILL) drains and stops by itself
@@ -33,7 +33,7 @@ from proxygate.config import Settings
 from proxygate.errors import ProxyError
 from proxygate.server.admin import load_or_create_admin_token
 from proxygate.server.connections import listen_address, open_listener
-from proxygate.server.lifecycle import WORKER_ENV
+from proxygate.server.lifecycle import CUT_SIGNAL, WORKER_ENV
 from proxygate.server.runfile import RunningServer, remove_runfile, write_runfile
 from proxygate.store.files import ensure_private_dir
 
@@ -142,11 +142,13 @@ class Supervisor:
                 loop.remove_signal_handler(signum)
 
     def on_signal(self, signum: int) -> None:
-        """The first signal starts the workers' drain; a second one cuts it (each worker's rule)."""
+        """The first signal starts the workers' drain; a second one cuts it."""
         if not self.stopping.is_set():
             log.info("stopping %d workers…", len(self.workers))
             self.stopping.set()
-        self._signal_all(signum)
+            self._signal_all(signal.SIGTERM)
+        else:
+            self._signal_all(CUT_SIGNAL)
 
     def _signal_all(self, signum: int) -> None:
         for proc in self.workers.values():

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import write_account
-from tests.serving import ServeProcess, start_serve
+from tests.serving import ServeProcess, run_cli, start_serve, write_config
 from tests.upstream import ScriptedUpstream, anthropic_sse, status
 
 ASK = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -108,7 +109,9 @@ async def test_a_killed_worker_is_replaced_and_the_other_serves_on(two_workers: 
     assert survivor in await pids_seen(served.url, 2, 15, besides={victim})
 
 
-async def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+async def test_sigterm_drains_every_worker_and_exits_0_also_when_each_worker_gets_it_too(
+    tmp_path: Path, upstream: ScriptedUpstream
+) -> None:
     payload = anthropic_sse("a slow answer of many words to keep the stream open")
     events = payload.split(b"\n\n")[:-1]
 
@@ -130,6 +133,8 @@ async def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path, upstream:
     ):
         first = await resp.content.readany()
         served.proc.send_signal(signal.SIGTERM)
+        for pid in workers:  # as systemd does by default: every process of the service too
+            os.kill(pid, signal.SIGTERM)
         rest = await resp.read()
     assert first + rest == payload  # the stream in flight finished during the drain
     _, stderr = await asyncio.wait_for(served.proc.communicate(), 30)
@@ -228,3 +233,14 @@ async def test_a_dashboard_session_works_whichever_worker_answers(two_workers: S
             ) as resp:
                 redeemed.append(resp.status)
         assert sorted(redeemed) == [303] + [401] * 5
+
+
+async def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, f"127.0.0.1:{port}")
+        code, out, err = await run_cli("serve", "--config", str(config), "--workers", "2")
+    assert (code, out) == (1, "")
+    errors = [line for line in err.splitlines() if not re.match(r"\d{4}-\d\d-\d\dT", line)]  # no log records
+    assert errors == [f"error: 127.0.0.1:{port} is in use (another proxygate?); try --addr HOST:PORT"]
+    assert not (tmp_path / "data" / "server.json").exists()
