@@ -18,10 +18,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from typer.testing import CliRunner
 
+from proxygate.cli import app
 from proxygate.server.keys import BROKER, STORE
 from tests.conftest import Proxy, admin_headers, free_port
-from tests.serving import run_cli, start_serve
+from tests.serving import run_cli, start_serve, write_config
 from tests.upstream import anthropic_message, ok_json, status
 
 ASK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -226,6 +228,37 @@ async def test_with_redis_stopped_both_instances_keep_answering_and_converge_onc
         assert await post(client, a.url) == (200, "b")
         await within(5, lambda: cooling(b, "a") > 25, "a change made on A after the restart reaches B")
         assert (await admin(client, b, "/admin/api/status"))["store"] == {"backend": "redis", "degraded": ""}
+
+
+def test_doctor_says_whether_redis_answers_and_never_shows_its_password(tmp_path, redis_server) -> None:
+    config = write_config(tmp_path, f"127.0.0.1:{free_port()}")
+    url = redis_server.url.replace("redis://", "redis://:hunter2@")  # this Redis has no password: unused
+    env = {
+        "PROXYGATE_CONFIG": str(config),
+        "PROXYGATE_STORE_BACKEND": "redis",
+        "PROXYGATE_STORE_REDIS_URL": url,
+    }
+    shown = redis_server.url.replace("redis://", "redis://:***@")
+    found = []
+    for _ in ("up", "down"):
+        result = CliRunner().invoke(app, ["doctor", "--json"], env=env)
+        assert "hunter2" not in result.output
+        found.append(next(f for f in orjson.loads(result.output) if f["check"] == "store"))
+        redis_server.stop()
+    assert found[0] == {
+        "check": "store",
+        "status": "ok",
+        "message": f"store {shown}: reachable (shared state)",
+        "fix": "",
+    }
+    assert (found[1]["status"], found[1]["message"].partition(" (")[0]) == (
+        "problem",
+        f"store {shown}: unreachable",
+    )
+    assert (
+        found[1]["fix"]
+        == "start Redis, or correct [store] redis_url (host, port, password; rediss:// for TLS)"
+    )
 
 
 async def test_two_processes_on_one_lmdb_data_dir_share_a_cooldown(upstream, start_proxy, tmp_path) -> None:
