@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from tests.conftest import write_account
 from tests.serving import ServeProcess, run_cli, start_serve, write_config
-from tests.upstream import ScriptedUpstream, anthropic_sse, status
+from tests.upstream import ScriptedUpstream, anthropic_sse, hold_after, status
 
 ASK = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 RESTART_WITHIN_S = 10.0
@@ -64,6 +65,17 @@ async def pids_seen(url: str, want: int, within_s: float, *, besides: set[int] =
             seen.add(pid)
         else:
             await asyncio.sleep(0.05)
+    return seen
+
+
+async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
+    """What the process printed up to the line holding ``needle``."""
+    seen = ""
+    while needle not in seen:
+        line = await asyncio.wait_for(stream.readline(), 20)
+        if not line:
+            raise AssertionError(f"output ended before {needle!r}:\n{seen}")
+        seen += line.decode()
     return seen
 
 
@@ -244,3 +256,30 @@ async def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
     errors = [line for line in err.splitlines() if not re.match(r"\d{4}-\d\d-\d\dT", line)]  # no log records
     assert errors == [f"error: 127.0.0.1:{port} is in use (another proxygate?); try --addr HOST:PORT"]
     assert not (tmp_path / "data" / "server.json").exists()
+
+
+async def test_a_second_signal_to_the_supervisor_cuts_the_workers_drain(
+    tmp_path: Path, upstream: ScriptedUpstream
+) -> None:
+    head = anthropic_sse("held").split(b"\n\n")[0] + b"\n\n"
+    upstream.push(hold_after(head))
+    one_key(tmp_path, upstream)
+    served = await start_serve(
+        tmp_path, "", "--workers", "2", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert served.proc.stdout is not None
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(f"{served.url}/v1/messages", json={**ASK, "stream": True}) as resp,
+    ):
+        assert await resp.content.readany() == head
+        served.proc.send_signal(signal.SIGTERM)
+        assert "draining 1 streams (up to 30s)…" in await read_until(served.proc.stdout, "draining 1")
+        served.proc.send_signal(signal.SIGTERM)
+        said = await read_until(served.proc.stdout, "second signal")
+        assert "second signal: cut 1 requests still in flight; stopping now" in said
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await resp.read()
+    await asyncio.wait_for(served.proc.communicate(), 20)  # well before drain_timeout_s (30 s)
+    assert served.proc.returncode == 0
+    assert not (served.data_dir / "server.json").exists()
