@@ -14,15 +14,17 @@ import aiohttp
 import orjson
 import pytest
 
-from proxygate.config import SecretsSettings
+from proxygate.config import SecretsSettings, StoreSettings
 from proxygate.pool.files import load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
 from proxygate.store.base import TOKENS
 from proxygate.store.lmdb_store import LMDBStore
+from proxygate.store.redis_store import RedisStore
 from proxygate.store.secrets import SECRET_FIELDS, Vault, is_sealed, new_key_text
 from tests import oauth_fakes
 from tests.oauth_fakes import FakeAuthServer, oauth_account
+from tests.redis_server import RedisServer
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
@@ -108,3 +110,23 @@ async def test_with_secrets_at_rest_the_stored_tokens_are_sealed(
     assert all(is_sealed(stored[name]) for name in SECRET_FIELDS if stored.get(name))
     assert "at-1" not in orjson.dumps(stored).decode() and "rt-1" not in orjson.dumps(stored).decode()
     store.close()
+
+
+async def test_with_redis_unreachable_a_refresh_falls_back_to_the_local_locks(
+    redis_server: RedisServer, tmp_path: Path, auth_server: FakeAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisStore(StoreSettings(backend="redis", redis_url=redis_server.url))
+    await store.start()
+    redis_server.stop()
+    mine = copy_of_account(tmp_path / "A", "claude", expires_in_s=60)
+    try:
+        async with aiohttp.ClientSession() as session:
+            keeper = TokenKeeper(auth_server.settings(), session, store=store)
+            results = await asyncio.gather(*(keeper.fresh(mine) for _ in range(10)))
+    finally:
+        await asyncio.to_thread(store.close)
+    assert {r.access_token for r in results} == {"at-1"}
+    assert len(auth_server.refreshes) == 1
+    assert file_tokens(mine) == ("at-1", "rt-1")  # on disk before use, as without a store
+    fallback = [r.message for r in caplog.records if "refresh coordinated on this machine only" in r.message]
+    assert len(fallback) == 1  # logged once
