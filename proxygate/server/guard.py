@@ -13,8 +13,9 @@ Jupyter and the Docker API close them:
   refused on every route but ``/healthz``. A listed origin's page gets the CORS answers its
   browser needs (a preflight, ``Access-Control-Allow-Origin``); no other origin ever does.
 
-The admin API also always needs a token (server/admin.py). Middlewares, outermost first:
-``assign_request_id`` → ``browser_guard`` → ``client_format_errors`` → the handler.
+The admin API also always needs a token (server/admin.py). One middleware, ``edge``, does in
+order: the request id, the browser guard, the ``RequestWatch``es (in-flight and refused-request
+counts), client-format 404/405s, then the handler.
 
 What fails before any middleware runs (a 64 KB header line, 500 headers, a bad chunk size) is
 answered by ``EdgeRunner``'s connections: one JSON error body every SDK parses, never echoing
@@ -23,10 +24,12 @@ the request (aiohttp's own text/plain answer quotes the start of the bad line).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import http_exceptions, web
@@ -124,15 +127,56 @@ def escape_controls(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-# -- middlewares ------------------------------------------------------------------------------
+# -- the edge middleware ----------------------------------------------------------------------
+
+
+class RequestWatch(Protocol):
+    """Told of every request past the browser guard, by the edge middleware, without a
+    middleware of its own: each middleware is a coroutine layer that every wake-up of the
+    request walks, and five of them cost ~20 µs a JSON request (bench/README.md, issue 11)."""
+
+    def enter(self, request: web.Request) -> Any:
+        """Before the handler; what it returns is given back to ``leave``."""
+
+    def leave(self, request: web.Request, entered: Any, status: int) -> None:
+        """After the handler, also when it raised: ``status`` is the answer's, the
+        ``HTTPException``'s, 499 when the client left (cancelled), 500 for a crash."""
+
+
+WATCHES = web.AppKey("edge_watches", list[RequestWatch])
+
+
+def watch(app: web.Application, watcher: RequestWatch) -> None:
+    """Have the edge tell ``watcher`` of every request (before the app starts; inner after outer)."""
+    app.setdefault(WATCHES, []).append(watcher)
 
 
 @web.middleware
-async def assign_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer carries ``x-proxygate-request-id``: 404s, 405s and crashes too."""
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one middleware, in this order: a request id on every answer (404s, 405s and crashes
+    too); the browser guard (403 for a foreign Host or Origin, see the module docstring); the
+    ``RequestWatch``es; unknown paths and methods as a 404 in the client's format."""
     rid = request[REQUEST_ID] = new_request_id()
     try:
-        response = await handler(request)
+        response: web.StreamResponse | None = _guarded(request)
+        if response is None:
+            watches = request.app.get(WATCHES, ())
+            entered = [w.enter(request) for w in watches]
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+            except web.HTTPException as exc:
+                status = exc.status
+                if status not in (404, 405):
+                    raise
+                response = _unknown_endpoint(request)
+            except asyncio.CancelledError:
+                status = 499  # the client left before an answer (handler_cancellation)
+                raise
+            finally:
+                for w, e in zip(reversed(watches), reversed(entered), strict=True):
+                    w.leave(request, e, status)
     except web.HTTPException as exc:
         if not exc.headers.get(REQUEST_ID_HEADER):
             exc.headers[REQUEST_ID_HEADER] = rid
@@ -149,14 +193,16 @@ async def assign_request_id(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-@web.middleware
-async def browser_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """403 for a foreign Host (DNS rebinding) or a foreign Origin (CSRF); see the module docstring."""
-    settings = request.app[SETTINGS]
+def _guarded(request: web.Request) -> web.Response | None:
+    """A 403 for a foreign Host (DNS rebinding) or Origin (CSRF), a listed origin's CORS
+    preflight, or None: the request goes on."""
     host = request.headers.get("host")  # absent only from hand-made HTTP/1.0, never a browser
+    origin = request.headers.get("origin")
+    if origin is None and host is not None and _host_name(host) in LOOPBACK_HOSTS:
+        return None  # nearly every request: a CLI or SDK on loopback
+    settings = request.app[SETTINGS]
     if host is not None and not is_allowed_host(settings, host):
         return _forbidden(request, f"Host {host!r} is not allowed (allowed_hosts)")
-    origin = request.headers.get("origin")
     if (
         origin is not None
         and request.path not in UNGUARDED_PATHS
@@ -170,7 +216,7 @@ async def browser_guard(request: web.Request, handler: Handler) -> web.StreamRes
         and is_listed_origin(settings, origin)
     ):
         return _cors_preflight(request, origin)
-    return await handler(request)
+    return None
 
 
 def _cors_preflight(request: web.Request, origin: str) -> web.Response:
@@ -245,23 +291,17 @@ def _listens_on_loopback(settings: Settings) -> bool:
         return False
 
 
-@web.middleware
-async def client_format_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Unknown paths and methods get a 404/405 in the client's format, not aiohttp's plain text."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status not in (404, 405):
-            raise
-        error = ProxyError(
-            f"no such endpoint: {request.method} {escape_controls(request.path)[:300]}",
-            status=404,
-            error_class="unknown_endpoint",
-        )
-        return render_error(client_format(request.path), error, request_id(request))
+def _unknown_endpoint(request: web.Request) -> web.Response:
+    """A 404 in the client's format, not aiohttp's plain text (for unknown methods too)."""
+    error = ProxyError(
+        f"no such endpoint: {request.method} {escape_controls(request.path)[:300]}",
+        status=404,
+        error_class="unknown_endpoint",
+    )
+    return render_error(client_format(request.path), error, request_id(request))
 
 
-MIDDLEWARES = (assign_request_id, browser_guard, client_format_errors)
+MIDDLEWARES = (edge,)
 
 
 # -- errors before routing ----------------------------------------------------------------

@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextvars import Token
 from pathlib import Path
 
 import orjson
@@ -38,6 +39,7 @@ from prometheus_client.registry import Collector
 from proxygate import __version__
 from proxygate.broker import Broker
 from proxygate.features.metrics import REQUEST_SCOPE, RequestMetrics, RequestScope
+from proxygate.server import guard
 from proxygate.server.guard import REQUEST_ID
 from proxygate.server.keys import BROKER, PIPELINE, POOL, SETTINGS, STORE
 from proxygate.wire.ir import Format
@@ -275,26 +277,26 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
 
-@web.middleware
-async def count_refused(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count LLM-route requests that ended before the pipeline's metrics stage saw them."""
-    fmt = llm_format(request)
-    if fmt is None:
-        return await handler(request)
-    scope = RequestScope(request_id=request.get(REQUEST_ID) or "")  # log lines carry it from here on
-    token = REQUEST_SCOPE.set(scope)
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client left before an answer (handler_cancellation)
-        raise
-    finally:
+class RefusedCount:
+    """Counts LLM-route requests that ended before the pipeline's metrics stage saw them
+    (a ``guard.RequestWatch``: told by the edge middleware, no coroutine layer of its own)."""
+
+    def enter(self, request: web.Request) -> tuple[Format, RequestScope, Token[RequestScope | None]] | None:
+        fmt = llm_format(request)
+        if fmt is None:
+            return None
+        scope = RequestScope(request_id=request.get(REQUEST_ID) or "")  # log lines carry it from here on
+        return fmt, scope, REQUEST_SCOPE.set(scope)
+
+    def leave(
+        self,
+        request: web.Request,
+        entered: tuple[Format, RequestScope, Token[RequestScope | None]] | None,
+        status: int,
+    ) -> None:
+        if entered is None:
+            return
+        fmt, scope, token = entered
         REQUEST_SCOPE.reset(token)
         if not scope.is_counted and status not in (404, 405) and (stage := request_metrics(request.app)):
             broker = request.app.get(BROKER)
@@ -315,7 +317,7 @@ async def _register_live(app: web.Application) -> None:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
-    app.middlewares.append(count_refused)
+    guard.watch(app, RefusedCount())
     app.on_startup.append(_register_live)  # after the cleanup contexts built broker and pipeline
 
 
