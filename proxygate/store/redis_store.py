@@ -88,6 +88,8 @@ RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 5.0
 "Reconnect attempts at least this often (an outage ends for us within seconds of Redis's return)."
 FEED_POLL_S = 0.25
+ECHO_WAIT_S = 5.0
+"Longest a write of ours holds back other instances' writes of the same key while its echo is due."
 "How often the change feed also checks whether another task found Redis gone."
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 5.0
@@ -168,7 +170,8 @@ class RedisStore:
         self._states: dict[_Key, dict[str, Any] | None] = {}
         self._rows: dict[tuple[int, _Parts], UsageTotals] = {}
         self._log: deque[bytes] = deque()
-        self._unechoed: dict[_Key, int] = {}
+        # Our sent writes whose message has not come back yet: (count, monotonic time of the last).
+        self._unechoed: dict[_Key, tuple[int, float]] = {}
         self._listeners: list[StateListener] = []
         self._wake = asyncio.Event()
         self._degraded = ""
@@ -187,6 +190,7 @@ class RedisStore:
         self._hit_script: Any = None
         self._unlock_script: Any = None
         self._sync: Any = redis.Redis.from_url(self._url, **_client_options())
+        self._is_loaded = False
 
     # -- writes (queued) ---------------------------------------------------------------
 
@@ -252,7 +256,7 @@ class RedisStore:
             self._states, self._rows = {}, {}
             self._log.clear()
             for key in batch.states:
-                self._unechoed[key] = self._unechoed.get(key, 0) + 1
+                self._sent(key)
         return batch
 
     def _give_back(self, batch: _Batch) -> None:
@@ -269,12 +273,24 @@ class RedisStore:
             while len(self._log) > MAX_QUEUED_LOG:
                 self._log.popleft()
 
+    def _sent(self, key: _Key) -> None:
+        count, _ = self._unechoed.get(key, (0, 0.0))
+        self._unechoed[key] = (count + 1, time.monotonic())
+
     def _echoed(self, key: _Key) -> None:
-        left = self._unechoed.get(key, 0) - 1
-        if left > 0:
-            self._unechoed[key] = left
-        else:
-            self._unechoed.pop(key, None)
+        count, sent_at = self._unechoed.pop(key, (0, 0.0))
+        if count > 1:
+            self._unechoed[key] = (count - 1, sent_at)
+
+    def _is_ours_newer(self, key: _Key) -> bool:
+        """Our write of ``key`` is queued, or sent and not yet echoed: Redis will end with ours.
+
+        An echo lost with a connection is waited for at most ECHO_WAIT_S.
+        """
+        if key in self._states:
+            return True
+        count, sent_at = self._unechoed.get(key, (0, 0.0))
+        return count > 0 and time.monotonic() - sent_at < ECHO_WAIT_S
 
     def _fill(self, pipe: Any, batch: _Batch) -> None:
         """Queue ``batch``'s commands on ``pipe`` (sync or asyncio: the command API is the same)."""
@@ -449,7 +465,6 @@ class RedisStore:
         changed: list[tuple[str, str, dict[str, Any] | None]] = []
         with self._lock:
             pending = set(self._states)
-            self._unechoed.clear()
         for namespace, raw in zip(NAMESPACES, loaded, strict=True):
             fresh: dict[str, dict[str, Any]] = {}
             for key, value in raw.items():
@@ -484,7 +499,7 @@ class RedisStore:
                 self._echoed((namespace, key))
             return
         with self._lock:
-            if (namespace, key) in self._states or (namespace, key) in self._unechoed:
+            if self._is_ours_newer((namespace, key)):
                 return  # our own write of this key comes later in Redis's order: it wins
         if self._mirror[namespace].get(key) == value:
             return  # already seen (the resync after subscribing read it)
@@ -499,6 +514,8 @@ class RedisStore:
         delay_s = RECONNECT_MIN_S
         while not stop.is_set():
             pubsub = self._aio.pubsub(ignore_subscribe_messages=True)
+            with self._lock:  # echoes of what was sent before subscribing never come
+                self._unechoed.clear()
             try:
                 await pubsub.subscribe(self._channel)
                 await self._resync(notify=True)  # after subscribing: nothing falls between
@@ -518,11 +535,28 @@ class RedisStore:
                 delay_s = min(delay_s * 2, RECONNECT_MAX_S)
 
     def get_states(self, namespace: str) -> dict[str, dict[str, Any]]:
+        if self._aio is None and not self._is_loaded:  # not started (a CLI command): load once now
+            self._is_loaded = True
+            with contextlib.suppress(StoreUnavailable):  # degraded says why; the mirror is empty
+                self._read(self._load_now)
         return dict(self._mirror[namespace])
 
+    def _load_now(self) -> None:
+        with self._sync.pipeline(transaction=False) as pipe:
+            for namespace in NAMESPACES:
+                pipe.hgetall(f"{self._p}:state:{namespace}")
+            loaded = pipe.execute()
+        for namespace, raw in zip(NAMESPACES, loaded, strict=True):
+            fresh = {k.decode("utf-8", "replace"): orjson.loads(v) for k, v in raw.items()}
+            self._mirror[namespace] = {**fresh, **self._mirror[namespace]}  # writes made before: newer
+
     async def read_state(self, namespace: str, key: str) -> dict[str, Any] | None:
+        state = f"{self._p}:state:{namespace}"
         try:
-            raw = await self._aio.hget(f"{self._p}:state:{namespace}", key)
+            if self._aio is None:  # not started (a CLI command): the blocking client, off the loop
+                raw = await asyncio.to_thread(self._sync.hget, state, key)
+            else:
+                raw = await self._aio.hget(state, key)
         except (RedisError, OSError) as exc:
             self._went_down(exc)
             return None
@@ -530,15 +564,16 @@ class RedisStore:
 
     async def write_state(self, namespace: str, key: str, value: Mapping[str, Any] | None) -> None:
         data = None if value is None else dict(value)
-        if self._aio is None:
-            raise StoreUnavailable(f"shared store: cannot write {namespace}/{key}: not started")
         with self._lock:
             self._states.pop((namespace, key), None)  # this newer write replaces a queued one
-            self._unechoed[(namespace, key)] = self._unechoed.get((namespace, key), 0) + 1
+            self._sent((namespace, key))
         try:
-            async with self._aio.pipeline(transaction=True) as pipe:
-                self._fill(pipe, _Batch(states={(namespace, key): data}))
-                await pipe.execute()
+            if self._aio is None:  # not started (a CLI command): the blocking client, off the loop
+                await asyncio.to_thread(self._write_now, namespace, key, data)
+            else:
+                async with self._aio.pipeline(transaction=True) as pipe:
+                    self._fill(pipe, _Batch(states={(namespace, key): data}))
+                    await pipe.execute()
         except (RedisError, OSError) as exc:
             with self._lock:
                 self._echoed((namespace, key))
@@ -548,6 +583,11 @@ class RedisStore:
             self._mirror[namespace].pop(key, None)
         else:
             self._mirror[namespace][key] = data
+
+    def _write_now(self, namespace: str, key: str, data: dict[str, Any] | None) -> None:
+        with self._sync.pipeline(transaction=True) as pipe:
+            self._fill(pipe, _Batch(states={(namespace, key): data}))
+            pipe.execute()
 
     def close(self) -> None:
         """Send the queue and close the connections (from any thread but the loop's)."""

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -253,3 +254,41 @@ async def test_redis_going_away_and_coming_back(redis_server: RedisServer) -> No
         assert a.store.get_states(PINS) == {"conv-1": {"account": "acct-2"}}
         await a.wait_for(lambda: a.store.queue_depth == 0, 2.0)
         assert [r.totals.requests for r in await asyncio.to_thread(b.store.usage_rows, 0, time.time())] == [1]
+
+
+async def test_a_store_that_was_not_started_reads_and_writes_directly(redis_url: str) -> None:
+    """As a CLI command uses it: no loop tasks, ``get_states`` loads once, ``close`` sends the queue."""
+    settings = StoreSettings(backend="redis", redis_url=redis_url)
+    first = RedisStore(settings)
+    first.put_state(COOLDOWNS, "acct-1", {"until": 3.0})
+    await first.write_state(TOKENS, "acct-1", {"sealed": "t"})
+    await asyncio.to_thread(first.close)
+    second = RedisStore(settings)
+    second.put_state(PINS, "conv-1", {"account": "acct-1"})
+    assert second.get_states(COOLDOWNS) == {"acct-1": {"until": 3.0}}
+    assert second.get_states(PINS) == {"conv-1": {"account": "acct-1"}}
+    assert await second.read_state(TOKENS, "acct-1") == {"sealed": "t"}
+    await asyncio.to_thread(second.close)
+
+
+async def test_instances_writing_one_key_at_once_agree_with_redis(redis_url: str) -> None:
+    """Whatever order Redis applied them in, both mirrors end with the value Redis kept."""
+    async with running(redis_url) as a, running(redis_url) as b:
+        for n in range(20):
+            a.store.put_state(PINS, f"conv-{n % 4}", {"by": "a", "n": n})
+            b.store.put_state(PINS, f"conv-{n % 4}", {"by": "b", "n": n})
+            await asyncio.sleep(0.01 * (n % 3))
+        client = redis.Redis.from_url(redis_url)
+
+        def in_redis() -> dict[str, Any]:
+            return {k.decode(): orjson.loads(v) for k, v in client.hgetall("proxygate:state:pins").items()}
+
+        await a.wait_for(
+            lambda: (
+                a.store.queue_depth == 0 == b.store.queue_depth
+                and a.store.get_states(PINS) == b.store.get_states(PINS) == in_redis()
+            ),
+            3.0,
+        )
+        assert len(in_redis()) == 4
+        client.close()
