@@ -20,8 +20,10 @@ import aiohttp
 import orjson
 from typer.testing import CliRunner
 
+from proxygate.broker.pins import conversation_key
 from proxygate.cli import app
 from proxygate.server.keys import BROKER, STORE
+from proxygate.wire.ir import Format
 from tests.conftest import Proxy, admin_headers, free_port
 from tests.serving import run_cli, start_serve, write_config
 from tests.upstream import anthropic_message, ok_json, status
@@ -37,21 +39,21 @@ PROPAGATION_S = 1.0
 "The contract: a change made through one instance applies on the others within 1 s."
 
 
-def keys(url: str, *, preferred: str = "a") -> dict[str, dict[str, Any]]:
-    """Accounts a and b on the scripted upstream; ``preferred`` first under the priority strategy."""
+def keys(url: str, order: str = "ab") -> dict[str, dict[str, Any]]:
+    """One API key per letter of ``order`` on the scripted upstream, the first preferred by the priority strategy."""
     return {
         name: {
             "provider": "anthropic",
             "api_key": f"sk-ant-{name * 4}-0000",
             "base_url": url,
-            "priority": 2 if name == preferred else 1,
+            "priority": len(order) - n,
         }
-        for name in ("a", "b")
+        for n, name in enumerate(order)
     }
 
 
 def keys_used(upstream: Any) -> list[str]:
-    """Which account each upstream request carried (``aaaa`` or ``bbbb``)."""
+    """Which account each upstream request carried (``aaaa``, ``bbbb``, …)."""
     return [r.headers["x-api-key"][7:11] for r in upstream.requests]
 
 
@@ -93,18 +95,14 @@ def cooling(proxy: Proxy, account_id: str) -> float:
 
 
 async def pair(
-    start_proxy: Any, tmp_path: Path, redis_url: str, upstream_url: str, config: str = PRIORITY, **kwargs: Any
+    start_proxy: Any, tmp_path: Path, redis_url: str, upstream_url: str, config: str = PRIORITY, **orders: str
 ) -> tuple[Proxy, Proxy]:
-    """Instances A and B on one Redis, each with its own data dir and its own pool files."""
+    """Instances A and B on one Redis, each with its own data dir and pool files (``order_A``, ``order_B``)."""
     env = {"PROXYGATE_STORE_BACKEND": "redis", "PROXYGATE_STORE_REDIS_URL": redis_url}
     found = []
     for name in ("A", "B"):
-        root = tmp_path / name
-        root.mkdir()
-        preferred = kwargs.get(f"preferred_{name}", "a")
-        found.append(
-            await start_proxy(keys(upstream_url, preferred=preferred), env=env, config=config, root=root)
-        )
+        accounts = keys(upstream_url, orders.get(f"order_{name}", "ab"))
+        found.append(await start_proxy(accounts, env=env, config=config, root=_dir(tmp_path / name)))
     return found[0], found[1]
 
 
@@ -153,20 +151,27 @@ async def test_a_429_on_one_instance_cools_the_account_on_the_other_and_reset_cl
 async def test_a_conversation_pinned_through_one_instance_stays_on_its_account_through_the_other(
     upstream, start_proxy, tmp_path, redis_url
 ) -> None:
-    """B's own strategy prefers a; the conversation A pinned to b stays on b through B."""
-    a, b = await pair(start_proxy, tmp_path, redis_url, upstream.url, preferred_A="b", preferred_B="a")
+    """B's own strategy picks c; the conversation A pinned (and re-pinned by a failover) is followed."""
+    a, b = await pair(start_proxy, tmp_path, redis_url, upstream.url, order_A="abc", order_B="cba")
     session = {"x-claude-code-session-id": "6c1d1f8e-0000-4000-8000-00000000a17b"}
+    key = conversation_key(Format.anthropic, session, ASK)
+
+    def pinned_on_b() -> str:
+        pin = b.app[BROKER].pins.get(key, time.time())
+        return "" if pin is None else pin.account_id
+
     async with aiohttp.ClientSession() as client:
-        assert await post(client, a.url, session) == (200, "b")
-        await within(
-            PROPAGATION_S,
-            lambda: any(pin.account_id == "b" for _, pin in b.app[BROKER].pins),
-            "B knows the pin A made",
-        )
-        assert await post(client, b.url, session) == (200, "b")
+        assert await post(client, a.url, session) == (200, "a")
+        await within(PROPAGATION_S, lambda: pinned_on_b() == "a", "B knows the pin A made")
+        assert await post(client, b.url, session) == (200, "a")
         other = {"x-claude-code-session-id": "6c1d1f8e-0000-4000-8000-00000000b0b0"}
-        assert await post(client, b.url, other) == (200, "a")  # what B alone would choose
-    assert keys_used(upstream) == ["bbbb", "bbbb", "aaaa"]
+        assert await post(client, b.url, other) == (200, "c")  # what B alone would choose
+
+        upstream.push(status(429, headers={"retry-after": "30"}))
+        assert await post(client, a.url, session) == (200, "b")  # A fails over and re-pins to b
+        await within(PROPAGATION_S, lambda: pinned_on_b() == "b", "B knows the failover's new pin")
+        assert await post(client, b.url, session) == (200, "b")
+    assert keys_used(upstream) == ["aaaa", "aaaa", "cccc", "aaaa", "bbbb", "bbbb"]
 
 
 async def test_route_use_on_one_instance_switches_the_other(
