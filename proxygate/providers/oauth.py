@@ -368,9 +368,10 @@ class TokenKeeper:
         try:
             await self.store.write_state(TOKENS, account_id, record)
         except StoreUnavailable as exc:
-            # Our file keeps them; the other instances' copies hold a spent refresh token until
-            # the store is back and they adopt it (README, "Coordination").
+            # Our file keeps them. Queued, they reach the store when it is back and the others
+            # adopt them; until then the others' copies hold the refresh token we just spent.
             self._note_store_down(account_id, str(exc))
+            self.store.put_state(TOKENS, account_id, record)
             return
         self._shared[account_id] = fresh
         self._is_store_down = False

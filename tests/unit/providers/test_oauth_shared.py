@@ -13,11 +13,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from proxygate.config import SecretsSettings, StoreSettings
 from proxygate.pool.files import load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
+from proxygate.server.tasks import supervise
 from proxygate.store.base import TOKENS
 from proxygate.store.lmdb_store import LMDBStore
 from proxygate.store.redis_store import RedisStore
@@ -115,18 +117,32 @@ async def test_with_secrets_at_rest_the_stored_tokens_are_sealed(
 async def test_with_redis_unreachable_a_refresh_falls_back_to_the_local_locks(
     redis_server: RedisServer, tmp_path: Path, auth_server: FakeAuthServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Refreshed as without a store (file before use, logged once); the tokens reach Redis once it is back."""
     store = RedisStore(StoreSettings(backend="redis", redis_url=redis_server.url))
     await store.start()
-    redis_server.stop()
+    stop = asyncio.Event()
     mine = copy_of_account(tmp_path / "A", "claude", expires_in_s=60)
-    try:
-        async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
+        for name, run in store.tasks(stop).items():
+            tasks.create_task(supervise(name, run, stop=stop))
+        try:
+            await asyncio.to_thread(redis_server.stop)
             keeper = TokenKeeper(auth_server.settings(), session, store=store)
             results = await asyncio.gather(*(keeper.fresh(mine) for _ in range(10)))
-    finally:
-        await asyncio.to_thread(store.close)
+            assert file_tokens(mine) == ("at-1", "rt-1")  # on disk before use, as without a store
+            await asyncio.to_thread(redis_server.start)
+            redis = aioredis.from_url(redis_server.url)
+            for _ in range(150):  # the store reconnects at least every 5 s: 15 s is plenty
+                if stored := await redis.hget("proxygate:state:tokens", "dev@example.com"):
+                    break
+                await asyncio.sleep(0.1)
+            await redis.aclose()
+            assert stored and orjson.loads(stored)["access_token"] == "at-1"
+        finally:
+            stop.set()
+            store.wake()
+    await asyncio.to_thread(store.close)
     assert {r.access_token for r in results} == {"at-1"}
     assert len(auth_server.refreshes) == 1
-    assert file_tokens(mine) == ("at-1", "rt-1")  # on disk before use, as without a store
     fallback = [r.message for r in caplog.records if "refresh coordinated on this machine only" in r.message]
     assert len(fallback) == 1  # logged once
