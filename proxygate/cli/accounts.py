@@ -305,6 +305,8 @@ def reset(ref: RefArgument, config: ConfigOption = None, addr: AddrOption = None
         else:  # no server running here: clear the stored state (a shared store's instances apply it at once)
             asyncio.run(_clear_stored_state(settings, account.id))
     note = "" if server is not None else NOT_RUNNING_NOTE
+    if server is None and settings.store.backend == "redis":
+        note = " (no server running here; the instances on the shared store apply it at once)"
     console.print(f"reset [bold]{escape(account.id)}[/]{note}", highlight=False)
 
 

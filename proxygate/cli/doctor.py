@@ -251,13 +251,17 @@ def _shared_store(settings: Settings) -> Finding:
 
 
 def _without_password(url: str) -> str:
-    """The Redis URL as it can be shown: the password (user info) replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """The Redis URL as it can be shown: a password (in the user info or a ``password=`` query) as ``***``."""
+    head, sep, query = url.partition("?")
+    parts = urllib.parse.urlsplit(head)
+    if parts.password is not None:
+        port = f":{parts.port}" if parts.port else ""
+        head = urllib.parse.urlunsplit(
+            parts._replace(netloc=f"{parts.username or ''}:***@{parts.hostname or ''}{port}")
+        )
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    query = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return head + sep + query
 
 
 def _admin_token(settings: Settings) -> Iterator[Finding]:
