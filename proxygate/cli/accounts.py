@@ -120,8 +120,7 @@ def list_accounts(config: ConfigOption = None, as_json: JsonOption = False, addr
             a["provider"],
             "yes" if a["enabled"] else "no",
             escape(state),
-            str(a["today"]["requests"]),
-            str(a["today"]["tokens"]),
+            *_today_columns(a["today"]),
             *map(escape, subscription_columns(records.get(a["id"]), a)),
         )
     console.print(table)
@@ -208,6 +207,11 @@ def plan_rules_text(a: dict[str, Any]) -> str:
             f"overage {a.get('overage', 'never')}" + (f", {served} answered from it" if served else "")
         )
     return "".join(f"\n{escape(line)}" for line in lines)
+
+
+def _today_columns(today: dict[str, int] | None) -> tuple[str, str]:
+    """Requests and tokens today; ``?`` when the shared store could not say (``status`` says why)."""
+    return ("?", "?") if today is None else (str(today["requests"]), str(today["tokens"]))
 
 
 def store_text(store: dict[str, Any] | None) -> str:

@@ -128,7 +128,8 @@ def status_report(
 
     The same report for a running server (live in-flight counts) and for `proxygate status`
     with no server (the broker restored from the store). With the usage unknown (``rows``
-    None: the shared store is unreachable) the counts are 0 and ``store.degraded`` says why.
+    None: the shared store is unreachable) each account's ``today`` is None, never a made-up
+    0, and ``store.degraded`` says why.
     """
     usage: dict[str, dict[str, int]] = {}
     for row in rows or ():
@@ -145,7 +146,9 @@ def status_report(
             {
                 **broker.describe(account, now),
                 "plan": account.plan,
-                "today": usage.get(account.id, {"requests": 0, "tokens": 0, "errors": 0}),
+                "today": None
+                if rows is None
+                else usage.get(account.id, {"requests": 0, "tokens": 0, "errors": 0}),
                 "inflight": broker.state(account.id).inflight,
             }
             for account in snapshot.accounts

@@ -215,6 +215,7 @@ async def test_with_redis_stopped_both_instances_keep_answering_and_converge_onc
             report = await admin(client, a, "/admin/api/status")
             assert report["store"]["backend"] == "redis"
             assert report["store"]["degraded"].startswith("redis unreachable since ")
+            assert [x["today"] for x in report["accounts"]] == [None, None]  # unknown, not 0
             where = ("--addr", a.url.removeprefix("http://"))
             shown, found = await asyncio.gather(cli(a, "status", *where), cli(a, "doctor", "--json"))
             line = next(line for line in shown[1].splitlines() if line.startswith("shared state:"))
