@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import math
 import time
 import zlib
@@ -154,6 +155,14 @@ def _inflater(encoding: str) -> zlib._Decompress | None:
     raise ConnectionLost(f"upstream answered with content-encoding {encoding!r} although asked for identity")
 
 
+@functools.cache
+def _send_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    """The upstream request's aiohttp timeout: connecting only. Reading is bounded by our own
+    deadlines (first byte here, ``idle_s`` in ``Upstream.chunks``, which every read goes
+    through), so aiohttp's ``sock_read`` would only re-arm a timer on every chunk received."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
+
+
 async def open_upstream(
     session: aiohttp.ClientSession,
     url: str,
@@ -165,7 +174,9 @@ async def open_upstream(
     response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(timeouts.first_byte_s):
-            response = await session.post(url, data=body, headers=headers)
+            response = await session.post(
+                url, data=body, headers=headers, timeout=_send_timeout(timeouts.connect_s)
+            )
             first = await response.content.readany()
         return Upstream(response, first, _inflater(response.headers.get("content-encoding", "")))
     except ConnectionLost:
