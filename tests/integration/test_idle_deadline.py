@@ -43,10 +43,12 @@ async def test_a_stream_silent_after_its_first_events_ends_with_a_timeout_error_
     upstream.push(hold_after(sse[: sse.index(b"event: content_block_start")]))
     proxy = await start_proxy(one_key(upstream.url), config=IDLE)
     timeout = aiohttp.ClientTimeout(total=HANG_GUARD_S)
-    async with aiohttp.ClientSession(timeout=timeout) as client:
-        async with client.post(proxy.url + "/v1/messages", json={**ASK, "stream": True}) as resp:
-            assert resp.status == 200
-            text = (await resp.read()).decode()
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as client,
+        client.post(proxy.url + "/v1/messages", json={**ASK, "stream": True}) as resp,
+    ):
+        assert resp.status == 200
+        text = (await resp.read()).decode()
     assert text.startswith("event: message_start")
     last = text.strip().split("\n\n")[-1]
     assert last.startswith("event: error")
@@ -59,9 +61,11 @@ async def test_a_whole_answer_silent_halfway_is_a_504_in_the_clients_format(upst
     upstream.push(half_json_then_silence(orjson.dumps(anthropic_message())))
     proxy = await start_proxy(one_key(upstream.url), config=IDLE)
     timeout = aiohttp.ClientTimeout(total=HANG_GUARD_S)
-    async with aiohttp.ClientSession(timeout=timeout) as client:
-        async with client.post(proxy.url + "/v1/messages", json=ASK) as resp:
-            status, body = resp.status, await resp.json()
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as client,
+        client.post(proxy.url + "/v1/messages", json=ASK) as resp,
+    ):
+        status, body = resp.status, await resp.json()
     assert status == 504
     assert body["type"] == "error"
     assert "silent for" in body["error"]["message"]
