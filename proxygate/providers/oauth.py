@@ -300,18 +300,15 @@ class TokenKeeper:
                 # Another process or instance refreshed a moment ago: its refresh token is the live one now.
                 log.info("%s: token was refreshed by another %s; reusing it", account.id,
                          "process" if live is local else "instance")  # fmt: skip
-                if live is not local:
-                    await self._write_file(account, live)
+                if live is not local:  # our copies still hold the refresh token it spent
+                    await self._write_files(account, live)
                 return self._remember(account, stale, live)
             fresh = await self._grant(account, live.refresh_token)
             # Store, then disk, then use: if we crashed after using the token but before writing,
             # the spent refresh token would be all the others had (peers.md §3.2, single-use).
             if fencing is not None:
                 await self._publish(account.id, fresh)
-            await self._write_file(account, fresh)
-            shared = shared_file(account)
-            if shared is not None:
-                await self._write_shared(account, shared, fresh)
+            await self._write_files(account, fresh)
             return self._remember(account, stale, fresh)
         finally:
             if self.store is not None and fencing is not None:
@@ -382,9 +379,12 @@ class TokenKeeper:
             log.warning("%s: shared store unreachable (%s); refresh coordinated on this machine only",
                         account_id, why)  # fmt: skip
 
-    async def _write_file(self, account: Account, tokens: TokenSet) -> None:
+    async def _write_files(self, account: Account, tokens: TokenSet) -> None:
+        """The pool file, then the CLI's file it shares a login with (if any)."""
         if account.path is not None:
             await asyncio.to_thread(write_file_tokens, account.path, tokens, self.clock(), self.vault)
+        if (shared := shared_file(account)) is not None:
+            await self._write_shared(account, shared, tokens)
 
     async def _adopt_shared(self, account: Account, shared: Path, on_disk: TokenSet) -> TokenSet:
         """The CLI's file, re-read under the lock: when the CLI refreshed on its own, its tokens
