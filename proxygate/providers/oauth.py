@@ -244,7 +244,7 @@ class TokenKeeper:
         if value is None:
             self._shared.pop(account_id, None)
             return
-        try:  # sealed: the Vault's key is cached after its first use, so this stays off the keyring
+        try:  # on the loop: the Vault caches its key (the keyring, if any, is asked once per process)
             self._shared[account_id] = shared_tokens(value, self.vault)
         except SecretUnavailable as exc:
             log.warning("%s: tokens stored by another instance cannot be read (%s)", account_id, exc.message)
