@@ -96,6 +96,8 @@ COMMAND_TIMEOUT_S = 5.0
 MAX_QUEUED_STATES = 50_000
 MAX_QUEUED_ROWS = 50_000
 MAX_QUEUED_LOG = 10_000
+MAX_UNFOLDED = 20_000
+"Records queued before ``record`` folds them itself (the committer normally does, every tick)."
 "Kept while Redis is unreachable; beyond these the oldest are dropped (counted): memory stays bounded."
 LOG_READ_CHUNK = 1000
 SEP = "\x1f"
@@ -170,6 +172,7 @@ class RedisStore:
         self._states: dict[_Key, dict[str, Any] | None] = {}
         self._rows: dict[tuple[int, _Parts], UsageTotals] = {}
         self._log: deque[bytes] = deque()
+        self._records: list[UsageRecord] = []  # not yet folded into rows and log entries
         # Our sent writes whose message has not come back yet: (count, monotonic time of the last).
         self._unechoed: dict[_Key, tuple[int, float]] = {}
         self._listeners: list[StateListener] = []
@@ -195,10 +198,24 @@ class RedisStore:
     # -- writes (queued) ---------------------------------------------------------------
 
     def record(self, rec: UsageRecord) -> None:
-        parts = (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant)
-        entry = log_entry(rec)
-        row = (int(_clamped(rec.ts) // 3600), parts)
         with self._lock:
+            self._records.append(rec)  # summed and encoded later, off the request path
+            if len(self._records) >= MAX_UNFOLDED:  # the committer has not folded for a while
+                self._fold()
+            elif len(self._records) >= COMMIT_BATCH:
+                self._wake.set()
+
+    def _fold(self) -> None:
+        """Sum the queued records into usage rows and encode their log entries (holding the lock).
+
+        Rows and entries are what stays queued while Redis is away, both bounded.
+        """
+        records, self._records = self._records, []
+        for rec in records:
+            row = (
+                int(_clamped(rec.ts) // 3600),
+                (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant),
+            )
             if (totals := self._rows.get(row)) is None:
                 if len(self._rows) >= MAX_QUEUED_ROWS:
                     del self._rows[next(iter(self._rows))]
@@ -208,9 +225,12 @@ class RedisStore:
             if len(self._log) >= MAX_QUEUED_LOG:
                 self._log.popleft()
                 self._shed("request-log entry")
-            self._log.append(entry)
-            if len(self._log) >= COMMIT_BATCH:
-                self._wake.set()
+            self._log.append(log_entry(rec))
+
+    def fold(self) -> None:
+        """Fold the queued records (see ``_fold``); the committer calls it in a thread."""
+        with self._lock:
+            self._fold()
 
     def put_state(self, namespace: str, key: str, value: Mapping[str, Any] | None) -> None:
         if namespace not in self._mirror:
@@ -242,7 +262,7 @@ class RedisStore:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._states) + len(self._rows) + len(self._log)
+        return len(self._states) + len(self._rows) + len(self._log) + len(self._records)
 
     @property
     def commit_failures(self) -> int:
@@ -252,6 +272,7 @@ class RedisStore:
 
     def _take(self) -> _Batch:
         with self._lock:
+            self._fold()
             batch = _Batch(self._states, self._rows, list(self._log))
             self._states, self._rows = {}, {}
             self._log.clear()
@@ -340,7 +361,7 @@ class RedisStore:
         Raises:
             RedisError, OSError: the queue was given back.
         """
-        batch = self._take()
+        batch = await asyncio.to_thread(self._take)  # folding encodes log entries: off the loop
         if not batch:
             return
         try:
@@ -385,6 +406,8 @@ class RedisStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), COMMIT_INTERVAL_S)
             self._wake.clear()
+            if self._degraded and self._records:  # sums stay bounded until the feed sends them
+                await asyncio.to_thread(self.fold)
             if self._degraded or not self.queue_depth:
                 continue
             try:
