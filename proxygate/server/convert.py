@@ -33,6 +33,7 @@ from proxygate.server.relay import (
     fail_stream,
     read_answer,
     send,
+    send_head,
     start_response,
 )
 from proxygate.wire import ir
@@ -134,10 +135,14 @@ async def relay(
     out = await start_response(request, 200, headers, is_stream=True)
     watch = StreamWatch(lease)
     try:
+        head_sent = False
         async for chunk in upstream.chunks(idle_s):
             data = b"".join(encoder.encode(event) for event in watch.events(decoder.feed(chunk)))
             if data:
                 await send(out, call, data)
+            if not head_sent:
+                head_sent = True
+                await send_head(out, call)
         data = b"".join(encoder.encode(event) for event in watch.events(decoder.close())) + encoder.close()
         if data:
             await send(out, call, data)

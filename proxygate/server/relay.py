@@ -227,15 +227,31 @@ def _positive(value: str | None) -> float | None:
     return number if 0 < number < math.inf else None
 
 
+class StreamAnswer(web.StreamResponse):
+    """A streamed answer whose status line and headers leave with its first bytes, in one
+    write: aiohttp's StreamResponse sends them alone at ``prepare``, a syscall (and a wake-up
+    of the client) more per stream. It is started only once the upstream's first chunk is in
+    hand, so they wait for nothing; ``send_head`` sends them if that chunk gave nothing to send."""
+
+    _send_headers_immediately = False
+
+
 async def start_response(
     request: web.Request, status: int, headers: dict[str, str], *, is_stream: bool
 ) -> web.StreamResponse:
-    out = web.StreamResponse(status=status, headers=headers)
+    out = StreamAnswer(status=status, headers=headers)
     if is_stream:
         out.headers.update(SSE_HEADERS)
         out.content_type = "text/event-stream"
     await out.prepare(request)
     return out
+
+
+async def send_head(out: web.StreamResponse, call: Call) -> None:
+    """After the upstream's first chunk: the headers go now if no bytes took them along
+    (a first event not complete yet, or held back by the output transform)."""
+    if not call.first_byte_ms:
+        await out.write(b"")  # with headers buffered, an empty write sends just them
 
 
 async def send(out: web.StreamResponse, call: Call, data: bytes) -> None:
@@ -289,14 +305,18 @@ async def relay_bytes(
     """
     held: list[bytes] = []  # the unfinished last event, joined once its end arrives
     held_tail = b""  # its last bytes: a blank line may begin there
+    head_sent = False
     try:
         async for chunk in upstream.chunks(idle_s):
             events = sniffer.feed(chunk)
-            if not strip_usage_chunk:
-                if held and not event_boundary(held_tail + chunk):
-                    held.append(chunk)
-                    held_tail = (held_tail + chunk[-3:])[-3:]
-                    continue
+            if strip_usage_chunk:
+                for event in events:
+                    if not _is_usage_only_chunk(event.data):
+                        await send(out, call, encode_event(event.data.encode()))
+            elif held and not event_boundary(held_tail + chunk):
+                held.append(chunk)
+                held_tail = (held_tail + chunk[-3:])[-3:]
+            else:
                 data = b"".join((*held, chunk)) if held else chunk
                 end = event_boundary(data)
                 if end < len(data):
@@ -306,10 +326,9 @@ async def relay_bytes(
                     held, held_tail = [], b""
                 if end:
                     await send(out, call, data[:end] if end < len(data) else data)
-                continue
-            for event in events:
-                if not _is_usage_only_chunk(event.data):
-                    await send(out, call, encode_event(event.data.encode()))
+            if not head_sent:
+                head_sent = True
+                await send_head(out, call)
         for event in sniffer.close():
             if strip_usage_chunk:
                 await send(out, call, encode_event(event.data.encode()))
