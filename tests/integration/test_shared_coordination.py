@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from proxygate.server.keys import BROKER, STORE, TENANT_BOOK
@@ -61,21 +62,30 @@ async def within(seconds: float, check: Callable[[], Any], what: str) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.parametrize("kind", ["claude", "chatgpt"])
 async def test_hundred_requests_through_two_instances_refresh_an_expiring_login_once(
-    redis_url: str, upstream: ScriptedUpstream, start_proxy: Any, tmp_path: Path, auth_server: FakeAuthServer
+    redis_url: str,
+    upstream: ScriptedUpstream,
+    start_proxy: Any,
+    tmp_path: Path,
+    auth_server: FakeAuthServer,
+    kind: str,
 ) -> None:
-    def claude() -> dict[str, Any]:  # inside the 5-minute refresh margin on both copies
-        return {
-            "me": {"_kind": "claude", **oauth_account("claude", expires_in_s=60), "base_url": upstream.url}
-        }
+    def login() -> dict[str, Any]:  # inside the 5-minute refresh margin on both copies
+        return {"me": {"_kind": kind, **oauth_account(kind, expires_in_s=60), "base_url": upstream.url}}
 
-    a, b = await instances(start_proxy, tmp_path, redis_url, claude, auth_server.config_toml())
-    auth_server.delay_s = 0.05  # a grant takes a moment: the others arrive while it runs
+    a, b = await instances(start_proxy, tmp_path, redis_url, login, auth_server.config_toml())
+    auth_server.delay_s = 0.25  # a grant takes a moment: every request arrives while it runs
+    path, body, headers = (
+        ("/v1/messages", ASK, ANTHROPIC)
+        if kind == "claude"
+        else ("/v1/responses", {"model": "gpt-5-codex", "input": "hi", "stream": True}, {})
+    )
 
     async with aiohttp.ClientSession() as http:
 
         async def ask(proxy: Proxy) -> int:
-            async with http.post(f"{proxy.url}/v1/messages", json=ASK, headers=ANTHROPIC) as resp:
+            async with http.post(f"{proxy.url}{path}", json=body, headers=headers) as resp:
                 await resp.read()
                 return resp.status
 
@@ -86,7 +96,7 @@ async def test_hundred_requests_through_two_instances_refresh_an_expiring_login_
     assert len(upstream.requests) == 100
     assert {r.headers["Authorization"] for r in upstream.requests} == {"Bearer at-1"}
     for proxy in (a, b):  # each copy holds the live tokens (the old refresh token is spent)
-        on_disk = orjson.loads((proxy.pool_dir / "claude" / "me.json").read_bytes())
+        on_disk = orjson.loads((proxy.pool_dir / kind / "me.json").read_bytes())
         assert (on_disk["access_token"], on_disk["refresh_token"]) == ("at-1", "rt-1")
 
 
