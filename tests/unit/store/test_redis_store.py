@@ -292,3 +292,21 @@ async def test_instances_writing_one_key_at_once_agree_with_redis(redis_url: str
         )
         assert len(in_redis()) == 4
         client.close()
+
+
+def test_what_stays_queued_while_redis_is_away_is_bounded() -> None:
+    """Records are summed per usage row; only the log entries beyond MAX_QUEUED_LOG are dropped (counted)."""
+    from proxygate.store.redis_store import MAX_QUEUED_LOG, MAX_UNFOLDED
+    from tests.conftest import free_port
+
+    store = RedisStore(StoreSettings(backend="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    now = time.time()
+    for n in range(MAX_UNFOLDED + 5000):
+        store.record(UsageRecord(f"r{n}", now, "acct-1", "m", "chat", "chat", 200, input_tokens=1))
+    store.fold()
+    assert store.queue_depth == 1 + MAX_QUEUED_LOG  # one usage row, the newest log entries
+    assert store.commit_failures == MAX_UNFOLDED + 5000 - MAX_QUEUED_LOG
+    with pytest.raises(StoreUnavailable, match=r"^shared store: redis unreachable \(10001 writes kept\): "):
+        store.flush()
+    assert store.degraded.startswith("redis unreachable since ")
+    store.close()
