@@ -281,7 +281,8 @@ async def test_instances_writing_one_key_at_once_agree_with_redis(redis_url: str
         client = redis.Redis.from_url(redis_url)
 
         def in_redis() -> dict[str, Any]:
-            return {k.decode(): orjson.loads(v) for k, v in client.hgetall("proxygate:state:pins").items()}
+            raw: dict[bytes, bytes] = client.hgetall("proxygate:state:pins")  # type: ignore[assignment]
+            return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
         await a.wait_for(
             lambda: (
