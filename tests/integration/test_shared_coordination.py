@@ -20,7 +20,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from proxygate.server.keys import BROKER, STORE, TENANT_BOOK
+from proxygate.server.keys import BROKER, PIPELINE, STORE, TENANT_BOOK
 from tests import oauth_fakes
 from tests.conftest import Proxy, admin_headers, write_account
 from tests.oauth_fakes import FakeAuthServer, oauth_account
@@ -98,6 +98,32 @@ async def test_hundred_requests_through_two_instances_refresh_an_expiring_login_
     for proxy in (a, b):  # each copy holds the live tokens (the old refresh token is spent)
         on_disk = orjson.loads((proxy.pool_dir / kind / "me.json").read_bytes())
         assert (on_disk["access_token"], on_disk["refresh_token"]) == ("at-1", "rt-1")
+
+
+async def test_an_instance_whose_copy_is_not_due_switches_to_the_token_another_one_stored(
+    redis_url: str, upstream: ScriptedUpstream, start_proxy: Any, tmp_path: Path, auth_server: FakeAuthServer
+) -> None:
+    """A refreshes (its copy is due); B, whose copy is not, sends A's new token, not the rotated one."""
+    expiries = iter([60, 3000])
+
+    def login() -> dict[str, Any]:
+        copy = oauth_account("claude", expires_in_s=next(expiries))
+        return {"me": {"_kind": "claude", **copy, "base_url": upstream.url}}
+
+    a, b = await instances(start_proxy, tmp_path, redis_url, login, auth_server.config_toml())
+    async with aiohttp.ClientSession() as http:
+
+        async def ask(proxy: Proxy) -> str:
+            async with http.post(f"{proxy.url}/v1/messages", json=ASK, headers=ANTHROPIC) as resp:
+                assert resp.status == 200
+            return upstream.requests[-1].headers["Authorization"]
+
+        assert await ask(b) == "Bearer at-0"  # B's copy is valid as far as B knows
+        assert await ask(a) == "Bearer at-1"
+        keeper, account = b.app[PIPELINE].keeper, b.app[BROKER].snapshot.by_id["me"]
+        await within(1.0, lambda: keeper.current(account).access_token == "at-1", "B hears of A's refresh")
+        assert await ask(b) == "Bearer at-1"
+    assert len(auth_server.refreshes) == 1
 
 
 async def test_a_tenant_rpm_holds_across_two_instances(
