@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import orjson
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from drivers import Load, Result, Target, have_wrk, run_asyncio, run_wrk  # noqa: E402
+from drivers import Load, Result, Target, have_wrk, process_cpu_s, run_asyncio, run_wrk  # noqa: E402
 from run import ANTHROPIC_HEADERS, REPO, STARTUP_LIMIT_S, Servers, child_env, free_port, wait_http  # noqa: E402
 from workloads import anthropic_request, body_bytes  # noqa: E402
 
@@ -127,6 +127,13 @@ def redis_calls(port: int) -> dict[str, int]:
     }
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores, /proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def calls_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
 
@@ -193,7 +200,8 @@ class Running:
     setup: Setup
     proxygate: Proxygate
     redis_port: int
-    runs: dict[str, list[tuple[Result, dict[str, int]]]]
+    runs: dict[str, list[tuple[Result, dict[str, int], float]]] = field(default_factory=dict)
+    "Per load: each run's result, Redis calls and the share of the machine's CPU in use (all processes)."
 
     @property
     def target(self) -> Target:
@@ -202,22 +210,32 @@ class Running:
     def calls(self) -> dict[str, int]:
         return redis_calls(self.redis_port) if self.setup.backend == "redis" else {}
 
+    def cpu_s(self) -> float:
+        """CPU seconds of proxygate so far: the process and, with workers, each of them."""
+        pid = self.proxygate.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return process_cpu_s(pid) + sum(process_cpu_s(int(child)) for child in children)
+
     def measure(self, kind: str, load: Load, duration_s: float, workdir: Path) -> Result:
-        before = self.calls()
+        before, cpu_before, busy_before = self.calls(), self.cpu_s(), machine_busy_s()
         result = drive(self.target, load, duration_s, workdir)
-        self.runs.setdefault(kind, []).append((result, calls_between(before, self.calls())))
+        result.cpu_s = self.cpu_s() - cpu_before
+        busy = (machine_busy_s() - busy_before) / (os.cpu_count() or 1) / result.seconds
+        self.runs.setdefault(kind, []).append((result, calls_between(before, self.calls()), busy))
         return result
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {"workers": self.setup.workers, "backend": self.setup.backend}
         for kind, runs in self.runs.items():
-            result, calls = max(runs, key=lambda run: run[0].rps)
+            result, calls, busy = max(runs, key=lambda run: run[0].rps)
             entry: dict[str, Any] = {
                 "rps": round(result.rps, 1),
                 "p50_ms": round(result.p50_ms, 2),
                 "p99_ms": round(result.p99_ms, 2),
-                "errors": sum(r.errors for r, _ in runs),
-                "runs_rps": [round(r.rps, 1) for r, _ in runs],
+                "errors": sum(run[0].errors for run in runs),
+                "proxygate_cpu_us_per_request": round(result.cpu_us_per_request, 1),
+                "machine_busy": round(busy, 3),
+                "runs_rps": [round(run[0].rps, 1) for run in runs],
             }
             if self.setup.backend == "redis" and result.ok:
                 entry["redis_commands_per_request"] = round(sum(calls.values()) / result.ok, 3)
@@ -245,7 +263,8 @@ def measure_all(
                 result = one.measure(kind, load, args.duration, workdir)
                 log(
                     f"  round {round_ + 1} {one.setup.name:8} {kind:5} {result.rps:8.0f} req/s  "
-                    f"p99 {result.p99_ms:7.1f} ms  errors {result.errors}"
+                    f"p99 {result.p99_ms:7.1f} ms  proxygate {result.cpu_us_per_request:5.0f} µs/req  "
+                    f"machine busy {one.runs[kind][-1][2]:.0%}  errors {result.errors}"
                 )
 
 
@@ -257,8 +276,9 @@ def table(results: dict[str, Any]) -> str:
     one = results.get("redis-1", {})
     lines = [
         "| setup | JSON c=64 (req/s) | SSE c=64 (streams/s) | vs 1 worker LMDB (JSON / SSE) "
-        "| vs 1 worker Redis (JSON / SSE) | Redis commands per request (JSON / SSE) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| vs 1 worker Redis (JSON / SSE) | Redis commands per request (JSON / SSE) "
+        "| proxygate CPU µs per request (JSON / SSE) | machine CPU busy (JSON / SSE) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def ratio(a: dict[str, Any], b: dict[str, Any], kind: str) -> str:
@@ -272,7 +292,9 @@ def table(results: dict[str, Any]) -> str:
             f"| {r['workers']} worker{'s' if r['workers'] > 1 else ''}, {r['backend']} "
             f"| {r['json']['rps']:.0f} | {r['sse']['rps']:.0f} "
             f"| {ratio(r, lmdb, 'json')} / {ratio(r, lmdb, 'sse')} "
-            f"| {ratio(r, one, 'json')} / {ratio(r, one, 'sse')} | {per_req} |"
+            f"| {ratio(r, one, 'json')} / {ratio(r, one, 'sse')} | {per_req} "
+            f"| {r['json']['proxygate_cpu_us_per_request']:.0f} / {r['sse']['proxygate_cpu_us_per_request']:.0f} "
+            f"| {r['json']['machine_busy']:.0%} / {r['sse']['machine_busy']:.0%} |"
         )
     return "\n".join(lines)
 
@@ -318,7 +340,7 @@ def main() -> None:
                     )
                     proxygate = Proxygate(workdir, mock_port, setup, redis_port)
                     stack.callback(proxygate.stop)
-                    running.append(Running(setup, proxygate, redis_port, {}))
+                    running.append(Running(setup, proxygate, redis_port))
                 measure_all(running, loads, args, workdir, log)
                 results = {one.setup.name: one.report() for one in running}
         finally:
