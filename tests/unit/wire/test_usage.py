@@ -115,3 +115,17 @@ def test_an_event_over_16_mib_in_many_reads_is_refused(needs_events: bool) -> No
     with pytest.raises(SSEError, match=rf"^SSE event larger than {MAX_EVENT_BYTES} bytes$"):
         for _ in range(17 * 16):
             sniffer.feed(b"x" * 65536)
+
+
+@EVENTS
+def test_event_names_without_the_space_and_events_of_other_shapes_are_read(needs_events: bool) -> None:
+    # "event:name" (no space), an id line and a comment inside marked events: the sparse mode's
+    # plain reading does not fit them and hands them to the parser.
+    payload = (
+        anthropic_sse("a message_ about an error")
+        .replace(b"event: ", b"event:")
+        .replace(b"event:message_delta\n", b"event:message_delta\nid: 7\n: keep-alive\n")
+    )
+    assert sniff(Format.anthropic, [payload], needs_events=needs_events) == (Usage(11, 3, 5, 2), True, "")
+    error = b'event:error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Busy"}}\n\n'
+    assert sniff(Format.anthropic, [error], needs_events=needs_events) == (Usage(), False, "Busy")
