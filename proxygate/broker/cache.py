@@ -107,20 +107,25 @@ class CacheBook:
 
     def record(self, account_id: str, conversation: str, model: str, usage: Usage) -> None:
         """Count one answer's prompt tokens for its account and conversation."""
-        self.accounts.setdefault(account_id, CacheStats()).add(usage)
+        stats = self.accounts.get(account_id)
+        if stats is None:  # a CacheStats built only for a new account, not on every answer
+            stats = self.accounts[account_id] = CacheStats()
+        stats.add(usage)
         if not conversation:
             return
         prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
-        known = self.conversations.pop(conversation, None)
+        conversations = self.conversations
+        known = conversations.get(conversation)
         if known is None:
-            known = ConversationCache(account_id, model, 0, CacheStats())
-            if len(self.conversations) >= MAX_CONVERSATIONS:
-                self.conversations.popitem(last=False)
+            if len(conversations) >= MAX_CONVERSATIONS:
+                conversations.popitem(last=False)
+            known = conversations[conversation] = ConversationCache(account_id, model, 0, CacheStats())
+        else:
+            conversations.move_to_end(conversation)  # the newest last: the oldest go first
         known.account_id, known.model = account_id, model
         if prompt:
             known.last_input_tokens = prompt
         known.stats.add(usage)
-        self.conversations[conversation] = known
 
     def rewrite_cost_usd(self, model: str, tokens: int) -> float | None:
         """What writing ``tokens`` of prefix again costs over reading them from cache."""
