@@ -93,14 +93,15 @@ def save_account(settings: Settings, kind: Kind, name: str, entry: dict[str, Any
 def clear_reauth(settings: Settings, account_id: str) -> None:
     """A new login heals "needs re-auth": via a running server, else in the persisted state."""
     from proxygate.cli.accounts import admin_get
-    from proxygate.store import COOLDOWNS, LMDBStore
+    from proxygate.store import COOLDOWNS
+    from proxygate.store.open import open_store
 
     with contextlib.suppress(PoolError):
         if admin_get(settings, f"/admin/api/accounts/{account_id}/reset", method="POST") is not None:
             return
-    if not settings.data_dir.exists():
+    if settings.store.backend == "lmdb" and not settings.data_dir.exists():
         return
-    store = LMDBStore(settings.data_dir)
+    store = open_store(settings)
     try:
         store.put_state(COOLDOWNS, account_id, None)
     finally:

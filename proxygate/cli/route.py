@@ -27,7 +27,7 @@ from proxygate.cli.app import (
 )
 from proxygate.config import Settings
 from proxygate.server.broker_state import active_route, save_active_route
-from proxygate.store import LMDBStore
+from proxygate.store.open import open_store
 
 route_app = Commands(help="Routing configs: list them, switch the active one.", no_args_is_help=True)
 app.add_typer(route_app, name="route")
@@ -35,7 +35,7 @@ app.add_typer(route_app, name="route")
 
 def offline_routes(settings: Settings) -> list[dict[str, Any]]:
     """The configs from config.toml, the active one as the store remembers it."""
-    store = LMDBStore(settings.data_dir)
+    store = open_store(settings)
     try:
         active = active_route(store, settings) or settings.routing.active
     finally:
@@ -97,7 +97,7 @@ def use_route(
         settings = settings_from(config)
         live = admin_get(settings, "/admin/api/route", method="POST", body={"name": name}, addr=addr)
         if live is None:  # no server running: remember it for the next start
-            store = LMDBStore(settings.data_dir)
+            store = open_store(settings)
             try:
                 save_active_route(store, settings, name)
             finally:

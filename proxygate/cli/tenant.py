@@ -39,7 +39,8 @@ from proxygate.features.tenants import (
     rotated,
     save_tenant,
 )
-from proxygate.store import LMDBStore
+from proxygate.store.base import Store
+from proxygate.store.open import open_store
 
 tenant_app = Commands(help="Tenants: teammates' keys, limits and fair shares.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
@@ -123,7 +124,7 @@ def _print_pending(report: dict[str, Any] | None) -> None:
 
 
 def _with_store(settings: Settings, action: Any) -> Any:
-    store = LMDBStore(settings.data_dir, settings.usage)
+    store = open_store(settings)
     try:
         result = action(store)
         store.flush()
@@ -135,7 +136,7 @@ def _with_store(settings: Settings, action: Any) -> Any:
 def offline_reports(settings: Settings) -> list[dict[str, Any]]:
     """`tenant list` without a server: the stored tenants and their usage from the usage rows."""
 
-    def read(store: LMDBStore) -> list[dict[str, Any]]:
+    def read(store: Store) -> list[dict[str, Any]]:
         book = TenantBook(settings)
         book.replace_all(load_tenants(store))
         book.restore(store)
@@ -144,7 +145,7 @@ def offline_reports(settings: Settings) -> list[dict[str, Any]]:
     return list(_with_store(settings, read))
 
 
-def _stored(store: LMDBStore, name: str) -> Any:
+def _stored(store: Store, name: str) -> Any:
     tenants = load_tenants(store)
     if name not in tenants:
         raise ProxyError(f"no tenant {name!r}", status=404, error_class="not_found")
@@ -213,7 +214,7 @@ def add(
             _print_pending(live.get("tenant"))
         else:
 
-            def write(store: LMDBStore) -> str:
+            def write(store: Store) -> str:
                 if name in load_tenants(store):
                     raise ClientError(f"tenant {name!r} exists (change it with `proxygate tenant set`)")
                 tenant, key = created(name, changes, now=time.time(), routes=settings.routing.configs)
@@ -270,7 +271,7 @@ def set_(
         live = admin_get(settings, f"/admin/api/tenants/{name}", method="PATCH", body=changes, addr=addr)
         if live is None:
 
-            def write(store: LMDBStore) -> None:
+            def write(store: Store) -> None:
                 save_tenant(store, changed(_stored(store, name), changes, routes=settings.routing.configs))
 
             _with_store(settings, write)
@@ -288,7 +289,7 @@ def rotate_key(name: NameArg, config: ConfigOption = None, addr: AddrOption = No
             key = live["key"]
         else:
 
-            def write(store: LMDBStore) -> str:
+            def write(store: Store) -> str:
                 tenant, key = rotated(_stored(store, name))
                 save_tenant(store, tenant)
                 return key
@@ -305,7 +306,7 @@ def remove(name: NameArg, config: ConfigOption = None, addr: AddrOption = None) 
         live = admin_get(settings, f"/admin/api/tenants/{name}", method="DELETE", addr=addr)
         if live is None:
 
-            def write(store: LMDBStore) -> None:
+            def write(store: Store) -> None:
                 _stored(store, name)
                 delete_tenant(store, name)
 

@@ -30,7 +30,8 @@ from proxygate.errors import ClientError
 from proxygate.pool.files import load_pool
 from proxygate.prices import Price, PriceTable, Rates, load_prices
 from proxygate.server.usage_report import BY_CHOICES, parse_period, requests_page, usage_report
-from proxygate.store import LMDBStore
+from proxygate.store.base import Store
+from proxygate.store.open import open_store
 from proxygate.store.secrets import Vault
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -54,8 +55,8 @@ CSV_COLUMNS = (
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[LMDBStore]:
-    store = LMDBStore(settings.data_dir, settings.usage)
+def _store(settings: Settings) -> Iterator[Store]:
+    store = open_store(settings)
     try:
         yield store
     finally:
