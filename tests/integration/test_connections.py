@@ -153,7 +153,7 @@ async def test_a_keep_alive_connection_gets_the_same_deadline_for_its_next_reque
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         status, body = await asyncio.wait_for(read_answer(reader), HANG_GUARD_S)
-        assert (status, body) == ("HTTP/1.1 200 OK", {"ok": True})
+        assert (status, body["ok"]) == ("HTTP/1.1 200 OK", True)
         writer.write(b"GET /healthz HTTP/1.1\r\n")  # the next head never ends
         assert await closed_by_server(reader)
         writer.close()
@@ -214,7 +214,7 @@ async def test_with_1100_idle_connections_open_healthz_still_answers_within_a_se
             async with fresh.get(
                 f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=HANG_GUARD_S)
             ) as resp:
-                assert (resp.status, await resp.json()) == (200, {"ok": True})
+                assert (resp.status, (await resp.json())["ok"]) == (200, True)
             elapsed_s = time.monotonic() - started
         assert elapsed_s < 1.0, f"/healthz took {elapsed_s:.2f} s with {IDLE_CONNECTIONS} idle connections"
     finally:
