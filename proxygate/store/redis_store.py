@@ -194,6 +194,7 @@ class RedisStore:
         self._unlock_script: Any = None
         self._sync: Any = redis.Redis.from_url(self._url, **_client_options())
         self._is_loaded = False
+        self._has_synced = False  # the mirror was loaded from Redis once: a restart of Redis can be told
 
     # -- writes (queued) ---------------------------------------------------------------
 
@@ -478,7 +479,15 @@ class RedisStore:
                 log.exception("state listener failed on %s/%s", namespace, key)
 
     async def _resync(self, *, notify: bool) -> None:
-        """Send the queue, reload the mirror from Redis, and (``notify``) report what changed."""
+        """Send the queue, reload the mirror from Redis, and (``notify``) report what changed.
+
+        The epoch key tells a Redis that came back empty (restarted without persistence, or
+        flushed) from one whose keys were deleted: the first instance to see it missing puts
+        its mirror back, so cooldowns, pins and routes are not forgotten by every instance.
+        """
+        is_new_epoch = await self._aio.set(f"{self._p}:epoch", self._instance_id, nx=True)
+        if is_new_epoch and self._has_synced:
+            await self._reseed()
         pushed = self.queue_depth
         await self._send()
         async with self._aio.pipeline(transaction=False) as pipe:
@@ -503,10 +512,26 @@ class RedisStore:
                 elif old.get(key) != fresh.get(key):
                     changed.append((namespace, key, fresh.get(key)))
             self._mirror[namespace] = fresh
+        self._has_synced = True
         self._came_back(pushed)
         if notify:
             for namespace, key, value in changed:
                 self._notify(namespace, key, value)
+
+    async def _reseed(self) -> None:
+        """Give an emptied Redis this instance's mirror (keys another instance put back first win)."""
+        async with self._aio.pipeline(transaction=False) as pipe:
+            count = 0
+            for namespace, values in self._mirror.items():
+                for key, value in values.items():
+                    pipe.hsetnx(f"{self._p}:state:{namespace}", key, orjson.dumps(value))
+                    count += 1
+            await pipe.execute()
+        log.warning(
+            "shared store: redis came back empty (restarted without persistence?); %d state keys put back "
+            "from this instance",
+            count,
+        )
 
     def _apply(self, data: bytes) -> None:
         """One message of the change feed: another instance's write into the mirror, then the listeners."""
