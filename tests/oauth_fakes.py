@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ import pytest
 from aiohttp import web
 
 from proxygate.config import ClaudeOAuthSettings, OAuthSettings, OpenAIOAuthSettings
+from proxygate.pool.files import load_file
+from proxygate.pool.records import Account
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 "The checkout: where a child process imports this proxygate from."
@@ -181,6 +184,15 @@ def oauth_account(
     if kind == "chatgpt":
         data.setdefault("account_id", "acct-1")
     return data
+
+
+def account_file(root: Path, kind: str, **kw: object) -> Account:
+    """The login ``oauth_account`` describes, as a 0600 file in ``root``'s pool dir, loaded."""
+    path = root / "pool" / kind / "dev@example.com.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(oauth_account(kind, **kw)))  # type: ignore[arg-type]
+    os.chmod(path, 0o600)
+    return load_file(kind, path)  # type: ignore[arg-type]
 
 
 async def run_together(

@@ -115,6 +115,17 @@ async def start_serve(
     return served
 
 
+async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
+    """What the process printed up to the line holding ``needle``."""
+    seen = ""
+    while needle not in seen:
+        line = await asyncio.wait_for(stream.readline(), 20)
+        if not line:
+            raise AssertionError(f"output ended before {needle!r}:\n{seen}")
+        seen += line.decode()
+    return seen
+
+
 async def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 30
 ) -> tuple[int, str, str]:

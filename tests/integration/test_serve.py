@@ -17,7 +17,7 @@ from aiohttp import web
 from proxygate import __version__
 from proxygate.store import LMDBStore, today
 from tests.conftest import write_account
-from tests.serving import ServeProcess, spawn_serve, start_serve, wait_for_file, write_config
+from tests.serving import ServeProcess, read_until, spawn_serve, start_serve, wait_for_file, write_config
 from tests.upstream import ScriptedUpstream, anthropic_sse
 
 STREAM_ASK = {
@@ -142,16 +142,6 @@ async def test_port_0_is_listed_in_server_json_with_the_port_it_got(tmp_path: Pa
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 20)
     assert not runfile.exists()
-
-
-async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
-    seen = ""
-    while needle not in seen:
-        line = await asyncio.wait_for(stream.readline(), 20)
-        if not line:
-            raise AssertionError(f"output ended before {needle!r}:\n{seen}")
-        seen += line.decode()
-    return seen
 
 
 async def test_sigterm_says_how_many_streams_drain_and_a_second_one_cuts_them(

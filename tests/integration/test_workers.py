@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import write_account
-from tests.serving import ServeProcess, run_cli, start_serve, write_config
+from tests.serving import ServeProcess, read_until, run_cli, start_serve, write_config
 from tests.upstream import ScriptedUpstream, anthropic_sse, hold_after, status
 
 ASK = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -65,17 +65,6 @@ async def pids_seen(url: str, want: int, within_s: float, *, besides: set[int] =
             seen.add(pid)
         else:
             await asyncio.sleep(0.05)
-    return seen
-
-
-async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
-    """What the process printed up to the line holding ``needle``."""
-    seen = ""
-    while needle not in seen:
-        line = await asyncio.wait_for(stream.readline(), 20)
-        if not line:
-            raise AssertionError(f"output ended before {needle!r}:\n{seen}")
-        seen += line.decode()
     return seen
 
 

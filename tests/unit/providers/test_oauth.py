@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 import time
 from pathlib import Path
@@ -13,20 +12,11 @@ import orjson
 import pytest
 
 from proxygate.pool.files import load_file
-from proxygate.pool.records import Account
 from proxygate.providers.oauth import ReauthRequired, RefreshFailed, TokenKeeper, lock_path
 from tests import oauth_fakes
-from tests.oauth_fakes import FakeAuthServer, oauth_account, run_together
+from tests.oauth_fakes import FakeAuthServer, account_file, run_together
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
-
-
-def account_file(tmp_path: Path, kind: str, **kw: object) -> Account:
-    path = tmp_path / "pool" / kind / "dev@example.com.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(oauth_account(kind, **kw)))  # type: ignore[arg-type]
-    os.chmod(path, 0o600)
-    return load_file(kind, path)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["chatgpt", "claude"])

@@ -7,7 +7,6 @@ dir) and both use one store, whose lock and ``tokens`` record coordinate them (i
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxygate.config import SecretsSettings, StoreSettings
-from proxygate.pool.files import load_file
 from proxygate.pool.records import Account
 from proxygate.providers.oauth import TokenKeeper
 from proxygate.server.tasks import supervise
@@ -25,19 +23,10 @@ from proxygate.store.lmdb_store import LMDBStore
 from proxygate.store.redis_store import RedisStore
 from proxygate.store.secrets import SECRET_FIELDS, Vault, is_sealed, new_key_text
 from tests import oauth_fakes
-from tests.oauth_fakes import FakeAuthServer, oauth_account
+from tests.oauth_fakes import FakeAuthServer, account_file
 from tests.redis_server import RedisServer
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
-
-
-def copy_of_account(root: Path, kind: str, **kw: object) -> Account:
-    """The same login in ``root``'s own pool dir (the id, dev@example.com, is the same everywhere)."""
-    path = root / "pool" / kind / "dev@example.com.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(oauth_account(kind, **kw)))  # type: ignore[arg-type]
-    os.chmod(path, 0o600)
-    return load_file(kind, path)  # type: ignore[arg-type]
 
 
 def file_tokens(account: Account) -> tuple[str, str]:
@@ -52,8 +41,8 @@ async def test_two_instances_with_copies_of_an_expiring_account_refresh_it_once(
 ) -> None:
     store = LMDBStore(tmp_path / "data")
     mine, theirs = (
-        copy_of_account(tmp_path / "A", kind, expires_in_s=60),
-        copy_of_account(tmp_path / "B", kind, expires_in_s=60),
+        account_file(tmp_path / "A", kind, expires_in_s=60),
+        account_file(tmp_path / "B", kind, expires_in_s=60),
     )
     auth_server.delay_s = 0.05
     async with aiohttp.ClientSession() as session:
@@ -75,8 +64,8 @@ async def test_after_a_401_the_tokens_another_instance_stored_are_adopted_not_re
     tmp_path: Path, auth_server: FakeAuthServer
 ) -> None:
     store = LMDBStore(tmp_path / "data")
-    mine = copy_of_account(tmp_path / "A", "chatgpt", expires_in_s=60)
-    theirs = copy_of_account(tmp_path / "B", "chatgpt", expires_in_s=3000)  # not due yet on B
+    mine = account_file(tmp_path / "A", "chatgpt", expires_in_s=60)
+    theirs = account_file(tmp_path / "B", "chatgpt", expires_in_s=3000)  # not due yet on B
     async with aiohttp.ClientSession() as session:
         assert (
             await TokenKeeper(auth_server.settings(), session, store=store).fresh(mine)
@@ -100,8 +89,8 @@ async def test_with_secrets_at_rest_the_stored_tokens_are_sealed(
         return Vault(SecretsSettings(encrypt=True, key=key), tmp_path / name / "data", keyring=None)
 
     store = LMDBStore(tmp_path / "data")
-    mine = copy_of_account(tmp_path / "A", "claude", expires_in_s=60)
-    theirs = copy_of_account(tmp_path / "B", "claude", expires_in_s=60)
+    mine = account_file(tmp_path / "A", "claude", expires_in_s=60)
+    theirs = account_file(tmp_path / "B", "claude", expires_in_s=60)
     async with aiohttp.ClientSession() as session:
         a = TokenKeeper(auth_server.settings(), session, store=store, vault=vault("A"))
         b = TokenKeeper(auth_server.settings(), session, store=store, vault=vault("B"))
@@ -121,7 +110,7 @@ async def test_with_redis_unreachable_a_refresh_falls_back_to_the_local_locks(
     store = RedisStore(StoreSettings(backend="redis", redis_url=redis_server.url))
     await store.start()
     stop = asyncio.Event()
-    mine = copy_of_account(tmp_path / "A", "claude", expires_in_s=60)
+    mine = account_file(tmp_path / "A", "claude", expires_in_s=60)
     async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tasks:
         for name, run in store.tasks(stop).items():
             tasks.create_task(supervise(name, run, stop=stop))
