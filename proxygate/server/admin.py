@@ -110,7 +110,19 @@ def load_or_create_admin_token(settings: Settings) -> str:
 
 
 async def _load_admin_token(app: web.Application) -> None:
-    app[ADMIN_TOKEN] = await asyncio.to_thread(load_or_create_admin_token, app[SETTINGS])
+    """The admin token; unless configured, the one all instances on a shared store agreed on.
+
+    The agreed token goes into ``admin.token`` too, so the CLI and the dashboard login of any
+    instance use the same one (dashboard sessions are signed with a key derived from it).
+    """
+    settings = app[SETTINGS]
+    token = await asyncio.to_thread(load_or_create_admin_token, settings)
+    if not settings.admin_token:
+        agreed = await app[STORE].agree("admin_token", token)
+        if agreed != token and agreed.isprintable() and " " not in agreed and len(agreed) <= 256:
+            await asyncio.to_thread(write_bytes_atomic, admin_token_path(settings), agreed.encode() + b"\n")
+            token = agreed
+    app[ADMIN_TOKEN] = token
 
 
 def today_usage(store: Store) -> list[UsageRow] | None:

@@ -286,6 +286,13 @@ class Store(Protocol):
             StoreUnavailable: the write could not be committed.
         """
 
+    async def agree(self, name: str, value: str) -> str:
+        """The value every instance uses for ``name``: ``value``, unless another set it first.
+
+        Redis: ``SET NX`` then ``GET`` (with Redis unreachable, ``value``). LMDB: ``value``
+        (the processes of one machine share their data dir's files already).
+        """
+
     def report_leases(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Register this process's in-flight count per account, published by the heartbeat."""
 

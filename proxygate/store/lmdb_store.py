@@ -568,6 +568,9 @@ class LMDBStore:
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
+    async def agree(self, name: str, value: str) -> str:
+        return value
+
     def report_leases(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Nothing to publish: with LMDB, in-flight counts stay per process (documented as approximate)."""
 

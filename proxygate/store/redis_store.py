@@ -632,6 +632,19 @@ class RedisStore:
         else:
             self._mirror[namespace][key] = data
 
+    async def agree(self, name: str, value: str) -> str:
+        key = f"{self._p}:agreed:{name}"
+        try:
+            await self._aio.set(key, value, nx=True)
+            found = await self._aio.get(key)
+        except (RedisError, OSError) as exc:
+            self._went_down(exc)
+            log.warning(
+                "shared store: could not agree on %s with the other instances; using this one's", name
+            )
+            return value
+        return value if found is None else bytes(found).decode("utf-8", "replace")
+
     def _write_now(self, namespace: str, key: str, data: dict[str, Any] | None) -> None:
         with self._sync.pipeline(transaction=True) as pipe:
             self._fill(pipe, _Batch(states={(namespace, key): data}))

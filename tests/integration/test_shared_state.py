@@ -302,3 +302,18 @@ async def test_two_processes_on_one_lmdb_data_dir_share_a_cooldown(upstream, sta
 def _dir(path: Path) -> Path:
     path.mkdir()
     return path
+
+
+async def test_instances_on_one_redis_agree_on_one_admin_token(
+    upstream, start_proxy, tmp_path, redis_url
+) -> None:
+    a, b = await pair(start_proxy, tmp_path, redis_url, upstream.url)
+    assert not a.settings.admin_token and not b.settings.admin_token  # each made its own file first
+    token_a = (a.settings.data_dir / "admin.token").read_text().strip()
+    assert (b.settings.data_dir / "admin.token").read_text().strip() == token_a
+    async with aiohttp.ClientSession() as client:
+        for proxy in (a, b):
+            async with client.get(
+                proxy.url + "/admin/api/status", headers={"authorization": f"Bearer {token_a}"}
+            ) as resp:
+                assert resp.status == 200
