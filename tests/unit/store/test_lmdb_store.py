@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import lmdb
@@ -231,3 +232,16 @@ def test_request_filters_are_not_fooled_by_field_text_in_values(tmp_path: Path) 
     assert [e["request_id"] for e in store.requests(account="b")] == ["pg_2"]
     assert [e["request_id"] for e in store.requests(account="a", status="200")] == ["pg_1"]
     store.close()
+
+
+def test_adding_totals_adds_every_counter() -> None:
+    """``add`` spells the counters out for speed: none may be left behind."""
+    names = [f.name for f in dataclasses.fields(UsageTotals)]
+    other = UsageTotals(**{name: n + 1 for n, name in enumerate(names)})
+    total = UsageTotals(**{name: 100 for name in names})
+    total.add(other)
+    expected = {name: 100 + n + 1 for n, name in enumerate(names)}
+    assert total.as_dict() == expected
+    from_dict = UsageTotals(**{name: 100 for name in names})
+    from_dict.add(other.as_dict())
+    assert from_dict.as_dict() == expected
