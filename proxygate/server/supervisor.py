@@ -83,6 +83,9 @@ def run_workers(settings: Settings, count: int, *, log_level: str | None = None)
     Raises:
         ProxyError: the address cannot be listened on, or a worker keeps dying at start.
     """
+    # Files the workers create without our helpers (prometheus_client's value files in the
+    # metrics dir) are private too: 0600, as everything under the data dir.
+    os.umask(0o077)
     # Bound without SO_REUSEPORT: fails when anything (another proxygate too) has the port.
     with open_listener(settings.host, settings.port) as probe:
         addr = listen_address(probe)  # the real port, also for --addr HOST:0

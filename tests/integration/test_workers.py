@@ -169,6 +169,8 @@ async def test_metrics_count_each_request_once_whichever_worker_answers(
         totals.append(sum(float(v) for v in counted))
         assert "proxygate_store_degraded 0.0" in text
     assert totals == [float(made)] * 8
+    values = list((served.data_dir / "metrics").iterdir())
+    assert values and {oct(v.stat().st_mode & 0o777) for v in values} == {"0o600"}  # private as the data dir
 
 
 async def test_a_cooldown_seen_by_one_worker_is_honoured_by_the_other(
