@@ -360,6 +360,21 @@ def hold_after(head: bytes, released: asyncio.Event | None = None) -> Script:
     return reply
 
 
+def paced_events(payload: bytes, pause_s: float) -> Script:
+    """Stream ``payload``'s SSE events one at a time, ``pause_s`` apart."""
+    events = payload.split(b"\n\n")[:-1]
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        for event in events:
+            await out.write(event + b"\n\n")
+            await asyncio.sleep(pause_s)
+        return out
+
+    return reply
+
+
 def streamed_body(
     parts: int, part: bytes, content_type: str = "application/json", head: bytes = b""
 ) -> Script:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from proxygate import __version__
 from proxygate.store import LMDBStore, today
 from tests.conftest import write_account
 from tests.serving import ServeProcess, read_until, spawn_serve, start_serve, wait_for_file, write_config
-from tests.upstream import ScriptedUpstream, anthropic_sse
+from tests.upstream import ScriptedUpstream, anthropic_sse, paced_events
 
 STREAM_ASK = {
     "model": "claude-x",
@@ -34,17 +33,7 @@ async def serve_a_paced_stream(
 ) -> tuple[ServeProcess, bytes]:
     """``serve`` over one key whose upstream streams ``text`` one event per ``pause_s``; the bytes it sends."""
     payload = anthropic_sse(text)
-    events = payload.split(b"\n\n")[:-1]
-
-    async def paced(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await out.prepare(request)
-        for event in events:
-            await out.write(event + b"\n\n")
-            await asyncio.sleep(pause_s)
-        return out
-
-    upstream.push(paced)
+    upstream.push(paced_events(payload, pause_s))
     write_account(
         tmp_path / "pool",
         "apikeys",

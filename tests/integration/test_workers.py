@@ -15,11 +15,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from tests.conftest import write_account
 from tests.serving import ServeProcess, read_until, run_cli, start_serve, write_config
-from tests.upstream import ScriptedUpstream, anthropic_sse, hold_after, status
+from tests.upstream import ScriptedUpstream, anthropic_sse, hold_after, paced_events, status
 
 ASK = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 RESTART_WITHIN_S = 10.0
@@ -114,17 +113,7 @@ async def test_sigterm_drains_every_worker_and_exits_0_also_when_each_worker_get
     tmp_path: Path, upstream: ScriptedUpstream
 ) -> None:
     payload = anthropic_sse("a slow answer of many words to keep the stream open")
-    events = payload.split(b"\n\n")[:-1]
-
-    async def paced(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await out.prepare(request)
-        for event in events:
-            await out.write(event + b"\n\n")
-            await asyncio.sleep(0.1)
-        return out
-
-    upstream.push(paced)
+    upstream.push(paced_events(payload, 0.1))
     one_key(tmp_path, upstream)
     served = await start_serve(tmp_path, "", "--workers", "2", stderr=asyncio.subprocess.PIPE)
     workers = await pids_seen(served.url, 2, 15)
