@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -25,7 +26,9 @@ from proxygate.config import Settings
 from proxygate.errors import BodyTooLarge, ClientError, ProxyError, Unauthorized
 from proxygate.server.connections import read_body
 from proxygate.server.guard import REQUEST_ID_HEADER, log_rejection, render_error, request_id
-from proxygate.server.keys import MODELS, PIPELINE, SETTINGS, TENANT_BOOK
+from proxygate.server.keys import MODELS, PIPELINE, SETTINGS, STORE, TENANT_BOOK
+from proxygate.store.base import UsageRecord
+from proxygate.wire.errors import client_status
 from proxygate.wire.ir import Format
 
 __all__ = ["add_routes", "check_shape", "check_token", "presented_token", "render_error"]
@@ -226,10 +229,21 @@ def _handler(fmt: Format, op: Op = "generate") -> Callable[[web.Request], Awaita
         except ProxyError as exc:
             if exc.status in (401, 413):
                 log_rejection(request, exc.status, exc.message)
+            if not isinstance(exc, Unauthorized):  # an unauthenticated peer writes nothing to the store
+                _record_refusal(request, fmt, rid, exc)
             return render_error(fmt, exc, rid)
         return await request.app[PIPELINE].handle(request, call)
 
     return handle
+
+
+def _record_refusal(request: web.Request, fmt: Format, rid: str, exc: ProxyError) -> None:
+    """A request refused before it became a call (body, shape, size): in the request log, so
+    ``proxygate requests`` finds the id the client got; no account, so in no usage row."""
+    status = client_status(fmt, exc.error_class, exc.status)
+    request.app[STORE].record(
+        UsageRecord(rid, time.time(), "", "", fmt.value, fmt.value, status, error_class=exc.error_class)
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -62,6 +62,7 @@ class UsageRecord:
     ts: float
     "Arrival, Unix seconds (UTC buckets are taken from it)."
     account_id: str
+    "Empty for a request refused before an account was chosen: in the request log, in no usage row."
     model: str
     "The model served (after aliases and routing)."
     client_format: str

@@ -345,8 +345,8 @@ class LMDBStore:
         request_id = key_part(rec.request_id)
         day, hour = _buckets(int(_clamped(rec.ts) // 3600))
         return _Usage(
-            day_key=_row_key(day, parts),
-            hour_key=_row_key(hour, parts),
+            day_key=_row_key(day, parts) if rec.account_id else b"",  # refused before an account: log only
+            hour_key=_row_key(hour, parts) if rec.account_id else b"",
             totals=totals,
             log_key=int(_clamped(rec.ts) * 1e9).to_bytes(8, "big") + request_id,
             log_value=log_value,
@@ -399,10 +399,11 @@ class LMDBStore:
             else:
                 txn.put(op.key, op.value, db=db)
             return
-        for row in (("daily", op.day_key), ("hourly", op.hour_key)):
-            if (totals := rows.get(row)) is None:
-                totals = rows[row] = UsageTotals()
-            totals.add(op.totals)
+        if op.day_key:
+            for row in (("daily", op.day_key), ("hourly", op.hour_key)):
+                if (totals := rows.get(row)) is None:
+                    totals = rows[row] = UsageTotals()
+                totals.add(op.totals)
         txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
         txn.put(op.request_id, op.log_key, db=self._dbs["request_ids"])
 

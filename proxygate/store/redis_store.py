@@ -213,20 +213,24 @@ class RedisStore:
         """
         records, self._records = self._records, []
         for rec in records:
-            row = (
-                int(_clamped(rec.ts) // 3600),
-                (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant),
-            )
-            if (totals := self._rows.get(row)) is None:
-                if len(self._rows) >= MAX_QUEUED_ROWS:
-                    del self._rows[next(iter(self._rows))]
-                    self._shed("usage row")
-                totals = self._rows[row] = UsageTotals()
-            totals.count(rec)
+            if rec.account_id:  # refused before an account was chosen: the request log only
+                self._count(rec)
             if len(self._log) >= MAX_QUEUED_LOG:
                 self._log.popleft()
                 self._shed("request-log entry")
             self._log.append(log_entry(rec))
+
+    def _count(self, rec: UsageRecord) -> None:
+        row = (
+            int(_clamped(rec.ts) // 3600),
+            (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant),
+        )
+        if (totals := self._rows.get(row)) is None:
+            if len(self._rows) >= MAX_QUEUED_ROWS:
+                del self._rows[next(iter(self._rows))]
+                self._shed("usage row")
+            totals = self._rows[row] = UsageTotals()
+        totals.count(rec)
 
     def fold(self) -> None:
         """Fold the queued records (see ``_fold``); the committer calls it in a thread."""
