@@ -8,20 +8,10 @@ from proxygate.cli.app import console
 from proxygate.cli.usage import print_usage
 from proxygate.server.keys import BROKER
 from tests.conftest import admin_headers
-from tests.integration.test_subscriptions import ASK, PRIORITY, two_keys
+from tests.integration.test_subscriptions import PRIORITY, conversation_turn, two_keys
 from tests.upstream import answer_with_headers, status, unified_headers
 
 MOVES_AT_ONCE = "[routing]\nmax_wait_s = 0\n\n" + PRIORITY
-
-
-async def _turn(url: str, session: str) -> str:
-    headers = {"x-claude-code-session-id": session}
-    async with (
-        aiohttp.ClientSession() as client,
-        client.post(url + "/v1/messages", json=ASK, headers=headers) as resp,
-    ):
-        await resp.read()
-        return resp.headers["x-proxygate-account"]
 
 
 async def test_usage_and_status_show_the_cache_lost_and_overage_of_a_previous_run(
@@ -31,10 +21,10 @@ async def test_usage_and_status_show_the_cache_lost_and_overage_of_a_previous_ru
         lambda: unified_headers(0.5, claim="seven_day_overage_included")
     )
     proxy = await start_proxy(two_keys(upstream.url, overage="allow"), config=MOVES_AT_ONCE)
-    assert await _turn(proxy.url, "conversation-x") == "a"  # from overage: counted
+    assert await conversation_turn(proxy.url, "conversation-x") == "a"  # from overage: counted
     upstream.push(status(429, headers={"retry-after": "1"}))  # another conversation cools a
-    assert await _turn(proxy.url, "conversation-y") == "b"
-    assert await _turn(proxy.url, "conversation-x") == "b"  # moved off a's cache
+    assert await conversation_turn(proxy.url, "conversation-y") == "b"
+    assert await conversation_turn(proxy.url, "conversation-x") == "b"  # moved off a's cache
     before = proxy.app[BROKER].cache.lost_summary()
     assert before["count"] == 1
     await proxy.runner.cleanup()  # stops the app: the store is flushed

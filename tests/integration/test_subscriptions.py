@@ -238,7 +238,8 @@ async def test_no_cache_key_goes_to_an_endpoint_that_refuses_it(upstream, start_
     assert "prompt_cache_key" not in upstream.requests[0].body
 
 
-async def _turn(url: str, session: str) -> str:
+async def conversation_turn(url: str, session: str) -> str:
+    """One turn of the conversation ``session`` (Claude Code's header); the account that served it."""
     headers = {"x-claude-code-session-id": session}
     async with (
         aiohttp.ClientSession() as client,
@@ -258,10 +259,10 @@ async def test_a_pinned_conversation_waits_out_a_short_cooldown_or_moves_and_rec
             "[routing.configs.default]", f"[routing]\nmax_wait_s = {max_wait_s}\n\n[routing.configs.default]"
         )
         proxy = await start_proxy(two_keys(upstream.url), config=config, root=tmp_path / f"wait-{max_wait_s}")
-        assert await _turn(proxy.url, "conversation-x") == "a"
+        assert await conversation_turn(proxy.url, "conversation-x") == "a"
         upstream.push(status(429, headers={"retry-after": "1"}))  # another conversation cools a for 1 s
-        assert await _turn(proxy.url, "conversation-y") == "b"
-        assert await _turn(proxy.url, "conversation-x") == expected
+        assert await conversation_turn(proxy.url, "conversation-y") == "b"
+        assert await conversation_turn(proxy.url, "conversation-x") == expected
         report = proxy.app[BROKER].cache.report()
         assert report["lost_count"] == (expected == "b")
         if expected == "b":
