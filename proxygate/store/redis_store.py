@@ -504,8 +504,8 @@ class RedisStore:
         for namespace, raw in zip(NAMESPACES, loaded, strict=True):
             fresh: dict[str, dict[str, Any]] = {}
             for key, value in raw.items():
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    fresh[key.decode("utf-8", "replace")] = orjson.loads(value)
+                if (data := _object(value)) is not None:
+                    fresh[key.decode("utf-8", "replace")] = data
             old = self._mirror[namespace]
             for key in old.keys() | fresh.keys():
                 if (namespace, key) in pending:  # ours, queued after the send: it will win
@@ -544,8 +544,8 @@ class RedisStore:
             origin, namespace, key, value = message["i"], message["n"], message["k"], message["v"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
-        if namespace not in self._mirror:
-            return
+        if namespace not in self._mirror or not isinstance(key, str) or not isinstance(value, dict | None):
+            return  # not a write we make: never let it into the mirror
         if origin == self._instance_id:
             with self._lock:
                 self._echoed((namespace, key))
@@ -599,7 +599,7 @@ class RedisStore:
                 pipe.hgetall(f"{self._p}:state:{namespace}")
             loaded = pipe.execute()
         for namespace, raw in zip(NAMESPACES, loaded, strict=True):
-            fresh = {k.decode("utf-8", "replace"): orjson.loads(v) for k, v in raw.items()}
+            fresh = {k.decode("utf-8", "replace"): d for k, v in raw.items() if (d := _object(v)) is not None}
             self._mirror[namespace] = {**fresh, **self._mirror[namespace]}  # writes made before: newer
 
     async def read_state(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -612,7 +612,7 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             self._went_down(exc)
             return None
-        return None if raw is None else dict(orjson.loads(raw))
+        return None if raw is None else _object(raw)
 
     async def write_state(self, namespace: str, key: str, value: Mapping[str, Any] | None) -> None:
         data = None if value is None else dict(value)
@@ -814,7 +814,9 @@ class RedisStore:
                 break
             start += len(chunk)
             for raw in chunk:
-                entry = {**_RECORD_DEFAULTS, **orjson.loads(raw)}
+                if (found := _object(raw)) is None:
+                    continue
+                entry = {**_RECORD_DEFAULTS, **found}
                 request_id = entry["request_id"]
                 if not is_past_before:
                     is_past_before = request_id == before
@@ -894,7 +896,7 @@ class RedisStore:
 
     def _copy_request_log(self, source: Store, copied: dict[str, int]) -> None:
         key = f"{self._p}:requests"
-        present = {orjson.loads(raw).get("request_id") for raw in self._sync.lrange(key, 0, -1)}
+        present = {(_object(raw) or {}).get("request_id") for raw in self._sync.lrange(key, 0, -1)}
         missing = [
             orjson.dumps(e)
             for e in source.requests(self.settings.request_log_max_rows)
@@ -906,6 +908,16 @@ class RedisStore:
             pipe.ltrim(key, 0, max(self.settings.request_log_max_rows, 1) - 1)
             pipe.execute()
         copied["requests"] = len(missing)
+
+
+def _object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object read from Redis; None for anything else (Redis is a peer: what another
+    program wrote there must not reach the broker or stop a report)."""
+    try:
+        found = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _client_options(*, is_async: bool = False) -> dict[str, Any]:

@@ -312,3 +312,29 @@ def test_what_stays_queued_while_redis_is_away_is_bounded() -> None:
         store.flush()
     assert store.degraded.startswith("redis unreachable since ")
     store.close()
+
+
+async def test_what_another_program_wrote_into_redis_is_skipped_not_served(redis_url: str) -> None:
+    """Redis is a peer: values that are not our JSON objects never reach the mirror or a report."""
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset(
+        "proxygate:state:cooldowns", mapping={"good": b'{"until": 1.0}', "list": b"[1, 2]", "junk": b"\xff{"}
+    )
+    raw.lpush("proxygate:requests", b"not json", b"[]")
+    async with running(redis_url) as a:
+        assert a.store.get_states(COOLDOWNS) == {"good": {"until": 1.0}}
+        assert await a.store.read_state(COOLDOWNS, "list") is None
+        ready = b'{"i": "x", "n": "pins", "k": "ready", "v": {"account": "a"}}'
+        while not a.changes:  # the change feed subscribes in its own task
+            raw.publish("proxygate:changes", ready)
+            await asyncio.sleep(0.02)
+        a.changes.clear()
+        for message in (b"\xff", b"[]", b'{"i": "x", "n": "cooldowns", "k": "k", "v": [1]}',
+                        b'{"i": "x", "n": "cooldowns", "k": 7, "v": {"until": 2.0}}'):  # fmt: skip
+            raw.publish("proxygate:changes", message)
+        raw.publish("proxygate:changes", b'{"i": "x", "n": "pins", "k": "conv", "v": {"account": "a"}}')
+        await a.wait_for(lambda: bool(a.changes), 2.0)
+        assert a.changes == [(PINS, "conv", {"account": "a"})]  # the valid one, after every invalid one
+        assert a.store.get_states(COOLDOWNS) == {"good": {"until": 1.0}}
+        assert await asyncio.to_thread(a.store.requests, 10) == []
+    raw.close()
