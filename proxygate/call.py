@@ -7,6 +7,7 @@ usage) so that the usage record, the log line and the client's error all carry o
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -36,8 +37,17 @@ class OutputTransform(Protocol):
         """The end of the stream: whatever is still held back."""
 
 
+_sequence = itertools.count()
+
+
 def new_request_id() -> str:
-    return "pg_" + os.urandom(12).hex()
+    """``pg_`` + 24 hex digits that sort by arrival: the millisecond (12), a per-process
+    sequence (4: order within a millisecond) and randomness (8: other processes).
+
+    The request log is keyed by the id itself, so writing an entry appends at the end of the
+    B-tree instead of inserting at a random place (store/lmdb_store.py).
+    """
+    return f"pg_{time.time_ns() // 1_000_000:012x}{next(_sequence) & 0xFFFF:04x}{os.urandom(4).hex()}"
 
 
 @dataclass(slots=True)

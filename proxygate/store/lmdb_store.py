@@ -1,8 +1,8 @@
 """The embedded store: one LMDB environment in the data dir.
 
 Sub-databases: ``daily`` and ``hourly`` (bucket, account, model, client format, route, tenant
-→ counters), ``requests`` (a bounded log keyed by time) with ``request_ids`` (request id → log
-key, for paging), ``meta``, one per state namespace (cooldowns, headroom, pins, settings, …)
+→ counters), ``requests`` (a bounded log keyed by its request id, which sorts by time; an id
+of another shape is keyed by time + id and indexed in ``request_ids``, for paging), ``meta``, one per state namespace (cooldowns, headroom, pins, settings, …)
 and ``changes``, the change feed.
 
 Several processes on one data dir (``serve --workers N``, a CLI command beside the server)
@@ -29,6 +29,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -58,7 +59,7 @@ from proxygate.store.local import LocalLocks, SlidingWindows
 log = logging.getLogger("proxygate.store")
 
 COMMIT_INTERVAL_S = 0.1
-COMMIT_BATCH = 100
+COMMIT_BATCH = 500
 # LMDB reserves address space, not disk: the file grows only as data is written. A full map
 # is doubled (MDB_MAP_FULL) up to MAX_MAP_SIZE.
 MAP_SIZE = 1 << 30
@@ -82,6 +83,8 @@ CHANGES_KEPT = 10_000
 "Newest change-feed entries kept: far more than any process reads between two polls."
 
 _NAMESPACES = NAMESPACES
+_SORTED_ID = re.compile(rb"pg_[0-9a-f]{24}")
+"A request id of ``call.new_request_id``: it sorts by arrival, so it is its own log key."
 _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 
@@ -185,7 +188,8 @@ class _Usage:
     totals: UsageTotals
     log_key: bytes
     log_value: bytes
-    request_id: bytes
+    index_key: bytes
+    "The request id for ``request_ids`` when it is not its own log key (b'': nothing to index)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,13 +348,16 @@ class LMDBStore:
         log_value = log_entry(rec)
         request_id = key_part(rec.request_id)
         day, hour = _buckets(int(_clamped(rec.ts) // 3600))
+        # Our ids sort by time: the entry is appended, and no index entry is inserted at a
+        # random place in a B-tree (that insert was two thirds of a commit's cost).
+        is_sorted = _SORTED_ID.fullmatch(request_id) is not None
         return _Usage(
             day_key=_row_key(day, parts) if rec.account_id else b"",  # refused before an account: log only
             hour_key=_row_key(hour, parts) if rec.account_id else b"",
             totals=totals,
-            log_key=int(_clamped(rec.ts) * 1e9).to_bytes(8, "big") + request_id,
+            log_key=request_id if is_sorted else int(_clamped(rec.ts) * 1e9).to_bytes(8, "big") + request_id,
             log_value=log_value,
-            request_id=request_id,
+            index_key=b"" if is_sorted else request_id,
         )
 
     def _commit(self, ops: list[_Prepared]) -> None:
@@ -405,7 +412,8 @@ class LMDBStore:
                     totals = rows[row] = UsageTotals()
                 totals.add(op.totals)
         txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
-        txn.put(op.request_id, op.log_key, db=self._dbs["request_ids"])
+        if op.index_key:
+            txn.put(op.index_key, op.log_key, db=self._dbs["request_ids"])
 
     def _append_changes(self, txn: Any, states: list[_State]) -> None:
         """Announce state writes to the other processes on this data dir (one writer at a time: LMDB's lock)."""
@@ -446,7 +454,8 @@ class LMDBStore:
             key = cursor.key()
             if not key or not cursor.delete():
                 break
-            txn.delete(key[8:], db=ids)
+            if not _SORTED_ID.fullmatch(key):
+                txn.delete(key[8:], db=ids)
             deleted += 1
         return deleted
 
@@ -620,7 +629,9 @@ class LMDBStore:
         with self._env_lock, self._begin() as txn:
             cursor = txn.cursor(db=self._dbs["requests"])
             if before:
-                log_key = txn.get(key_part(before), db=self._dbs["request_ids"])
+                log_key = key_part(before)
+                if not _SORTED_ID.fullmatch(log_key):
+                    log_key = txn.get(log_key, db=self._dbs["request_ids"])
                 if log_key is None or not cursor.set_key(log_key):
                     return []
                 if not cursor.prev():

@@ -8,6 +8,7 @@ import lmdb
 import orjson
 import pytest
 
+from proxygate.call import new_request_id
 from proxygate.config import UsageSettings
 from proxygate.errors import StoreError
 from proxygate.store import COOLDOWNS, LMDBStore, UsageRecord, UsageRow, UsageTotals, utc_day
@@ -147,6 +148,32 @@ def test_request_log_entries_pages_and_filters(tmp_path: Path) -> None:
         ValueError, match=r"^status filter '5xxx': expected three digits or x, like 429 or 5xx$"
     ):
         store.requests(status="5xxx")
+    store.close()
+
+
+def test_request_log_keys_our_ids_by_themselves_after_older_entries(tmp_path: Path) -> None:
+    """Ids from ``new_request_id`` sort by arrival and key their entry (nothing in ``request_ids``);
+    entries keyed the older way (time + id, indexed) are listed after them and trimmed first."""
+    store = LMDBStore(tmp_path, UsageSettings(request_log_max_rows=5))
+    store.record(rec(0))  # "pg_0": not our shape, so keyed by time and indexed
+    ours = [new_request_id() for _ in range(4)]
+    assert ours == sorted(ours)
+    for n, rid in enumerate(ours, 1):
+        store.record(dataclasses.replace(rec(n), request_id=rid))
+    store.flush()
+    ids = lambda entries: [e["request_id"] for e in entries]  # noqa: E731
+    assert ids(store.requests(10)) == [*reversed(ours), "pg_0"]
+    assert ids(store.requests(2, before=ours[2])) == [ours[1], ours[0]]
+    assert ids(store.requests(10, before=ours[0])) == ["pg_0"]
+    assert ids(store.requests(10, before=new_request_id())) == []  # not in the log
+    with store._env.begin() as txn:
+        assert txn.stat(store._dbs["request_ids"])["entries"] == 1
+    ours.append(new_request_id())
+    store.record(dataclasses.replace(rec(5), request_id=ours[-1]))
+    store.flush()  # one over the bound: the oldest entry and its index entry go
+    assert ids(store.requests(10)) == list(reversed(ours))
+    with store._env.begin() as txn:
+        assert txn.stat(store._dbs["request_ids"])["entries"] == 0
     store.close()
 
 
