@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from proxygate.errors import ClientError, UpstreamError
 
@@ -39,12 +39,14 @@ class Format(StrEnum):
     gemini = "gemini"
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """Token counts in Anthropic's accounting: ``input_tokens`` excludes cache reads and writes.
 
     Codecs convert at the edge (protocols.md §5.11): OpenAI's ``prompt_tokens`` include cached
     tokens, so ``input = prompt - cached``.
+
+    A named tuple, not a frozen dataclass: every request builds several (the sniffer merges
+    each usage report), and a tuple is built in a fifth of the time.
     """
 
     input_tokens: int = 0
@@ -55,7 +57,7 @@ class Usage:
     cache_write_1h_tokens: int = 0
     "The part of ``cache_write_tokens`` written with Anthropic's 1-hour TTL (priced higher)."
 
-    def __add__(self, other: Usage) -> Usage:
+    def __add__(self, other: Usage) -> Usage:  # type: ignore[override]  # sums, never concatenates
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,

@@ -10,7 +10,7 @@ simply yields nothing yet (like h11's ``NEED_DATA``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Some single events are megabytes (an inline image, a RESP response.completed echoing a long
 # history); 16 MiB bounds a runaway upstream without cutting real traffic (protocols.md §5.14.1).
@@ -21,8 +21,9 @@ class SSEError(Exception):
     """The upstream broke the SSE grammar (an event over MAX_EVENT_BYTES)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
+    """One event. A named tuple: a stream builds one per event (~0.2 µs, a frozen dataclass ~1 µs)."""
+
     event: str | None
     data: str
     id: str | None = None

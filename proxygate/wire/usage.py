@@ -26,17 +26,30 @@ def _int(d: Any, key: str) -> int:
     return value if isinstance(value, int) else 0
 
 
-def anthropic_usage(u: Any) -> Usage:
-    return Usage(
-        input_tokens=_int(u, "input_tokens"),
-        output_tokens=_int(u, "output_tokens"),
-        cache_read_tokens=_int(u, "cache_read_input_tokens"),
-        cache_write_tokens=_int(u, "cache_creation_input_tokens"),
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def anthropic_usage(u: Any, earlier: Usage | None = None) -> Usage:
+    """``u`` as ``Usage``; with ``earlier``, merged into it (``Usage.merge``) in one step, as a
+    stream's ``message_delta`` is merged into its ``message_start`` (the sniffer's hot path)."""
+    if not isinstance(u, dict):
+        return earlier or Usage()
+    get = u.get
+    creation = get("cache_creation")
+    counts = (
+        _count(get("input_tokens")),
+        _count(get("output_tokens")),
+        _count(get("cache_read_input_tokens")),
+        _count(get("cache_creation_input_tokens")),
+        0,
         # 1-hour cache writes cost more than 5-minute ones (proxygate/prices).
-        cache_write_1h_tokens=_int(
-            u.get("cache_creation") if isinstance(u, dict) else None, "ephemeral_1h_input_tokens"
-        ),
+        _count(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, dict) else 0,
     )
+    if earlier is None:
+        return Usage(*counts)
+    i, o, cr, cw, _, c1 = counts
+    return Usage(i or earlier[0], o or earlier[1], cr or earlier[2], cw or earlier[3], earlier[4], c1 or earlier[5])
 
 
 def chat_usage(u: Any) -> Usage:
@@ -94,23 +107,27 @@ _RESP_TERMINAL = ("response.completed", "response.incomplete", "response.failed"
 
 # Every event ``_event`` acts on holds one of these in its raw bytes (its ``event:`` line or its
 # data), so with ``needs_events=False`` the others (the text deltas: nearly all of a stream) go
-# unparsed. An event name (``True``) counts only right after ``event:`` or ``event: ``, so that
-# model text saying "error" (common in a coding agent's output) is not a hit; one search finds
-# both spellings of the field. A false hit only costs parsing that one event.
-_MARKERS: dict[Format, tuple[tuple[bytes, bool], ...]] = {
-    Format.anthropic: ((b"message_", True), (b"error", True)),
-    Format.chat: ((b"[DONE]", False), (b'"usage"', False), (b'{"error"', False)),
+# unparsed. Where a marker may be:
+_IN_DATA = 0
+"anywhere in the event."
+_NAME = 1
+"""the event's name: right after ``event:`` or ``event: ``, so that model text saying "error"
+(common in a coding agent's output) is not a hit; one search finds both spellings."""
+_LAST_NAME = 2
+"""the name of the last whole event of a chunk only: an event that ends the stream, so nothing
+follows it. No pass over the chunk is spent on it (each pass costs ~0.5 µs a KB)."""
+# A false hit only costs parsing that one event.
+_MARKERS: dict[Format, tuple[tuple[bytes, int], ...]] = {
+    # An Anthropic ``error`` event ends the stream (the messages API sends nothing after it).
+    Format.anthropic: ((b"message_", _NAME), (b"error", _LAST_NAME)),
+    Format.chat: ((b"[DONE]", _IN_DATA), (b'"usage"', _IN_DATA), (b'{"error"', _IN_DATA)),
     Format.responses: (
-        *((t.encode(), False) for t in _RESP_TERMINAL),
-        (b"error", True),
-        (b'{"type":"error"', False),
+        *((t.encode(), _IN_DATA) for t in _RESP_TERMINAL),
+        (b"error", _NAME),
+        (b'{"type":"error"', _IN_DATA),
     ),
-    Format.gemini: ((b"usageMetadata", False), (b'{"error"', False)),
+    Format.gemini: ((b"usageMetadata", _IN_DATA), (b'{"error"', _IN_DATA)),
 }
-
-
-def _is_event_name(buf: bytes, pos: int) -> bool:
-    return buf.endswith(b"event: ", 0, pos) or buf.endswith(b"event:", 0, pos)
 
 
 def _plain_event(span: bytes) -> SSEEvent | None:
@@ -228,19 +245,27 @@ class UsageSniffer:
             return
         if end < len(buf):
             self._held, self._held_size = [buf[end:]], len(buf) - end
-        spans: set[tuple[int, int]] = set()
-        for marker, is_name in self._markers:
-            pos = buf.find(marker, 0, end)
+        # A whole pass over the chunk per marker is the cost here (~0.5 µs a KB each), so the
+        # loop's own steps are kept few: an event-name test is two ``startswith`` in line.
+        find, startswith = buf.find, buf.startswith
+        spans: list[tuple[int, int]] = []
+        for marker, where in self._markers:
+            # The last whole event begins after the blank line before its own.
+            pos = find(marker, buf.rfind(b"\n\n", 0, end - 2) + 2 if where == _LAST_NAME else 0, end)
             while pos >= 0:
-                if is_name and not _is_event_name(buf, pos):
-                    pos = buf.find(marker, pos + 1, end)
+                if where and not (
+                    (pos >= 7 and startswith(b"event: ", pos - 7)) or (pos >= 6 and startswith(b"event:", pos - 6))
+                ):
+                    pos = find(marker, pos + 1, end)
                     continue
                 prev = buf.rfind(b"\n\n", 0, pos)
                 start = prev + 2 if prev >= 0 else 0
-                stop = buf.find(b"\n\n", pos, end) + 2
-                spans.add((start, stop))
-                pos = buf.find(marker, stop, end)
-        for start, stop in sorted(spans):
+                stop = find(b"\n\n", pos, end) + 2
+                spans.append((start, stop))
+                pos = find(marker, stop, end)
+        if len(spans) > 1:  # two markers in one event (a usage chunk that also says "error")
+            spans = sorted(set(spans))
+        for start, stop in spans:
             span = buf[start:stop]
             plain = _plain_event(span)
             for event in [plain] if plain is not None else SSEParser().feed(span):
@@ -252,11 +277,11 @@ class UsageSniffer:
             case Format.anthropic:
                 name = event.event or ""
                 if name == "message_start":
-                    self.usage = self.usage.merge(
-                        anthropic_usage(_load(data).get("message", {}).get("usage"))
-                    )
+                    message = _load(data).get("message")
+                    usage = message.get("usage") if isinstance(message, dict) else None
+                    self.usage = anthropic_usage(usage, self.usage)
                 elif name == "message_delta":
-                    self.usage = self.usage.merge(anthropic_usage(_load(data).get("usage")))
+                    self.usage = anthropic_usage(_load(data).get("usage"), self.usage)
                 elif name == "message_stop":
                     self.is_complete = True
                 elif name == "error":

@@ -80,6 +80,18 @@ def test_in_stream_errors_are_noticed(needs_events: bool) -> None:
     assert sniff(Format.anthropic, [error], needs_events=needs_events) == (Usage(), False, "Overloaded")
 
 
+@EVENTS
+def test_an_error_that_ends_a_stream_mid_answer_is_noticed(needs_events: bool) -> None:
+    """Anthropic's ``error`` ends the stream: in one chunk after text that mentions errors, or
+    alone in the next chunk, it is read (sparse mode looks at each chunk's last event only)."""
+    error = b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"boom"}}\n\n'
+    head = anthropic_sse("an error event: error here", stop=False).split(b"event: message_delta")[0]
+    expected = (Usage(11, 1, 5, 2), False, "boom")
+    assert sniff(Format.anthropic, [head + error], needs_events=needs_events) == expected
+    assert sniff(Format.anthropic, [head, error], needs_events=needs_events) == expected
+    assert sniff(Format.anthropic, [head + error[:20], error[20:]], needs_events=needs_events) == expected
+
+
 def test_sparse_mode_ignores_markers_inside_text_deltas() -> None:
     payload = anthropic_sse("error [DONE] message_stop")
     assert sniff(Format.anthropic, [payload], needs_events=False) == sniff(Format.anthropic, [payload])
