@@ -49,7 +49,9 @@ def anthropic_usage(u: Any, earlier: Usage | None = None) -> Usage:
     if earlier is None:
         return Usage(*counts)
     i, o, cr, cw, _, c1 = counts
-    return Usage(i or earlier[0], o or earlier[1], cr or earlier[2], cw or earlier[3], earlier[4], c1 or earlier[5])
+    return Usage(
+        i or earlier[0], o or earlier[1], cr or earlier[2], cw or earlier[3], earlier[4], c1 or earlier[5]
+    )
 
 
 def chat_usage(u: Any) -> Usage:
@@ -254,7 +256,8 @@ class UsageSniffer:
             pos = find(marker, buf.rfind(b"\n\n", 0, end - 2) + 2 if where == _LAST_NAME else 0, end)
             while pos >= 0:
                 if where and not (
-                    (pos >= 7 and startswith(b"event: ", pos - 7)) or (pos >= 6 and startswith(b"event:", pos - 6))
+                    (pos >= 7 and startswith(b"event: ", pos - 7))
+                    or (pos >= 6 and startswith(b"event:", pos - 6))
                 ):
                     pos = find(marker, pos + 1, end)
                     continue
