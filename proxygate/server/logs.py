@@ -71,6 +71,15 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT, DATE_FORMAT)
+        self._second = -1
+        self._asctime = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # A server writes many lines a second: the time is formatted once a second.
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._asctime = second, super().formatTime(record, datefmt)
+        return self._asctime
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_control(record.message)
@@ -195,6 +204,10 @@ def setup(
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(LEVELS[level])
+    # No format here names the caller's file, thread or process: a record need not look them up
+    # (the logging docs' "Optimization" knobs; finding the caller is a stack walk a line).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn → logger "py.warnings", formatted like the rest
     sys.excepthook = _log_uncaught

@@ -51,11 +51,13 @@ class StoreUnavailable(StoreError):
     """The shared store cannot be reached now: a write-through write did not happen."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
     """One proxied request, as recorded: ties the request id to account, model, tokens and cost.
 
     It is also the request log's entry: ``Store.requests`` returns these fields as a dict.
+    Not frozen (nothing changes a record once queued): every request builds one, and a frozen
+    dataclass of 21 fields takes ~6 µs to build, this ~1.5 µs.
     """
 
     request_id: str

@@ -179,13 +179,14 @@ class _CommitRefused(Exception):
     """LMDB could not write a transaction's pages (disk full, I/O error): no operation is at fault."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Usage:
     """A usage record ready to apply: its keys and bytes computed before any transaction."""
 
     day_key: bytes
     hour_key: bytes
-    totals: UsageTotals
+    record: UsageRecord
+    "Counted into its day and hour rows at commit."
     log_key: bytes
     log_value: bytes
     index_key: bytes
@@ -343,8 +344,6 @@ class LMDBStore:
 
     def _prepare_usage(self, rec: UsageRecord) -> _Usage:
         parts = (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant)
-        totals = UsageTotals()
-        totals.count(rec)
         log_value = log_entry(rec)
         request_id = key_part(rec.request_id)
         day, hour = _buckets(int(_clamped(rec.ts) // 3600))
@@ -354,7 +353,7 @@ class LMDBStore:
         return _Usage(
             day_key=_row_key(day, parts) if rec.account_id else b"",  # refused before an account: log only
             hour_key=_row_key(hour, parts) if rec.account_id else b"",
-            totals=totals,
+            record=rec,
             log_key=request_id if is_sorted else int(_clamped(rec.ts) * 1e9).to_bytes(8, "big") + request_id,
             log_value=log_value,
             index_key=b"" if is_sorted else request_id,
@@ -410,7 +409,7 @@ class LMDBStore:
             for row in (("daily", op.day_key), ("hourly", op.hour_key)):
                 if (totals := rows.get(row)) is None:
                     totals = rows[row] = UsageTotals()
-                totals.add(op.totals)
+                totals.count(op.record)
         txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
         if op.index_key:
             txn.put(op.index_key, op.log_key, db=self._dbs["request_ids"])
