@@ -36,7 +36,8 @@ from proxygate.broker.headroom import (
     merge,
     model_family,
     parse_body,
-    parse_headers,
+    parse_quota,
+    quota_headers,
     served_from_overage,
 )
 from proxygate.broker.pins import Pin, PinTable
@@ -524,10 +525,11 @@ class Broker:
     ) -> None:
         """Learn from a response's quota headers (and a 429's body); see broker/headroom.py."""
         now = self.clock()
-        windows = parse_headers(headers, now, model=model) + parse_body(status, body, now)
+        relevant = quota_headers(headers)
+        windows = parse_quota(relevant, now, model=model) + parse_body(status, body, now)
         if windows:
             self.update_headroom(account_id, windows)
-        if status < 400 and served_from_overage(headers):
+        if status < 400 and relevant and served_from_overage(relevant):
             state = self.state(account_id)
             state.overage_requests += 1
             if self._on_overage is not None:

@@ -138,13 +138,24 @@ def model_family(model: str) -> str:
 # -- headers ---------------------------------------------------------------------------------
 
 
-def parse_headers(headers: Mapping[str, str], now: float, *, model: str = "") -> list[Headroom]:
-    """Every window the response's headers describe (any dialect); ``model`` scopes model-only windows."""
+def quota_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers that speak of quota, named in lower case: what ``parse_quota`` and
+    ``served_from_overage`` read (one pass over a response's headers for both)."""
     relevant: dict[str, str] = {}
     for name, value in headers.items():
         lowered = name.lower()
         if lowered.startswith(("anthropic-ratelimit-", "x-ratelimit-", "x-codex-")):
             relevant[lowered] = value.strip()
+    return relevant
+
+
+def parse_headers(headers: Mapping[str, str], now: float, *, model: str = "") -> list[Headroom]:
+    """Every window the response's headers describe (any dialect); ``model`` scopes model-only windows."""
+    return parse_quota(quota_headers(headers), now, model=model)
+
+
+def parse_quota(relevant: dict[str, str], now: float, *, model: str = "") -> list[Headroom]:
+    """``parse_headers`` of what ``quota_headers`` kept."""
     if not relevant:
         return []
     found = _anthropic_unified(relevant, now, model)
@@ -162,16 +173,14 @@ def representative_claim(headers: Mapping[str, str]) -> str:
     return ""
 
 
-def served_from_overage(headers: Mapping[str, str]) -> bool:
+def served_from_overage(relevant: Mapping[str, str]) -> bool:
     """Whether a Claude subscription answered from billed extra usage beyond the plan:
-    ``-overage-in-use: true``, or a representative claim such as ``seven_day_overage_included``."""
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered == "anthropic-ratelimit-unified-overage-in-use" and value.strip().lower() == "true":
-            return True
-        if lowered == "anthropic-ratelimit-unified-representative-claim" and "overage" in value.lower():
-            return True
-    return False
+    ``-overage-in-use: true``, or a representative claim such as ``seven_day_overage_included``.
+
+    ``relevant``: ``quota_headers`` of the response."""
+    if relevant.get("anthropic-ratelimit-unified-overage-in-use", "").lower() == "true":
+        return True
+    return "overage" in relevant.get("anthropic-ratelimit-unified-representative-claim", "").lower()
 
 
 _UNIFIED = "anthropic-ratelimit-unified-"
