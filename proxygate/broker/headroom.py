@@ -158,10 +158,18 @@ def parse_quota(relevant: dict[str, str], now: float, *, model: str = "") -> lis
     """``parse_headers`` of what ``quota_headers`` kept."""
     if not relevant:
         return []
-    found = _anthropic_unified(relevant, now, model)
-    found += _anthropic_api(relevant, now)
-    found += _openai_api(relevant, now)
-    found += _codex(relevant, now)
+    # A response speaks one dialect or two: only their parsers run (each looks up a dozen
+    # names and would find nothing in the others'; ~15 µs a response).
+    names = " ".join(relevant)
+    found: list[Headroom] = []
+    if _UNIFIED in names:
+        found += _anthropic_unified(relevant, now, model)
+    if any(f"anthropic-ratelimit-{window}-" in names for window in _ANTHROPIC_API_WINDOWS):
+        found += _anthropic_api(relevant, now)
+    if "x-ratelimit-" in names:
+        found += _openai_api(relevant, now)
+    if "x-codex-" in names:
+        found += _codex(relevant, now)
     return found
 
 
@@ -237,9 +245,12 @@ def _anthropic_unified(h: dict[str, str], now: float, model: str) -> list[Headro
     return found
 
 
+_ANTHROPIC_API_WINDOWS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+
 def _anthropic_api(h: dict[str, str], now: float) -> list[Headroom]:
     found = []
-    for window in ("requests", "tokens", "input-tokens", "output-tokens"):
+    for window in _ANTHROPIC_API_WINDOWS:
         prefix = f"anthropic-ratelimit-{window}-"
         limit = _opt_float(h.get(prefix + "limit"))
         remaining = _opt_float(h.get(prefix + "remaining"))
