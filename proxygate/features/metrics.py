@@ -16,6 +16,7 @@ every other model name a client makes up is ``other``.
 from __future__ import annotations
 
 import contextvars
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +58,20 @@ def status_class(status: int) -> str:
 
 
 class RequestMetrics:
-    """The per-request counters and histograms; ``registry`` is this app's registry."""
+    """The per-request counters and histograms; ``registry`` is this app's registry.
+
+    The counters of a request are summed in a plain dict and handed to prometheus_client by
+    ``flush``, which the ``/metrics`` handler calls before every scrape: a scrape sees every
+    request, and a request pays one dict update instead of five locked increments (~8 µs).
+    With several workers (``PROMETHEUS_MULTIPROC_DIR``) another process answers scrapes,
+    so each request is flushed at once.
+    """
 
     def __init__(self, routing: RoutingSettings, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._pending: dict[tuple[str, str, str, str, str, str], list[float]] = {}
+        "(format, route, account, model, status class, tenant) → requests, four token kinds, cost, unpriced, failovers."
+        self._flush_each = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self._known_models: set[str] = {m for m in _configured_models(routing) if not _is_glob(m)}
         self._learned_models: set[str] = set()
         r = self.registry
@@ -129,38 +140,58 @@ class RequestMetrics:
             scope.is_counted = True
         fmt = call.fmt.value
         account = call.account_id or "none"
-        model = self.model_label(call)
-        # Bounded: call.tenant is only ever a name the tenant book authenticated.
-        tenant = call.tenant or "-"
-        self._child(
-            self.requests, fmt, call.route or "none", account, model, status_class(call.status), tenant
-        ).inc()
         if call.first_byte_ms > 0:
             self._child(self.first_byte, fmt, account).observe(call.first_byte_ms / 1000)
         self._child(self.duration, fmt, account).observe(call.elapsed_ms / 1000)
+        # Bounded: call.tenant is only ever a name the tenant book authenticated.
+        key = (
+            fmt,
+            call.route or "none",
+            account,
+            self.model_label(call),
+            status_class(call.status),
+            call.tenant or "-",
+        )
+        sums = self._pending.get(key)
+        if sums is None:
+            sums = self._pending[key] = [0, 0, 0, 0, 0, 0.0, 0, 0]
         u = call.usage
-        for kind, n in zip(
-            TOKEN_KINDS,
-            (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens),
-            strict=True,
-        ):
-            if n:
-                self._child(self.tokens, fmt, account, model, kind, tenant).inc(n)
+        sums[0] += 1
+        sums[1] += u.input_tokens
+        sums[2] += u.output_tokens
+        sums[3] += u.cache_read_tokens
+        sums[4] += u.cache_write_tokens
         if call.cost_usd is not None:
-            if call.cost_usd:
-                self._child(self.cost, account, model).inc(call.cost_usd)
+            sums[5] += call.cost_usd
         elif call.account_id and call.status < 400:
-            self._child(self.unpriced, account, model).inc()
+            sums[6] += 1
         if call.attempts > 1:
-            self._child(self.failovers, fmt, call.route or "none").inc(call.attempts - 1)
+            sums[7] += call.attempts - 1
         for detector, n in call.redactions.items():  # detector names are a fixed set of 15
             self._child(self.replacements, detector).inc(n)
+        if self._flush_each:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the summed counters to prometheus_client (before a scrape reads them)."""
+        pending, self._pending = self._pending, {}
+        for (fmt, route, account, model, status, tenant), sums in pending.items():
+            self._child(self.requests, fmt, route, account, model, status, tenant).inc(sums[0])
+            for kind, n in zip(TOKEN_KINDS, sums[1:5], strict=True):
+                if n:
+                    self._child(self.tokens, fmt, account, model, kind, tenant).inc(n)
+            if sums[5]:
+                self._child(self.cost, account, model).inc(sums[5])
+            if sums[6]:
+                self._child(self.unpriced, account, model).inc(sums[6])
+            if sums[7]:
+                self._child(self.failovers, fmt, route).inc(sums[7])
 
     def count_refused(self, fmt: str, route: str, status: int) -> None:
         """A request refused before the pipeline saw it: no account, no model."""
         self._child(
             self.requests, fmt, route or "none", "none", OTHER_MODEL, status_class(status), "none"
-        ).inc()
+        ).inc()  # rare (refusals): straight to prometheus_client
 
     # -- labels ------------------------------------------------------------------------------
 

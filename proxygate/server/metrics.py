@@ -273,6 +273,8 @@ async def metrics(request: web.Request) -> web.Response:
     registry = app.get(SCRAPED)
     if registry is None:
         return _refused(503, "metrics are not enabled in this pipeline")
+    if stage := request_metrics(app):
+        stage.flush()  # the requests' summed counters (features/metrics.py)
     body = generate_latest(registry)
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
