@@ -1,8 +1,9 @@
 """The embedded store: one LMDB environment in the data dir.
 
 Sub-databases: ``daily`` and ``hourly`` (bucket, account, model, client format, route, tenant
-→ counters), ``requests`` (a bounded log keyed by its request id, which sorts by time; an id
-of another shape is keyed by time + id and indexed in ``request_ids``, for paging), ``meta``, one per state namespace (cooldowns, headroom, pins, settings, …)
+→ counters), ``requests`` (the bounded request log: one page a commit, the JSON list of its
+records, keyed by commit time; entries of earlier versions, one a key, are read and trimmed
+as they are, their ids in ``request_ids``), ``meta``, one per state namespace (cooldowns, headroom, pins, settings, …)
 and ``changes``, the change feed.
 
 Several processes on one data dir (``serve --workers N``, a CLI command beside the server)
@@ -83,8 +84,16 @@ CHANGES_KEPT = 10_000
 "Newest change-feed entries kept: far more than any process reads between two polls."
 
 _NAMESPACES = NAMESPACES
-_SORTED_ID = re.compile(rb"pg_[0-9a-f]{24}")
-"A request id of ``call.new_request_id``: it sorts by arrival, so it is its own log key."
+_OUR_ID = re.compile(r"pg_([0-9a-f]{12})[0-9a-f]{12}")
+"A request id of ``call.new_request_id``: its first 12 hex digits are its arrival in ms."
+PAGE_PREFIX = b"~"
+"""Request-log pages sort after the one-entry keys of earlier versions (time bytes, ``pg_…``).
+
+A page is written in one ``put`` for a whole commit: py-lmdb releases and takes back the GIL
+around every call, and a call per request made the committer thread and the event loop
+trade the GIL hundreds of times a second."""
+_LOG_ROWS = b"request_log_rows"
+"``meta`` key: entries in the request log (pages and single entries), kept by every commit."
 _DAY = 86400.0
 _RECORD_DEFAULTS = asdict(UsageRecord("", 0.0, "", "", "", "", 0))
 
@@ -186,11 +195,7 @@ class _Usage:
     day_key: bytes
     hour_key: bytes
     record: UsageRecord
-    "Counted into its day and hour rows at commit."
-    log_key: bytes
-    log_value: bytes
-    index_key: bytes
-    "The request id for ``request_ids`` when it is not its own log key (b'': nothing to index)."
+    "Counted into its day and hour rows, and written into the commit's request-log page."
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +241,10 @@ class LMDBStore:
         self._locks = LocalLocks()
         self._migrate_legacy_usage()
         self._change_seq = self._last_change_seq()
+        self._page_ns = 0
+        self._page_count = 0
+        self._page_tag = secrets.token_bytes(4)
+        "Tells this store's request-log pages from another process's written in the same nanosecond."
 
     # -- writes (queued) ---------------------------------------------------------------
 
@@ -343,21 +352,11 @@ class LMDBStore:
             return None
 
     def _prepare_usage(self, rec: UsageRecord) -> _Usage:
+        if not rec.account_id:  # refused before an account was chosen: in the log only
+            return _Usage(b"", b"", rec)
         parts = (rec.account_id, rec.model, rec.client_format, rec.route, rec.tenant)
-        log_value = log_entry(rec)
-        request_id = key_part(rec.request_id)
         day, hour = _buckets(int(_clamped(rec.ts) // 3600))
-        # Our ids sort by time: the entry is appended, and no index entry is inserted at a
-        # random place in a B-tree (that insert was two thirds of a commit's cost).
-        is_sorted = _SORTED_ID.fullmatch(request_id) is not None
-        return _Usage(
-            day_key=_row_key(day, parts) if rec.account_id else b"",  # refused before an account: log only
-            hour_key=_row_key(hour, parts) if rec.account_id else b"",
-            record=rec,
-            log_key=request_id if is_sorted else int(_clamped(rec.ts) * 1e9).to_bytes(8, "big") + request_id,
-            log_value=log_value,
-            index_key=b"" if is_sorted else request_id,
-        )
+        return _Usage(_row_key(day, parts), _row_key(hour, parts), rec)
 
     def _commit(self, ops: list[_Prepared]) -> None:
         """Apply ``ops`` in one transaction; a full map is doubled and the transaction retried."""
@@ -367,6 +366,7 @@ class LMDBStore:
                     rows: dict[tuple[str, bytes], UsageTotals] = {}
                     for op in ops:
                         self._apply(txn, op, rows)
+                    self._append_page(txn, [op.record for op in ops if isinstance(op, _Usage)])
                     self._append_changes(txn, [op for op in ops if isinstance(op, _State)])
                     for (db_name, key), totals in rows.items():  # one read-modify-write per row
                         db = self._dbs[db_name]
@@ -410,9 +410,36 @@ class LMDBStore:
                 if (totals := rows.get(row)) is None:
                     totals = rows[row] = UsageTotals()
                 totals.count(op.record)
-        txn.put(op.log_key, op.log_value, db=self._dbs["requests"])
-        if op.index_key:
-            txn.put(op.index_key, op.log_key, db=self._dbs["request_ids"])
+
+    def _append_page(self, txn: Any, records: list[UsageRecord]) -> None:
+        """The commit's records as one request-log page, after every earlier one."""
+        if not records:
+            return
+        # Monotonic within the process (a wall clock stepped back must not file it earlier);
+        # the tag and a count keep two processes' pages of the same nanosecond apart.
+        self._page_ns = max(time.time_ns(), self._page_ns + 1)
+        self._page_count += 1
+        key = (
+            PAGE_PREFIX
+            + self._page_ns.to_bytes(8, "big")
+            + self._page_tag
+            + self._page_count.to_bytes(8, "big")
+        )
+        rows = self._log_rows(txn)  # before the page is in: a first count must not see it
+        txn.put(key, log_page(records), db=self._dbs["requests"])
+        self._set_log_rows(txn, rows + len(records))
+
+    def _log_rows(self, txn: Any) -> int:
+        """Entries in the request log; counted once from the log itself when not kept yet."""
+        if (raw := txn.get(_LOG_ROWS, db=self._dbs["meta"])) is not None:
+            return int(raw)
+        return sum(
+            len(_page_entries(raw)) if key[:1] == PAGE_PREFIX else 1
+            for key, raw in txn.cursor(db=self._dbs["requests"])
+        )
+
+    def _set_log_rows(self, txn: Any, rows: int) -> None:
+        txn.put(_LOG_ROWS, str(max(rows, 0)).encode(), db=self._dbs["meta"])
 
     def _append_changes(self, txn: Any, states: list[_State]) -> None:
         """Announce state writes to the other processes on this data dir (one writer at a time: LMDB's lock)."""
@@ -442,20 +469,31 @@ class LMDBStore:
         log.error("usage store: dropped one %s that cannot be stored: %s: %s", what, type(exc).__name__, exc)
 
     def _trim_request_log(self, txn: Any, max_deletes: int) -> int:
+        """Delete the oldest entries over ``request_log_max_rows`` (about ``max_deletes`` at most:
+        a page goes whole, or is written again with its newest entries)."""
         db, ids = self._dbs["requests"], self._dbs["request_ids"]
-        excess = min(txn.stat(db)["entries"] - self.settings.request_log_max_rows, max_deletes)
+        rows = self._log_rows(txn)
+        excess = min(rows - self.settings.request_log_max_rows, max_deletes)
         if excess <= 0:
             return 0
         cursor = txn.cursor(db=db)
-        cursor.first()
         deleted = 0
-        for _ in range(excess):
+        while deleted < excess and cursor.first():
             key = cursor.key()
-            if not key or not cursor.delete():
-                break
-            if not _SORTED_ID.fullmatch(key):
+            if key[:1] != PAGE_PREFIX:  # one entry of an earlier version, and its id's index entry
+                cursor.delete()
                 txn.delete(key[8:], db=ids)
-            deleted += 1
+                deleted += 1
+                continue
+            entries = _page_entries(cursor.value())
+            keep = len(entries) - (excess - deleted)
+            if keep > 0:
+                txn.put(key, orjson.dumps(entries[-keep:]), db=db)
+                deleted += len(entries) - keep
+            else:
+                cursor.delete()
+                deleted += max(len(entries), 1)
+        self._set_log_rows(txn, rows - deleted)
         return deleted
 
     # -- retention ---------------------------------------------------------------------
@@ -625,27 +663,67 @@ class LMDBStore:
         # these bytes only ever match the top-level fields.
         account_field = b'"account_id":' + orjson.dumps(account) if account else b""
         entries: list[dict[str, Any]] = []
+
+        def take(entry: Any) -> None:
+            if isinstance(entry, dict):
+                entry = {**_RECORD_DEFAULTS, **entry}
+                if (not account or entry["account_id"] == account) and matches(_int_status(entry)):
+                    entries.append(entry)
+
         with self._env_lock, self._begin() as txn:
             cursor = txn.cursor(db=self._dbs["requests"])
             if before:
-                log_key = key_part(before)
-                if not _SORTED_ID.fullmatch(log_key):
-                    log_key = txn.get(log_key, db=self._dbs["request_ids"])
-                if log_key is None or not cursor.set_key(log_key):
+                older = self._position_before(txn, cursor, before)
+                if older is None:
                     return []
+                for entry in reversed(older):  # those before it in its page
+                    if len(entries) >= limit:
+                        return entries
+                    take(entry)
                 if not cursor.prev():
-                    return []
+                    return entries[:limit]
             elif not cursor.last():
                 return []
             while len(entries) < limit:
                 raw = cursor.value()
-                if (not account_field or account_field in raw) and (not status or matches(_status_of(raw))):
-                    entry = {**_RECORD_DEFAULTS, **orjson.loads(raw)}
-                    if (not account or entry["account_id"] == account) and matches(int(entry["status"])):
-                        entries.append(entry)
+                if account_field and account_field not in raw:
+                    pass  # neither a page nor an entry of that account
+                elif cursor.key()[:1] == PAGE_PREFIX:
+                    for entry in reversed(_page_entries(raw)):
+                        take(entry)
+                        if len(entries) >= limit:
+                            break
+                elif not status or matches(_status_of(raw)):
+                    take(orjson.loads(raw))
                 if not cursor.prev():
                     break
-        return entries
+        return entries[:limit]
+
+    def _position_before(self, txn: Any, cursor: Any, before: str) -> list[Any] | None:
+        """Put ``cursor`` on the page or entry holding request ``before`` and return the entries
+        before it in that page (``[]`` for an entry of an earlier version); None: not in the log."""
+        index_key = txn.get(key_part(before), db=self._dbs["request_ids"])  # an earlier version's entry
+        if index_key is not None and cursor.set_key(index_key):
+            return []
+        try:
+            field = b'"request_id":' + orjson.dumps(before)
+        except orjson.JSONEncodeError:  # a lone surrogate: no stored id has one
+            return None
+        # A page is written after its requests arrived: none older than ``before``'s arrival
+        # (its id says when, for ours) can hold it.
+        arrived_ns = int(ours.group(1), 16) * 1_000_000 if (ours := _OUR_ID.fullmatch(before)) else 0
+        more = cursor.last()
+        while more:
+            key = cursor.key()
+            if key[:1] != PAGE_PREFIX or int.from_bytes(key[1:9], "big") < arrived_ns:
+                return None
+            if field in (raw := cursor.value()):
+                page = _page_entries(raw)
+                for index, entry in enumerate(page):
+                    if isinstance(entry, dict) and entry.get("request_id") == before:
+                        return page[:index]
+            more = cursor.prev()
+        return None
 
     def recent_requests(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.requests(limit)
@@ -687,6 +765,29 @@ class LMDBStore:
             with contextlib.suppress(lmdb.Error):
                 self._env.sync(True)
             self._env.close()
+
+
+def _int_status(entry: Mapping[str, Any]) -> int:
+    status = entry.get("status")
+    return status if isinstance(status, int) else 0
+
+
+def _page_entries(raw: bytes) -> list[Any]:
+    """A request-log page's entries; a page that is not a JSON list (damaged) has none."""
+    try:
+        entries = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    return entries if isinstance(entries, list) else []
+
+
+def log_page(records: list[UsageRecord]) -> bytes:
+    """Records as a request-log page: a JSON list, built in one call (each alone if one has a
+    lone surrogate from a client's bytes, which ``log_entry`` replaces)."""
+    try:
+        return orjson.dumps(records)
+    except orjson.JSONEncodeError:
+        return b"[" + b",".join(log_entry(rec) for rec in records) + b"]"
 
 
 def _status_of(entry: bytes) -> int:

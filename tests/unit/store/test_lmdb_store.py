@@ -151,30 +151,41 @@ def test_request_log_entries_pages_and_filters(tmp_path: Path) -> None:
     store.close()
 
 
-def test_request_log_keys_our_ids_by_themselves_after_older_entries(tmp_path: Path) -> None:
-    """Ids from ``new_request_id`` sort by arrival and key their entry (nothing in ``request_ids``);
-    entries keyed the older way (time + id, indexed) are listed after them and trimmed first."""
+def test_request_log_pages_follow_older_entries_and_are_trimmed_in_part(tmp_path: Path) -> None:
+    """A commit writes its records as one page; entries an earlier version wrote one a key
+    (time + id, indexed by id) are listed after the pages, paged through and trimmed first."""
     store = LMDBStore(tmp_path, UsageSettings(request_log_max_rows=5))
-    store.record(rec(0))  # "pg_0": not our shape, so keyed by time and indexed
-    ours = [new_request_id() for _ in range(4)]
-    assert ours == sorted(ours)
-    for n, rid in enumerate(ours, 1):
-        store.record(dataclasses.replace(rec(n), request_id=rid))
-    store.flush()
+    old = rec(0)
+    old_key = int(old.ts * 1e9).to_bytes(8, "big") + b"pg_0"
+    with store._env.begin(write=True) as txn:
+        txn.put(old_key, orjson.dumps(old), db=store._dbs["requests"])
+        txn.put(b"pg_0", old_key, db=store._dbs["request_ids"])
+    ours = [new_request_id() for _ in range(6)]
+    for rid in ours[:2]:
+        store.record(dataclasses.replace(rec(1), request_id=rid))
+    store.flush()  # page 1
+    for rid in ours[2:4]:
+        store.record(dataclasses.replace(rec(2), request_id=rid))
+    store.flush()  # page 2: five entries in all, the bound
     ids = lambda entries: [e["request_id"] for e in entries]  # noqa: E731
-    assert ids(store.requests(10)) == [*reversed(ours), "pg_0"]
-    assert ids(store.requests(2, before=ours[2])) == [ours[1], ours[0]]
+    assert ids(store.requests(10)) == [*reversed(ours[:4]), "pg_0"]
+    assert ids(store.requests(2, before=ours[3])) == [ours[2], ours[1]]  # across two pages
     assert ids(store.requests(10, before=ours[0])) == ["pg_0"]
+    assert ids(store.requests(10, before="pg_0")) == []
     assert ids(store.requests(10, before=new_request_id())) == []  # not in the log
     with store._env.begin() as txn:
-        assert txn.stat(store._dbs["request_ids"])["entries"] == 1
-    ours.append(new_request_id())
-    store.record(dataclasses.replace(rec(5), request_id=ours[-1]))
-    store.flush()  # one over the bound: the oldest entry and its index entry go
-    assert ids(store.requests(10)) == list(reversed(ours))
+        assert txn.stat(store._dbs["requests"])["entries"] == 3  # the old entry and two pages
+    for rid in ours[4:]:
+        store.record(dataclasses.replace(rec(3), request_id=rid))
+    store.flush()  # two over: the old entry and its index entry go, then page 1's older half
+    assert ids(store.requests(10)) == list(reversed(ours[1:]))
     with store._env.begin() as txn:
         assert txn.stat(store._dbs["request_ids"])["entries"] == 0
+        assert txn.get(b"request_log_rows", db=store._dbs["meta"]) == b"5"
     store.close()
+    reopened = LMDBStore(tmp_path, UsageSettings(request_log_max_rows=5))
+    assert ids(reopened.requests(3, before=ours[4])) == [ours[3], ours[2], ours[1]]
+    reopened.close()
 
 
 def test_rows_of_the_first_layout_are_read_as_format_and_route_unknown(tmp_path: Path) -> None:
