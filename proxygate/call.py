@@ -44,8 +44,8 @@ def new_request_id() -> str:
     """``pg_`` + 24 hex digits that sort by arrival: the millisecond (12), a per-process
     sequence (4: order within a millisecond) and randomness (8: other processes).
 
-    The request log is keyed by the id itself, so writing an entry appends at the end of the
-    B-tree instead of inserting at a random place (store/lmdb_store.py).
+    The arrival it carries bounds the search for it in the request log (``--before ID``):
+    no page written before it can hold it (store/lmdb_store.py).
     """
     return f"pg_{time.time_ns() // 1_000_000:012x}{next(_sequence) & 0xFFFF:04x}{os.urandom(4).hex()}"
 
