@@ -39,7 +39,6 @@ from proxygate.errors import (
     UpstreamError,
 )
 from proxygate.features.capture import dataset_capture
-from proxygate.features.guardrails import guardrails
 from proxygate.features.limits import ModelLimits
 from proxygate.features.live import LiveFeed
 from proxygate.features.metrics import RequestMetrics
@@ -81,13 +80,18 @@ def default_stages(settings: Settings, store: Store, tenants: TenantBook | None 
     that asks the shared store), ``on_done(call)`` after the answer."""
     book = tenants or TenantBook(settings)
     # Present when on globally or for some tenant at start; then each request asks its tenant.
-    guarding = guardrails(
-        settings.guardrails,
-        settings.data_dir,
-        store,
-        switch=book.switch("guardrails", settings.guardrails.enabled),
-        tenant_on=book.any_on("guardrails"),
-    )
+    guarding: list[Any] = []
+    if settings.guardrails.enabled or book.any_on("guardrails"):
+        # The detectors' data (phone number metadata, name lists) is ~15 MB: loaded only when used.
+        from proxygate.features.guardrails import guardrails
+
+        guarding = guardrails(
+            settings.guardrails,
+            settings.data_dir,
+            store,
+            switch=book.switch("guardrails", settings.guardrails.enabled),
+            tenant_on=book.any_on("guardrails"),
+        )
     capturing = dataset_capture(
         settings.capture,
         switch=book.switch("capture", settings.capture.enabled),

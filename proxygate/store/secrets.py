@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from proxygate.config import SecretsSettings, Settings
 from proxygate.errors import PoolError
@@ -101,8 +99,12 @@ def decode_key(text: str, source: str) -> bytes:
     return key
 
 
+# cryptography (~7 MB resident) is imported by the functions that seal and open: a server
+# with secrets at rest off never loads it.
+
+
 def new_key_text() -> str:
-    return _b64(AESGCM.generate_key(bit_length=256))
+    return _b64(os.urandom(_KEY_BYTES))  # what AESGCM.generate_key(bit_length=256) returns
 
 
 def _b64(data: bytes) -> str:
@@ -117,6 +119,8 @@ def _unb64(text: str) -> bytes:
 
 
 def seal_with(key: bytes, field: str, plaintext: str) -> str:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = os.urandom(_NONCE_BYTES)
     ciphertext = AESGCM(key).encrypt(nonce, plaintext.encode(), field.encode())
     return f"{PREFIX}{key_id_of(key)}:{_b64(nonce)}:{_b64(ciphertext)}"
@@ -124,6 +128,9 @@ def seal_with(key: bytes, field: str, plaintext: str) -> str:
 
 def open_with(key: bytes, field: str, value: str) -> str:
     """The plaintext of a sealed ``value``; ``SecretUnavailable`` if it does not open."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     parts = value.split(":")
     try:
         nonce, ciphertext = _unb64(parts[3]), _unb64(parts[4])
