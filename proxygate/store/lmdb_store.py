@@ -3,8 +3,8 @@
 Sub-databases: ``daily`` and ``hourly`` (bucket, account, model, client format, route, tenant
 → counters), ``requests`` (the bounded request log: one page a commit, the JSON list of its
 records, keyed by commit time; entries of earlier versions, one a key, are read and trimmed
-as they are, their ids in ``request_ids``), ``meta``, one per state namespace (cooldowns, headroom, pins, settings, …)
-and ``changes``, the change feed.
+as they are, their ids in ``request_ids``), ``meta``, one per state namespace (cooldowns,
+headroom, pins, settings, …) and ``changes``, the change feed.
 
 Several processes on one data dir (``serve --workers N``, a CLI command beside the server)
 share state through the environment: each commit with state writes appends (seq → origin,
