@@ -216,12 +216,12 @@ class Store(Protocol):
     def requests(
         self, limit: int = 100, *, before: str = "", account: str = "", status: str = ""
     ) -> list[dict[str, Any]]:
-        """Request-log entries (``UsageRecord`` fields), newest first.
+        """Request-log entries (``UsageRecord`` fields), the last recorded first.
 
         With filters this may read the whole log (``request_log_max_rows``): call it off the loop.
 
         Args:
-            before: a request id; only entries older than it (the next page). Unknown id: [].
+            before: a request id; only the entries listed after it (the next page). Unknown id: [].
             account: only this account's entries.
             status: ``"429"``, ``"5xx"``, ``"4xx"`` (``x`` matches any digit).
 
