@@ -57,16 +57,19 @@ def main() -> None:
         for target in targets.values():  # warm-up, figures dropped
             run_wrk(target, load, args.concurrency, 1, 0, here.workdir)
         cpu: dict[str, list[float]] = {name: [] for name in targets}
+        p50: dict[str, list[float]] = {name: [] for name in targets}
         for n in range(args.rounds):
             order = list(targets.items())
             for name, target in order if n % 2 == 0 else order[::-1]:
                 result = run_wrk(target, load, args.concurrency, args.seconds, 0, here.workdir)
                 cpu[name].append(result.cpu_us_per_request)
+                p50[name].append(result.p50_ms)
         paired = [a / b for a, b in zip(cpu["after"], cpu["before"], strict=True)]
         print(f"{args.workload} c={args.concurrency}, {args.rounds} rounds of {args.seconds:g} s")
         for name, values in cpu.items():
             print(
                 f"  {name:9} CPU µs/request: min {min(values):4.0f}  median {statistics.median(values):4.0f}"
+                f"   p50 ms: median {statistics.median(p50[name]):.3f}"
             )
         print(f"  after ÷ before, paired by round: median {statistics.median(paired):.3f}  "
               f"(min {min(paired):.3f}, max {max(paired):.3f}); of the minima {min(cpu['after']) / min(cpu['before']):.3f}")  # fmt: skip
