@@ -52,6 +52,14 @@ REQUEST_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.Context
 )
 
 
+def mark_counted() -> None:
+    """The current request reached the pipeline, whose metrics stage counts it: the edge's
+    refused-request count must not (its ``leave`` runs before the stage's deferred ``on_done``)."""
+    scope = REQUEST_SCOPE.get()
+    if scope is not None:
+        scope.is_counted = True
+
+
 def status_class(status: int) -> str:
     """``2xx`` … ``5xx``; a request that never got a status (client gone at once) is ``4xx`` (499)."""
     return f"{min(max(status or 499, 100), 599) // 100}xx"
@@ -135,9 +143,6 @@ class RequestMetrics:
             scope.request_id = call.request_id
 
     def on_done(self, call: Call) -> None:
-        scope = REQUEST_SCOPE.get()
-        if scope is not None:
-            scope.is_counted = True
         fmt = call.fmt.value
         account = call.account_id or "none"
         if call.first_byte_ms > 0:
@@ -227,4 +232,4 @@ def _is_glob(name: str) -> bool:
     return any(c in name for c in "*?[")
 
 
-__all__ = ["REQUEST_SCOPE", "RequestMetrics", "RequestScope", "status_class"]
+__all__ = ["REQUEST_SCOPE", "RequestMetrics", "RequestScope", "mark_counted", "status_class"]
