@@ -21,36 +21,26 @@ from proxygate.wire.ir import Format, Usage
 from proxygate.wire.sse import MAX_EVENT_BYTES, SSEError, SSEEvent, SSEParser
 
 
-def _int(d: Any, key: str) -> int:
-    value = d.get(key) if isinstance(d, dict) else None
-    return value if isinstance(value, int) else 0
-
-
 def _count(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
-def anthropic_usage(u: Any, earlier: Usage | None = None) -> Usage:
-    """``u`` as ``Usage``; with ``earlier``, merged into it (``Usage.merge``) in one step, as a
-    stream's ``message_delta`` is merged into its ``message_start`` (the sniffer's hot path)."""
+def _int(d: Any, key: str) -> int:
+    return _count(d.get(key)) if isinstance(d, dict) else 0
+
+
+def anthropic_usage(u: Any) -> Usage:
     if not isinstance(u, dict):
-        return earlier or Usage()
-    get = u.get
+        return Usage()
+    get = u.get  # on every stream's message_start and message_delta: one lookup each
     creation = get("cache_creation")
-    counts = (
+    return Usage(
         _count(get("input_tokens")),
         _count(get("output_tokens")),
         _count(get("cache_read_input_tokens")),
         _count(get("cache_creation_input_tokens")),
-        0,
         # 1-hour cache writes cost more than 5-minute ones (proxygate/prices).
-        _count(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, dict) else 0,
-    )
-    if earlier is None:
-        return Usage(*counts)
-    i, o, cr, cw, _, c1 = counts
-    return Usage(
-        i or earlier[0], o or earlier[1], cr or earlier[2], cw or earlier[3], earlier[4], c1 or earlier[5]
+        cache_write_1h_tokens=_int(creation, "ephemeral_1h_input_tokens"),
     )
 
 
@@ -282,9 +272,9 @@ class UsageSniffer:
                 if name == "message_start":
                     message = _load(data).get("message")
                     usage = message.get("usage") if isinstance(message, dict) else None
-                    self.usage = anthropic_usage(usage, self.usage)
+                    self.usage = self.usage.merge(anthropic_usage(usage))
                 elif name == "message_delta":
-                    self.usage = anthropic_usage(_load(data).get("usage"), self.usage)
+                    self.usage = self.usage.merge(anthropic_usage(_load(data).get("usage")))
                 elif name == "message_stop":
                     self.is_complete = True
                 elif name == "error":
