@@ -188,6 +188,22 @@ def test_request_log_pages_follow_older_entries_and_are_trimmed_in_part(tmp_path
     reopened.close()
 
 
+@pytest.mark.parametrize(
+    "before",
+    ["\udcff", "pg_" + "f" * 24, "x" * 100_000, 'pg_0","status":200', "pg_01a2494260540000ddfc379"],
+    ids=["lone surrogate", "our shape, far future", "100 KB", "JSON inside", "one digit short"],
+)
+def test_paging_from_an_id_not_in_the_log_lists_nothing(tmp_path: Path, before: str) -> None:
+    """``--before`` comes from a user or a URL: whatever it holds, an id the log lacks pages to []."""
+    store = LMDBStore(tmp_path)
+    for n in range(3):
+        store.record(rec(n))
+    store.flush()
+    assert store.requests(10, before=before) == []
+    assert [e["request_id"] for e in store.requests(10, before="pg_1")] == ["pg_0"]
+    store.close()
+
+
 def test_rows_of_the_first_layout_are_read_as_format_and_route_unknown(tmp_path: Path) -> None:
     """Daily rows keyed ``day\\0account\\0model`` (before formats and routes were kept) move once."""
     (tmp_path / "proxygate.lmdb").mkdir(mode=0o700)
