@@ -137,6 +137,8 @@ async def relay(
     try:
         head_sent = False
         async for chunk in upstream.chunks(idle_s):
+            if upstream.has_ended:  # what is left to write leaves with the stream's end
+                out.hold_to_end()
             data = b"".join(encoder.encode(event) for event in watch.events(decoder.feed(chunk)))
             if data:
                 await send(out, call, data)

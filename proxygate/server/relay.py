@@ -57,6 +57,11 @@ class Upstream:
     def status(self) -> int:
         return self.response.status
 
+    @property
+    def has_ended(self) -> bool:
+        """Every byte of the answer has been read: nothing more will come."""
+        return not self.first_chunk and self.response.content.at_eof()
+
     async def chunks(self, idle_s: float) -> AsyncIterator[bytes]:
         first = self.first_chunk
         self.first_chunk = b""  # yielded once, even if a second reader starts over
@@ -231,14 +236,34 @@ class StreamAnswer(web.StreamResponse):
     """A streamed answer whose status line and headers leave with its first bytes, in one
     write: aiohttp's StreamResponse sends them alone at ``prepare``, a syscall (and a wake-up
     of the client) more per stream. It is started only once the upstream's first chunk is in
-    hand, so they wait for nothing; ``send_head`` sends them if that chunk gave nothing to send."""
+    hand, so they wait for nothing; ``send_head`` sends them if that chunk gave nothing to send.
+
+    Likewise its last bytes leave with the end of the stream: once the upstream has ended,
+    ``hold_to_end`` keeps what is written until ``write_eof``, which nothing waits on then."""
 
     _send_headers_immediately = False
+    _tail: list[bytes] | None = None
+
+    def hold_to_end(self) -> None:
+        if self._tail is None:
+            self._tail = []
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._tail is not None:
+            self._tail.append(bytes(data))
+            return
+        await super().write(data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._tail:
+            data = b"".join((*self._tail, data))
+        self._tail = None
+        await super().write_eof(data)
 
 
 async def start_response(
     request: web.Request, status: int, headers: dict[str, str], *, is_stream: bool
-) -> web.StreamResponse:
+) -> StreamAnswer:
     out = StreamAnswer(status=status, headers=headers)
     if is_stream:
         out.headers.update(SSE_HEADERS)
@@ -286,7 +311,7 @@ def answered(call: Call, body: bytes) -> bytes:
 
 async def relay_bytes(
     upstream: Upstream,
-    out: web.StreamResponse,
+    out: StreamAnswer,
     call: Call,
     sniffer: UsageSniffer,
     idle_s: float,
@@ -308,6 +333,8 @@ async def relay_bytes(
     head_sent = False
     try:
         async for chunk in upstream.chunks(idle_s):
+            if upstream.has_ended:  # what is left to write leaves with the stream's end
+                out.hold_to_end()
             events = sniffer.feed(chunk)
             if strip_usage_chunk:
                 for event in events:
