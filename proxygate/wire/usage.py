@@ -122,6 +122,11 @@ _MARKERS: dict[Format, tuple[tuple[bytes, int], ...]] = {
 }
 
 
+_ANT_START = b"event: message_start\ndata: "
+_ANT_DELTA = b"event: message_delta\ndata: "
+_ANT_DATA_AT = len(_ANT_START)  # == len(_ANT_DELTA)
+
+
 def _plain_event(span: bytes) -> SSEEvent | None:
     """A span of the usual shape, ``event: NAME\ndata: JSON\n\n`` or ``data: JSON\n\n``, read
     without the parser (a third of the sniffer's time went to it); None for any other shape."""
@@ -260,21 +265,39 @@ class UsageSniffer:
             spans = sorted(set(spans))
         for start, stop in spans:
             span = buf[start:stop]
+            if self.fmt is Format.anthropic and self._anthropic_event(span):
+                continue
             plain = _plain_event(span)
             for event in [plain] if plain is not None else SSEParser().feed(span):
                 self._event(event)
+
+    def _anthropic_event(self, span: bytes) -> bool:
+        """An Anthropic ``message_*`` event of the usual shape (``event: NAME\\ndata: JSON\\n\\n``)
+        read straight from its bytes, a third of the cost of the general path; False for any
+        other event or shape."""
+        if span.startswith(b"event: message_stop\n"):
+            self.is_complete = True
+            return True
+        is_start = span.startswith(_ANT_START)
+        if not (is_start or span.startswith(_ANT_DELTA)) or span.find(b"\n", _ANT_DATA_AT) != len(span) - 2:
+            return False
+        self._anthropic_usage(_load(span[_ANT_DATA_AT:-2]), is_start=is_start)
+        return True
+
+    def _anthropic_usage(self, payload: dict[str, Any], *, is_start: bool) -> None:
+        """``message_start`` tells the input tokens, ``message_delta`` the output so far."""
+        if is_start:
+            message = payload.get("message")
+            payload = message if isinstance(message, dict) else {}
+        self.usage = self.usage.merge(anthropic_usage(payload.get("usage")))
 
     def _event(self, event: SSEEvent) -> None:
         data = event.data
         match self.fmt:
             case Format.anthropic:
                 name = event.event or ""
-                if name == "message_start":
-                    message = _load(data).get("message")
-                    usage = message.get("usage") if isinstance(message, dict) else None
-                    self.usage = self.usage.merge(anthropic_usage(usage))
-                elif name == "message_delta":
-                    self.usage = self.usage.merge(anthropic_usage(_load(data).get("usage")))
+                if name in ("message_start", "message_delta"):
+                    self._anthropic_usage(_load(data), is_start=name == "message_start")
                 elif name == "message_stop":
                     self.is_complete = True
                 elif name == "error":
@@ -307,7 +330,7 @@ class UsageSniffer:
                     self.error = _error_message(_load(data))
 
 
-def _load(data: str) -> dict[str, Any]:
+def _load(data: str | bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -139,5 +139,9 @@ def test_event_names_without_the_space_and_events_of_other_shapes_are_read(needs
         .replace(b"event:message_delta\n", b"event:message_delta\nid: 7\n: keep-alive\n")
     )
     assert sniff(Format.anthropic, [payload], needs_events=needs_events) == (Usage(11, 3, 5, 2), True, "")
+    # JSON over two data lines (joined with a newline): not the plain shape read from bytes.
+    two_lines = anthropic_sse("x").replace(b'data: {"type":"message_', b'data: {"type":\ndata: "message_')
+    assert two_lines.count(b'data: "message_') == 3
+    assert sniff(Format.anthropic, [two_lines], needs_events=needs_events) == (Usage(11, 3, 5, 2), True, "")
     error = b'event:error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Busy"}}\n\n'
     assert sniff(Format.anthropic, [error], needs_events=needs_events) == (Usage(), False, "Busy")
