@@ -73,6 +73,10 @@ OverageSink = Callable[[str, int], None]
 
 FRESH_S = 5.0
 "A window observed this recently belongs to the response being released (429 scoping)."
+QUOTA_REPARSE_S = 1.0
+"""A success's quota headers equal to the last ones parsed are parsed again after this long
+only (their windows' ``observed_at`` is that old at most): a subscription's windows change
+a few times an hour, and parsing them cost ~20 µs a response."""
 HEADROOM_PERSIST_S = 60.0
 "Unchanged-looking windows are re-persisted at most this often (observe runs per response)."
 STALE_COOLDOWN_S = 300.0
@@ -526,11 +530,19 @@ class Broker:
         """Learn from a response's quota headers (and a 429's body); see broker/headroom.py."""
         now = self.clock()
         relevant = quota_headers(headers)
-        windows = parse_quota(relevant, now, model=model) + parse_body(status, body, now)
-        if windows:
-            self.update_headroom(account_id, windows)
+        state = self.state(account_id)
+        seen = (model, relevant)
+        if (
+            status >= 400
+            or seen != state.quota_seen
+            or now - state.quota_seen_at >= QUOTA_REPARSE_S
+            or state.cooldown_window
+        ):
+            windows = parse_quota(relevant, now, model=model) + parse_body(status, body, now)
+            if windows:
+                self.update_headroom(account_id, windows)
+            state.quota_seen, state.quota_seen_at = seen, now
         if status < 400 and relevant and served_from_overage(relevant):
-            state = self.state(account_id)
             state.overage_requests += 1
             if self._on_overage is not None:
                 self._on_overage(account_id, state.overage_requests)

@@ -111,6 +111,9 @@ class AccountState:
     "The quota window (``Headroom.key``) whose rejection caused the cooldown; cleared when it resets."
     cooldown_is_known: bool = False
     "``cooldown_until`` is the provider's own reset (Retry-After), not the backoff's guess."
+    quota_seen: tuple[str, dict[str, str]] = ("", {})
+    "The model and quota headers of the last response parsed into ``windows`` (not persisted)."
+    quota_seen_at: float = 0.0
 
     def cooling(self, now: float, model: str = "") -> float:
         """Seconds of cooldown left for ``model`` (0 when usable)."""

@@ -92,7 +92,7 @@ class TextFormatter(logging.Formatter):
             # TEXT_FORMAT written out: the generic path (a dict of the record's fields, a
             # cache check, three more calls) was half of a request's log line.
             message = escape_control(record.getMessage())
-            return f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {message}"
+            return f"{self.formatTime(record, self.datefmt)} {record.levelname:<7} {record.name}: {message}"
         line = super().format(record)
         if "\n" in line:  # exc_info / stack_info: only a real record starts at column 0
             head, _, rest = line.partition("\n")
