@@ -219,3 +219,23 @@ def test_a_cooldown_longer_than_max_wait_moves(clock: FakeClock, tmp_path: Path)
 )
 def test_permanent_refusals_are_told_from_fixable_ones(body: str, reason: str) -> None:
     assert refusal_reason(body) == reason
+
+
+def test_the_same_quota_headers_again_within_a_second_are_not_parsed_again(clock: FakeClock) -> None:
+    b = broker([account("max")], clock)
+    b.observe("max", unified(0.25), status=200)
+    first = b.state("max").windows["5h"]
+    clock.advance(0.5)
+    b.observe("max", unified(0.25), status=200)  # the same words: the window stays as it was
+    assert b.state("max").windows["5h"] is first
+    b.observe("max", unified(0.5), status=200)  # new words count at once
+    assert b.state("max").windows["5h"].fraction_left == pytest.approx(0.5)
+    assert b.state("max").windows["5h"].observed_at == clock()
+    clock.advance(0.5)
+    b.observe("max", unified(0.5), status=429)  # a refusal is always read
+    assert b.state("max").windows["5h"].observed_at == clock()
+    clock.advance(0.2)
+    b.observe("max", unified(0.5), status=200)
+    clock.advance(1.0)
+    b.observe("max", unified(0.5), status=200)  # a second later: observed anew
+    assert b.state("max").windows["5h"].observed_at == clock()
