@@ -264,10 +264,9 @@ class StreamAnswer(web.StreamResponse):
 async def start_response(
     request: web.Request, status: int, headers: dict[str, str], *, is_stream: bool
 ) -> StreamAnswer:
+    if is_stream:  # the header itself: aiohttp's content_type setter parses and rebuilds it
+        headers = {**headers, **SSE_HEADERS, "content-type": "text/event-stream"}
     out = StreamAnswer(status=status, headers=headers)
-    if is_stream:
-        out.headers.update(SSE_HEADERS)
-        out.content_type = "text/event-stream"
     await out.prepare(request)
     return out
 
