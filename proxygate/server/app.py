@@ -164,11 +164,17 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         ssl_context = ssl.create_default_context(cafile=settings.ca_bundle)
     connector = aiohttp.TCPConnector(limit=0, ssl=ssl_context, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.idle_s)
+    # No cookie jar: a provider's cookies (Cloudflare's __cf_bm) would otherwise go back with
+    # every later request, whichever account sends it.
     # trust_env: HTTPS_PROXY / NO_PROXY are honoured; auto_decompress off: we ask for identity.
     # Only when a proxy is configured: with trust_env aiohttp looks the proxy and ~/.netrc up in
     # a thread on *every* request, which cost a third of the CPU at 700 req/s (bench/README.md).
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trust_env=_has_proxy(), auto_decompress=False
+        connector=connector,
+        timeout=timeout,
+        trust_env=_has_proxy(),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         app[UPSTREAM] = session
         app[PIPELINE] = Pipeline(settings, app[BROKER], session, app[STORE], tenants=app[TENANT_BOOK])

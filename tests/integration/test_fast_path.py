@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from proxygate.server.keys import STORE
 from proxygate.store import today
@@ -168,3 +169,21 @@ async def test_a_stream_trickling_a_few_bytes_at_a_time_arrives_byte_identical(u
     store = proxy.app[STORE]
     store.flush()
     assert store.recent_requests(1)[0]["input_tokens"] == 11
+
+
+async def test_a_providers_cookie_does_not_travel_with_the_next_request(upstream, start_proxy) -> None:
+    async def with_cookie(request: web.Request) -> web.StreamResponse:
+        response = await ok_json(anthropic_message("hi"))(request)
+        response.set_cookie("__cf_bm", "from-account-a", path="/")
+        return response
+
+    upstream.push(with_cookie, ok_json(anthropic_message("again")))
+    # By name: aiohttp's cookie jar keeps no cookie from a bare IP address.
+    proxy = await start_proxy(one_key(upstream.url.replace("127.0.0.1", "localhost")))
+    request = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as client:
+        for _ in range(2):
+            async with client.post(f"{proxy.url}/v1/messages", json=request) as resp:
+                assert resp.status == 200
+    cookies = [{k.lower(): v for k, v in r.headers.items()}.get("cookie") for r in upstream.requests]
+    assert cookies == [None, None]
