@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from proxygate.wire.ir import Format
+from proxygate.wire.ir import TURNS_FIELD, Format
 
 _OLD_USER_ID_SESSION = re.compile(r"session_([0-9a-fA-F-]{36})")  # sub2api's pattern
 MAX_KEY_CHARS = 128
@@ -52,7 +52,7 @@ def conversation(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any
     key = _explicit_key(fmt, headers, body)
     if key:
         return key, True
-    return _prefix_hash(fmt, body), _turns(fmt, body) > 1
+    return _prefix_hash(fmt, body), _has_history(fmt, body)
 
 
 def _explicit_key(fmt: Format, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
@@ -81,12 +81,21 @@ def cache_key_for(conversation_key: str) -> str:
     return "pg-" + digest.hexdigest()
 
 
-def _turns(fmt: Format, body: Mapping[str, Any]) -> int:
-    """How many non-system items the conversation has so far (1: its first request)."""
-    items = body.get({Format.responses: "input", Format.gemini: "contents"}.get(fmt, "messages"))
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def _has_history(fmt: Format, body: Mapping[str, Any]) -> bool:
+    """Whether the conversation has more than one non-system item (not its first request)."""
+    items = body.get(TURNS_FIELD[fmt])
     if not isinstance(items, list):
-        return 1
-    return sum(1 for m in items if not (isinstance(m, dict) and m.get("role") in ("system", "developer")))
+        return False
+    seen = 0
+    for m in items:
+        if not (isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES):
+            seen += 1
+            if seen > 1:
+                return True
+    return False
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

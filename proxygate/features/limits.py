@@ -29,7 +29,7 @@ from proxygate.call import Call
 from proxygate.config import ModelLimitSettings
 from proxygate.errors import ProxyError
 from proxygate.wire.codecs import CODECS
-from proxygate.wire.ir import Format
+from proxygate.wire.ir import TURNS_FIELD, Format
 from proxygate.wire.tokens import estimate_input_tokens
 
 IMAGE_PLACEHOLDER = "[image omitted: model has no vision]"
@@ -141,9 +141,7 @@ def _map_parts(
     fmt: Format, body: dict[str, Any], change: Callable[[dict[str, Any]], list[Any] | None]
 ) -> bool:
     """Apply ``change`` to every content part of every turn; it returns replacement parts or None."""
-    turns_field = {Format.anthropic: "messages", Format.chat: "messages", Format.responses: "input"}.get(
-        fmt, "contents"
-    )
+    turns_field = TURNS_FIELD[fmt]
     turns = body.get(turns_field)
     changed = False
     if isinstance(turns, list):

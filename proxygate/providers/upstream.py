@@ -148,4 +148,4 @@ def scrub_bytes(account: Account, body: bytes) -> bytes:
 def response_headers(upstream: Mapping[str, str]) -> dict[str, str]:
     """Provider headers passed back to the client (request ids, rate limits), minus hop-by-hop."""
     # Lower-cased keys: callers may set or drop headers without caring how the provider spelt them.
-    return {k.lower(): v for k, v in upstream.items() if k.lower() not in _DROP_RESPONSE}
+    return {name: v for k, v in upstream.items() if (name := k.lower()) not in _DROP_RESPONSE}

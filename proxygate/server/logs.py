@@ -14,6 +14,7 @@ lines are indented; in json, orjson escapes them.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import logging.handlers
@@ -134,6 +135,52 @@ def _iso_utc(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
+class TurnStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` whose lines written on an event loop leave together at the end of
+    the loop's turn: one write for all the requests that finished in it, not one each (a
+    write is a system call, a fifth of what a request's log line costs). Off a loop (other
+    threads, start-up, shutdown) a line is written at once, after any still pending."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:  # under self.lock (Handler.handle)
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        pending = self._pending
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pending.append(line)
+            self._write_pending()
+            return
+        if not pending:
+            loop.call_soon(self.flush)
+        pending.append(line)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self._write_pending()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def _write_pending(self) -> None:
+        lines, self._pending = "".join(self._pending), []
+        try:
+            if lines:
+                self.stream.write(lines)
+            if hasattr(self.stream, "flush"):
+                self.stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: logging must not stop the server
+            pass
+
+
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A size-rotated log file created 0600 in a 0700 directory (it names accounts and models)."""
 
@@ -192,7 +239,7 @@ def setup(
     Returns the handlers installed on the root logger (stderr, then the file when set).
     """
     formatter = formatter_for(log_format)
-    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    handlers: list[logging.Handler] = [TurnStreamHandler(stream or sys.stderr)]
     if log_file is not None:
         handlers.append(
             PrivateRotatingFileHandler(
@@ -365,6 +412,7 @@ __all__ = [
     "LogSource",
     "PrivateRotatingFileHandler",
     "TextFormatter",
+    "TurnStreamHandler",
     "escape_control",
     "find_log_source",
     "follow_lines",

@@ -39,6 +39,15 @@ class Format(StrEnum):
     gemini = "gemini"
 
 
+TURNS_FIELD = {
+    Format.anthropic: "messages",
+    Format.chat: "messages",
+    Format.responses: "input",
+    Format.gemini: "contents",
+}
+"The request body's list of the conversation's items (turns), per format."
+
+
 class Usage(NamedTuple):
     """Token counts in Anthropic's accounting: ``input_tokens`` excludes cache reads and writes.
 
@@ -69,6 +78,8 @@ class Usage(NamedTuple):
 
     def merge(self, other: Usage) -> Usage:
         """Later reports win field by field where they are non-zero (ANT message_delta is cumulative)."""
+        if not any(self):  # the first report (every stream's message_start)
+            return other
         return Usage(
             other.input_tokens or self.input_tokens,
             other.output_tokens or self.output_tokens,

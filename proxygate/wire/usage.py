@@ -22,7 +22,7 @@ from proxygate.wire.sse import MAX_EVENT_BYTES, SSEError, SSEEvent, SSEParser
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) else 0
+    return value if type(value) is int else 0  # a JSON number, not true/false
 
 
 def _int(d: Any, key: str) -> int:
@@ -33,14 +33,17 @@ def anthropic_usage(u: Any) -> Usage:
     if not isinstance(u, dict):
         return Usage()
     get = u.get  # on every stream's message_start and message_delta: one lookup each
+    i, o = get("input_tokens"), get("output_tokens")
+    r, w = get("cache_read_input_tokens"), get("cache_creation_input_tokens")
     creation = get("cache_creation")
     return Usage(
-        _count(get("input_tokens")),
-        _count(get("output_tokens")),
-        _count(get("cache_read_input_tokens")),
-        _count(get("cache_creation_input_tokens")),
+        i if type(i) is int else 0,
+        o if type(o) is int else 0,
+        r if type(r) is int else 0,
+        w if type(w) is int else 0,
+        0,
         # 1-hour cache writes cost more than 5-minute ones (proxygate/prices).
-        cache_write_1h_tokens=_int(creation, "ephemeral_1h_input_tokens"),
+        _int(creation, "ephemeral_1h_input_tokens") if creation else 0,
     )
 
 
@@ -108,10 +111,11 @@ _NAME = 1
 _LAST_NAME = 2
 """the name of the last whole event of a chunk only: an event that ends the stream, so nothing
 follows it. No pass over the chunk is spent on it (each pass costs ~0.5 µs a KB)."""
-# A false hit only costs parsing that one event.
+# A false hit only costs parsing that one event. Anthropic's ``message_*`` events are found
+# by ``_scan_anthropic`` instead.
 _MARKERS: dict[Format, tuple[tuple[bytes, int], ...]] = {
     # An Anthropic ``error`` event ends the stream (the messages API sends nothing after it).
-    Format.anthropic: ((b"message_", _NAME), (b"error", _LAST_NAME)),
+    Format.anthropic: ((b"error", _LAST_NAME),),
     Format.chat: ((b"[DONE]", _IN_DATA), (b'"usage"', _IN_DATA), (b'{"error"', _IN_DATA)),
     Format.responses: (
         *((t.encode(), _IN_DATA) for t in _RESP_TERMINAL),
@@ -125,6 +129,7 @@ _MARKERS: dict[Format, tuple[tuple[bytes, int], ...]] = {
 _ANT_START = b"event: message_start\ndata: "
 _ANT_DELTA = b"event: message_delta\ndata: "
 _ANT_DATA_AT = len(_ANT_START)  # == len(_ANT_DELTA)
+_ANT_USAGE_EVENTS = ("message_start", "message_delta")
 
 
 def _plain_event(span: bytes) -> SSEEvent | None:
@@ -152,6 +157,7 @@ class UsageSniffer:
         "_held_size",
         "_markers",
         "_parser",
+        "_seen_message",
         "error",
         "fmt",
         "is_complete",
@@ -172,6 +178,7 @@ class UsageSniffer:
         self._markers = _MARKERS[fmt] if is_stream and not needs_events else None
         self._held: list[bytes] = []
         self._held_size = 0
+        self._seen_message = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Returns the complete SSE events seen in ``chunk`` (empty for JSON bodies and when
@@ -242,6 +249,8 @@ class UsageSniffer:
             return
         if end < len(buf):
             self._held, self._held_size = [buf[end:]], len(buf) - end
+        if self.fmt is Format.anthropic:
+            self._scan_anthropic(buf, end)
         # A whole pass over the chunk per marker is the cost here (~0.5 µs a KB each), so the
         # loop's own steps are kept few: an event-name test is two ``startswith`` in line.
         find, startswith = buf.find, buf.startswith
@@ -264,25 +273,57 @@ class UsageSniffer:
         if len(spans) > 1:  # two markers in one event (a usage chunk that also says "error")
             spans = sorted(set(spans))
         for start, stop in spans:
-            span = buf[start:stop]
-            if self.fmt is Format.anthropic and self._anthropic_event(span):
-                continue
-            plain = _plain_event(span)
-            for event in [plain] if plain is not None else SSEParser().feed(span):
-                self._event(event)
+            self._read_span(buf[start:stop])
 
-    def _anthropic_event(self, span: bytes) -> bool:
-        """An Anthropic ``message_*`` event of the usual shape (``event: NAME\\ndata: JSON\\n\\n``)
-        read straight from its bytes, a third of the cost of the general path; False for any
-        other event or shape."""
-        if span.startswith(b"event: message_stop\n"):
+    def _read_span(self, span: bytes) -> str:
+        """Act on one whole event; returns its name ("" for none)."""
+        plain = _plain_event(span)
+        name = ""
+        for event in [plain] if plain is not None else SSEParser().feed(span):
+            self._event(event)
+            name = event.event or ""
+        return name
+
+    def _scan_anthropic(self, buf: bytes, end: int) -> None:
+        """The ``message_*`` events among the whole events ``buf[:end]``, without a pass over
+        the text deltas between them when they share a chunk (a buffered upstream's whole
+        answer): the stream's first one (``message_start``) searched from the front, the
+        chunk's last ``message_stop`` and ``message_delta`` from the back. Earlier deltas in
+        the same chunk add nothing: a delta's usage is cumulative (protocols.md §5.11)."""
+        find, rfind = buf.find, buf.rfind
+        floor = 0  # the back search stops where the front one ended
+        if not self._seen_message:
+            pos = find(b"message_", 0, end)
+            while pos >= 0 and not _is_event_name(buf, pos):
+                pos = find(b"message_", pos + 1, end)
+            if pos < 0:
+                return
+            self._seen_message = True
+            floor = find(b"\n\n", pos, end) + 2
+            self._anthropic_event(buf, _event_start(buf, 0, pos), floor)
+        pos = rfind(b"message_", floor, end)
+        while pos >= 0:
+            if _is_event_name(buf, pos):
+                start = _event_start(buf, floor, pos)
+                if self._anthropic_event(buf, start, find(b"\n\n", pos, end) + 2) in _ANT_USAGE_EVENTS:
+                    return
+                pos = rfind(b"message_", floor, start)
+            else:
+                pos = rfind(b"message_", floor, pos)
+
+    def _anthropic_event(self, buf: bytes, start: int, stop: int) -> str:
+        """The Anthropic event ``buf[start:stop]``; returns its name. The usual shape of a
+        ``message_*`` event (``event: NAME\\ndata: JSON\\n\\n``) is read straight from the bytes,
+        a third of the cost of the general path."""
+        if buf.startswith(b"event: message_stop\n", start):
             self.is_complete = True
-            return True
-        is_start = span.startswith(_ANT_START)
-        if not (is_start or span.startswith(_ANT_DELTA)) or span.find(b"\n", _ANT_DATA_AT) != len(span) - 2:
-            return False
-        self._anthropic_usage(_load(span[_ANT_DATA_AT:-2]), is_start=is_start)
-        return True
+            return "message_stop"
+        is_start = buf.startswith(_ANT_START, start)
+        data_at = start + _ANT_DATA_AT
+        if (is_start or buf.startswith(_ANT_DELTA, start)) and buf.find(b"\n", data_at, stop) == stop - 2:
+            self._anthropic_usage(_load(buf[data_at : stop - 2]), is_start=is_start)
+            return "message_start" if is_start else "message_delta"
+        return self._read_span(buf[start:stop])
 
     def _anthropic_usage(self, payload: dict[str, Any], *, is_start: bool) -> None:
         """``message_start`` tells the input tokens, ``message_delta`` the output so far."""
@@ -328,6 +369,24 @@ class UsageSniffer:
                     self.usage = gemini_usage(_load(data).get("usageMetadata"))
                 elif data.startswith('{"error"'):
                     self.error = _error_message(_load(data))
+
+
+def _is_event_name(buf: bytes, pos: int) -> bool:
+    """Whether ``buf[pos:]`` is an ``event:`` line's value (written with or without the space),
+    in ``buf`` that begins with an event. Only a line starts after a newline: JSON data has none."""
+    if pos >= 7 and buf.startswith(b"event: ", pos - 7):
+        line = pos - 7
+    elif pos >= 6 and buf.startswith(b"event:", pos - 6):
+        line = pos - 6
+    else:
+        return False
+    return line == 0 or buf[line - 1] == 0x0A
+
+
+def _event_start(buf: bytes, floor: int, pos: int) -> int:
+    """Where the event holding ``pos`` begins: after the blank line before it, else at ``floor``."""
+    blank = buf.rfind(b"\n\n", floor, pos)
+    return blank + 2 if blank >= 0 else floor
 
 
 def _load(data: str | bytes) -> dict[str, Any]:

@@ -134,3 +134,79 @@ def test_an_existing_wider_log_file_is_narrowed(tmp_path: Path, restore_root: No
     os.chmod(path, 0o644)
     logs.setup("info", "text", log_file=path, stream=io.StringIO())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes: each is a system call on a real stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_logged_in_one_loop_turn_leave_in_one_write(restore_root: None) -> None:
+    import asyncio
+
+    out = CountingStream()
+    logs.setup("info", "text", stream=out)
+    log = logging.getLogger("proxygate.request")
+
+    async def turn() -> tuple[str, int]:
+        for i in range(5):
+            log.info("request %d", i)
+        held = out.getvalue(), out.writes  # nothing written while the turn goes on
+        await asyncio.sleep(0)  # the turn ends: the flush scheduled by the first line runs
+        return held
+
+    held, writes_before = asyncio.run(turn())
+    assert (held, writes_before) == ("", 0)
+    assert out.writes == 1
+    assert [line.split(": ", 1)[1] for line in out.getvalue().splitlines()] == [
+        f"request {i}" for i in range(5)
+    ]
+
+
+def test_lines_off_the_loop_are_written_at_once_and_after_pending_ones(restore_root: None) -> None:
+    import asyncio
+    import threading
+
+    out = CountingStream()
+    logs.setup("info", "text", stream=out)
+    log = logging.getLogger("proxygate.test")
+    log.info("before the loop")
+    assert out.getvalue().endswith("before the loop\n")
+
+    async def mixed() -> None:
+        log.info("on the loop")
+        thread = threading.Thread(target=log.info, args=("from a thread",))
+        thread.start()
+        thread.join()  # the thread's line takes the loop's pending one along, in order
+
+    asyncio.run(mixed())
+    messages = [line.split(": ", 1)[1] for line in out.getvalue().splitlines()]
+    assert messages == ["before the loop", "on the loop", "from a thread"]
+
+
+def test_a_pending_line_is_written_when_the_handler_closes(restore_root: None) -> None:
+    import asyncio
+
+    out = CountingStream()
+    handler = logs.setup("info", "text", stream=out)[0]
+
+    async def log_then_close() -> None:
+        logging.getLogger("proxygate.test").warning("last words")
+        handler.close()  # shutdown before the loop's turn ends
+
+    asyncio.run(log_then_close())
+    assert out.getvalue().endswith("last words\n")
+
+
+def test_a_closed_stream_does_not_raise_into_the_server(restore_root: None) -> None:
+    out = io.StringIO()
+    logs.setup("info", "text", stream=out)
+    out.close()
+    logging.getLogger("proxygate.test").error("nowhere to go")  # no exception

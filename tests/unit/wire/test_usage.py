@@ -145,3 +145,61 @@ def test_event_names_without_the_space_and_events_of_other_shapes_are_read(needs
     assert sniff(Format.anthropic, [two_lines], needs_events=needs_events) == (Usage(11, 3, 5, 2), True, "")
     error = b'event:error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Busy"}}\n\n'
     assert sniff(Format.anthropic, [error], needs_events=needs_events) == (Usage(), False, "Busy")
+
+
+def _event(name: str, data: dict[str, object]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _delta(output_tokens: int, **usage: int) -> bytes:
+    return _event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": output_tokens, **usage},
+        },
+    )
+
+
+@EVENTS
+def test_a_whole_answer_in_one_read_in_another_order(needs_events: bool) -> None:
+    """A buffered upstream's answer in one read, as third-party Anthropic-compatible APIs send
+    it: a ping first, message_delta before the block ends, two deltas (cumulative usage: the
+    last one counts, and it may carry the input tokens that message_start left at 0)."""
+    start, *middle = anthropic_sse("héllo", stop=False).split(b"event: message_delta")[0].split(b"\n\n")[:-1]
+    payload = (
+        _event("ping", {"type": "ping"})
+        + start.replace(b'"input_tokens":11', b'"input_tokens":0')
+        + b"\n\n"
+        + b"".join(m + b"\n\n" for m in middle[:-1])
+        + _delta(2)
+        + _delta(9, input_tokens=40)
+        + middle[-1]  # content_block_stop
+        + b"\n\n"
+        + _event("message_stop", {"type": "message_stop"})
+    )
+    assert b"content_block_stop" in middle[-1]
+    assert sniff(Format.anthropic, [payload], needs_events=needs_events) == (Usage(40, 9, 5, 2), True, "")
+    half = len(payload) // 2
+    assert sniff(Format.anthropic, [payload[:half], payload[half:]], needs_events=needs_events) == (
+        Usage(40, 9, 5, 2),
+        True,
+        "",
+    )
+
+
+@EVENTS
+def test_event_lines_quoted_in_text_are_not_events(needs_events: bool) -> None:
+    """Model text quoting an SSE stream (a coding agent writing SSE code) is JSON: its line
+    ends are escaped, so no "event: message_delta" in it starts a line."""
+    quoted = "event: message_delta\ndata: {}\n\nevent: message_stop\n"
+    payload = anthropic_sse(quoted, stop=False).replace(
+        b"event: message_delta\n", b"event: content_block_delta\n", 1
+    )
+    payload = payload.replace(
+        b'"text":"e"', b'"text":' + orjson.dumps("see event: message_delta " + quoted), 1
+    )
+    assert b"event: message_delta" in payload.split(b"\n\n")[3]
+    # No message_delta nor message_stop event: those in the text do not count.
+    assert sniff(Format.anthropic, [payload], needs_events=needs_events) == (Usage(11, 1, 5, 2), False, "")
