@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -72,6 +73,18 @@ def test_prefix_hash_is_stable_across_turns_and_formats_differ_by_system() -> No
     other = {"messages": [{"role": "system", "content": "t"}, {"role": "user", "content": "hi"}]}
     assert conversation(Format.chat, {}, other)[0] != key
     assert conversation(Format.chat, {}, {"messages": []}) == ("", False)
+
+
+@pytest.mark.parametrize("size", [10, 2_013, 2_014, 5_000])  # 2,013: a prefix of exactly 2 KB
+def test_prefix_hash_keys_of_short_and_long_prefixes_stay_as_stored(size: int) -> None:
+    """Pins persist under these keys: the digest of the prefix (or, past 2 KB, of its first
+    and last KB and its length) must not change from one release to the next."""
+    system, user = "s" * size, {"role": "user", "content": "hi"}
+    prefix = orjson.dumps([system, user], option=orjson.OPT_SORT_KEYS)
+    if len(prefix) > 2048:
+        prefix = prefix[:1024] + len(prefix).to_bytes(8, "big") + prefix[-1024:]
+    expected = "h:" + hashlib.sha256(prefix).hexdigest()[:32]
+    assert conversation(Format.anthropic, {}, {"system": system, "messages": [user]}) == (expected, False)
 
 
 def test_long_client_keys_are_hashed() -> None:
