@@ -145,9 +145,7 @@ def _prefix_hash(fmt: Format, body: Mapping[str, Any]) -> str:
         case Format.chat:
             messages = body.get("messages")
             turns = messages if isinstance(messages, list) else []
-            system = [m for m in turns if isinstance(m, dict) and m.get("role") in ("system", "developer")][
-                :1
-            ]
+            system = [m for m in turns if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES][:1]
         case Format.responses:
             system, turns = body.get("instructions"), body.get("input")
             if isinstance(turns, str):
