@@ -78,6 +78,42 @@ def test_tpm_waits_until_enough_tokens_left_the_window() -> None:
     book.admit("alice")
 
 
+def test_tpm_window_keeps_one_entry_a_second_whatever_the_request_rate() -> None:
+    clock = FakeClock()
+    book, _ = book_with(clock, tpm=10**9)
+    for _ in range(120):  # two minutes at 100 answers a second
+        for _ in range(100):
+            book.admit("alice")
+            book.settle("alice", 7, None, admitted=True)
+            clock.advance(0.01)
+    usage = book.counters("alice")
+    assert len(usage.settled) <= 61
+    assert usage.settled_tokens == sum(e.tokens for e in usage.settled) >= 60 * 100 * 7
+
+
+def test_tpm_tokens_of_one_second_leave_with_its_newest() -> None:
+    clock = FakeClock(1_800_000_000.0)
+    book, _ = book_with(clock, tpm=1000)
+    book.admit("alice")
+    book.settle("alice", 600, None, admitted=True)
+    clock.advance(0.5)
+    book.admit("alice")
+    book.settle("alice", 500, None, admitted=True)  # same second: 1100 leave together
+    with pytest.raises(TenantLimitReached) as exc:
+        book.admit("alice")
+    assert exc.value.retry_after_s == 60.0
+    clock.advance(59.9)  # the first answer is 60.4 s old, the second 59.9 s: still counted
+    with pytest.raises(TenantLimitReached):
+        book.admit("alice")
+    clock.advance(0.2)
+    book.admit("alice")
+    book.settle("alice", 5, None, admitted=True)
+    newest = clock()
+    clock.advance(-30)  # the clock stepped back: its answers join the newest second
+    book.settle("alice", 5, None, admitted=True)
+    assert [(e.tokens, e.newest) for e in book.counters("alice").settled] == [(10, newest)]
+
+
 def test_concurrency_counts_requests_in_flight() -> None:
     book, _ = book_with(FakeClock(), concurrency=2)
     book.admit("alice")
