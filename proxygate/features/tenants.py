@@ -343,7 +343,7 @@ class TenantUsage:
     "Times of the requests accepted in the last 60 s (rpm); refusals keep it within the rpm."
     settled: deque[SettledSecond] = field(default_factory=deque)
     """The answers settled in the last 60 s (tpm), one entry a second: at most ~61 entries
-    whatever the request rate (one a request was ~14 MB at 2,000 requests/s). Tokens leave the
+    whatever the request rate (one a request would be ~14 MB at 2,000 requests/s). Tokens leave the
     window with the newest of their second, so at most 1 s late, never early."""
     settled_tokens: int = 0
     "Sum of the tokens in ``settled``."
@@ -379,6 +379,7 @@ class TenantUsage:
         self.day_ends_at = self.day_starts_at + 86400.0
 
     def settle(self, now: float, tokens: int) -> None:
+        """Count an answer's tokens into the tpm window."""
         second, settled = int(now), self.settled
         last = settled[-1] if settled else None
         if last is not None and second <= last.second:  # the same second (or the clock stepped back)
