@@ -29,6 +29,7 @@ from proxygate.wire.ir import (
     UrlSource,
     Usage,
 )
+from proxygate.wire.usage import token_count
 
 STOP_TO_IR = {
     "end_turn": StopReason.end_turn,
@@ -169,12 +170,12 @@ def decode_usage(usage: Any) -> Usage:
     creation = usage.get("cache_creation")
     written_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else None
     return Usage(
-        input_tokens=int(usage.get("input_tokens") or 0),
-        output_tokens=int(usage.get("output_tokens") or 0),
-        cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
-        cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-        reasoning_tokens=int(thinking or 0),
-        cache_write_1h_tokens=written_1h if isinstance(written_1h, int) else 0,
+        input_tokens=token_count(usage.get("input_tokens")),
+        output_tokens=token_count(usage.get("output_tokens")),
+        cache_read_tokens=token_count(usage.get("cache_read_input_tokens")),
+        cache_write_tokens=token_count(usage.get("cache_creation_input_tokens")),
+        reasoning_tokens=token_count(thinking),
+        cache_write_1h_tokens=token_count(written_1h),
     )
 
 

@@ -35,6 +35,7 @@ from proxygate.wire.ir import (
 )
 from proxygate.wire.sse import encode_event
 from proxygate.wire.stream import SSEStreamDecoder
+from proxygate.wire.usage import token_count
 
 # finish_reason → IR (§5.10); "stop" becomes tool_use when calls were emitted (§2.5).
 FINISH_TO_IR = {
@@ -73,10 +74,6 @@ def stop_reason(finish_reason: str | None, *, has_tool_calls: bool) -> StopReaso
     return reason
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def decode_usage(usage: Any) -> Usage:
     """CHAT usage → IR: prompt_tokens include cache reads and writes (§5.11)."""
     if not isinstance(usage, dict):
@@ -86,14 +83,16 @@ def decode_usage(usage: Any) -> Usage:
     completion_details = usage.get("completion_tokens_details")
     completion_details = completion_details if isinstance(completion_details, dict) else {}
     # DeepSeek reports its cache hits as prompt_cache_hit_tokens (§2.6).
-    cached = _int(prompt_details.get("cached_tokens")) or _int(usage.get("prompt_cache_hit_tokens"))
-    written = _int(prompt_details.get("cache_write_tokens"))
+    cached = token_count(prompt_details.get("cached_tokens")) or token_count(
+        usage.get("prompt_cache_hit_tokens")
+    )
+    written = token_count(prompt_details.get("cache_write_tokens"))
     return Usage(
-        input_tokens=max(0, _int(usage.get("prompt_tokens")) - cached - written),
-        output_tokens=_int(usage.get("completion_tokens")),
+        input_tokens=max(0, token_count(usage.get("prompt_tokens")) - cached - written),
+        output_tokens=token_count(usage.get("completion_tokens")),
         cache_read_tokens=cached,
         cache_write_tokens=written,
-        reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
     )
 
 

@@ -46,7 +46,7 @@ from proxygate.wire.ir import (
     UrlSource,
     Usage,
 )
-from proxygate.wire.usage import gemini_usage
+from proxygate.wire.usage import gemini_usage, token_count
 
 SYNTH_PREFIX = "call_gem_"
 # Google's documented placeholder for function calls whose history Gemini did not produce (§4.5).
@@ -327,8 +327,8 @@ def stop_reason_of(finish: Any, *, has_calls: bool, is_blocked: bool = False) ->
 def decode_usage(metadata: Any) -> Usage:
     """§5.11: tool-use prompt tokens count as input; thoughts are output outside candidates."""
     usage = gemini_usage(metadata)
-    tool_prompt = field(metadata, "toolUsePromptTokenCount", "tool_use_prompt_token_count")
-    if isinstance(tool_prompt, int) and tool_prompt:
+    tool_prompt = token_count(field(metadata, "toolUsePromptTokenCount", "tool_use_prompt_token_count"))
+    if tool_prompt:
         return Usage(
             usage.input_tokens + tool_prompt,
             usage.output_tokens,

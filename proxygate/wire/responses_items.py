@@ -42,7 +42,7 @@ from proxygate.wire.ir import (
     UrlSource,
     Usage,
 )
-from proxygate.wire.usage import responses_usage
+from proxygate.wire.usage import responses_usage, token_count
 
 NAMESPACE_SEP = "--"
 
@@ -382,8 +382,8 @@ def decode_usage(usage: Any) -> Usage:
     """§5.11: OpenAI ``input_tokens`` include cache reads and writes; the IR's exclude both."""
     base = responses_usage(usage)
     details = usage.get("input_tokens_details") if isinstance(usage, dict) else None
-    written = details.get("cache_write_tokens") if isinstance(details, dict) else None
-    if isinstance(written, int) and written > 0:
+    written = token_count(details.get("cache_write_tokens")) if isinstance(details, dict) else 0
+    if written:
         return Usage(
             input_tokens=max(base.input_tokens - written, 0),
             output_tokens=base.output_tokens,

@@ -20,13 +20,20 @@ import orjson
 from proxygate.wire.ir import Format, Usage
 from proxygate.wire.sse import MAX_EVENT_BYTES, SSEError, SSEEvent, SSEParser
 
+MAX_TOKEN_COUNT = 1_000_000_000
+"""The most tokens one usage count may say (contexts hold ~10^6): beyond it, or below 0, the
+count is a broken upstream's. Usage is summed into 64-bit integers in the store, where one
+absurd count would poison its day's row and every later record that adds to it."""
 
-def _count(value: Any) -> int:
-    return value if type(value) is int else 0  # a JSON number, not true/false
+
+def token_count(value: Any) -> int:
+    """An upstream's usage count: a JSON integer within [0, MAX_TOKEN_COUNT], else 0 (absent,
+    a string, a float, true/false, out of range)."""
+    return value if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT else 0
 
 
 def _int(d: Any, key: str) -> int:
-    return _count(d.get(key)) if isinstance(d, dict) else 0
+    return token_count(d.get(key)) if isinstance(d, dict) else 0
 
 
 def anthropic_usage(u: Any) -> Usage:
@@ -36,11 +43,13 @@ def anthropic_usage(u: Any) -> Usage:
     i, o = get("input_tokens"), get("output_tokens")
     r, w = get("cache_read_input_tokens"), get("cache_creation_input_tokens")
     creation = get("cache_creation")
+    # token_count inlined: this runs on every stream's message_start and message_delta
+    top = MAX_TOKEN_COUNT
     return Usage(
-        i if type(i) is int else 0,
-        o if type(o) is int else 0,
-        r if type(r) is int else 0,
-        w if type(w) is int else 0,
+        i if type(i) is int and 0 <= i <= top else 0,
+        o if type(o) is int and 0 <= o <= top else 0,
+        r if type(r) is int and 0 <= r <= top else 0,
+        w if type(w) is int and 0 <= w <= top else 0,
         0,
         # 1-hour cache writes cost more than 5-minute ones (proxygate/prices).
         _int(creation, "ephemeral_1h_input_tokens") if creation else 0,

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from proxygate.server.keys import STORE
 from proxygate.server.tasks import supervise
 from tests.conftest import FakeClock
+from tests.upstream import anthropic_message, ok_json
 
 
 class Flaky:
@@ -118,6 +120,39 @@ async def test_poisoned_requests_leave_the_server_serving_and_the_next_request_r
     entries = store.requests(5)
     assert entries[0]["request_id"] == request_id
     assert len(entries) == 3
+    assert store.commit_failures == 0
+
+
+async def test_an_upstreams_absurd_token_counts_leave_the_days_usage_row_writable(
+    upstream, start_proxy
+) -> None:
+    """Counts past 64 bits once made the day's usage row unstorable: every later record of
+    that account and model was dropped until midnight."""
+    proxy = await start_proxy(
+        {"ant": {"provider": "anthropic", "api_key": "sk-ant-0000-1111", "base_url": upstream.url}}
+    )
+    absurd = {"input_tokens": 2**64 - 1, "output_tokens": 2**64 - 1, "cache_read_input_tokens": -5}
+    for usage in (absurd, absurd, {"input_tokens": 11, "output_tokens": 3}):
+        upstream.push(ok_json(anthropic_message(usage=usage)))
+    body = {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    ids = []
+    async with aiohttp.ClientSession() as client:
+        for _ in range(3):
+            async with client.post(f"{proxy.url}/v1/messages", json=body) as resp:
+                assert resp.status == 200
+                ids.append(resp.headers["x-proxygate-request-id"])
+    store = proxy.app[STORE]
+    for _ in range(100):  # committed by the committer itself
+        if {e["request_id"] for e in store.requests(5)} == set(ids):
+            break
+        await asyncio.sleep(0.05)
+    assert {e["request_id"] for e in store.requests(5)} == set(ids)
+    rows = store.usage_rows(0, time.time() + 86400)
+    totals = [
+        (r.totals.requests, r.totals.input_tokens, r.totals.output_tokens, r.totals.cache_read_tokens)
+        for r in rows
+    ]
+    assert totals == [(3, 11, 3, 0)]
     assert store.commit_failures == 0
 
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from proxygate.wire import anthropic_blocks, chat_stream, gemini_parts, responses_items
 from proxygate.wire.ir import Format, Usage
-from proxygate.wire.usage import UsageSniffer
+from proxygate.wire.usage import (
+    MAX_TOKEN_COUNT,
+    UsageSniffer,
+    anthropic_usage,
+    chat_usage,
+    gemini_usage,
+    responses_usage,
+    token_count,
+)
 from tests.upstream import anthropic_message, anthropic_sse, chat_completion, chat_sse, responses_sse
 
 
@@ -203,3 +212,49 @@ def test_event_lines_quoted_in_text_are_not_events(needs_events: bool) -> None:
     assert b"event: message_delta" in payload.split(b"\n\n")[3]
     # No message_delta nor message_stop event: those in the text do not count.
     assert sniff(Format.anthropic, [payload], needs_events=needs_events) == (Usage(11, 1, 5, 2), False, "")
+
+
+ABSURD_COUNTS = [-1, 2**64 - 1, MAX_TOKEN_COUNT + 1, "12", 1.5, True, [3]]
+
+
+@pytest.mark.parametrize("value", ABSURD_COUNTS, ids=repr)
+def test_an_absurd_count_reads_as_zero_in_every_decoder(value: object) -> None:
+    """Usage is summed into 64-bit integers in the store: a count out of range, negative or not
+    an integer must not reach it, from the byte relay's sniffer or from a converting codec."""
+    ant = {
+        "input_tokens": value,
+        "output_tokens": 3,
+        "cache_read_input_tokens": value,
+        "cache_creation_input_tokens": value,
+        "cache_creation": {"ephemeral_1h_input_tokens": value},
+        "output_tokens_details": {"thinking_tokens": value},
+    }
+    chat = {
+        "prompt_tokens": value,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": value, "cache_write_tokens": value},
+        "completion_tokens_details": {"reasoning_tokens": value},
+    }
+    resp = {
+        "input_tokens": value,
+        "output_tokens": 3,
+        "input_tokens_details": {"cached_tokens": value, "cache_write_tokens": value},
+        "output_tokens_details": {"reasoning_tokens": value},
+    }
+    gem = {
+        "promptTokenCount": value,
+        "candidatesTokenCount": 3,
+        "cachedContentTokenCount": value,
+        "thoughtsTokenCount": value,
+        "toolUsePromptTokenCount": value,
+    }
+    three_out = Usage(0, 3)
+    assert [anthropic_usage(ant), anthropic_blocks.decode_usage(ant)] == [three_out] * 2
+    assert [chat_usage(chat), chat_stream.decode_usage(chat)] == [three_out] * 2
+    assert [responses_usage(resp), responses_items.decode_usage(resp)] == [three_out] * 2
+    assert [gemini_usage(gem), gemini_parts.decode_usage(gem)] == [three_out] * 2
+
+
+def test_the_largest_count_still_reads() -> None:
+    assert token_count(MAX_TOKEN_COUNT) == MAX_TOKEN_COUNT
+    assert anthropic_usage({"input_tokens": MAX_TOKEN_COUNT}) == Usage(MAX_TOKEN_COUNT)
