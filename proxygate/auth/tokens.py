@@ -38,6 +38,8 @@ TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 # The Codex backend and auth server expect the Codex CLI's originator and User-Agent form
 # (peers.md §3.2: ``codex_cli_rs/<ver> (<os>; <arch>)``).
+MAX_EXPIRES_IN_S = 10 * 366 * 86400
+"A token endpoint's ``expires_in`` beyond this (or not above 0) is ignored: the JWT's own expiry is used."
 CODEX_ORIGINATOR = "codex_cli_rs"
 CODEX_USER_AGENT = "codex_cli_rs/0.50.0 (proxygate)"
 
@@ -101,9 +103,15 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
+LAST_DATE_TS = 253_402_300_799
+"9999-12-31T23:59:59Z: the last expiry a date can hold."
+
+
 def jwt_expiry(token: str) -> float | None:
     exp = jwt_claims(token).get("exp")
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    if isinstance(exp, int | float) and not isinstance(exp, bool) and 0 < exp <= LAST_DATE_TS:
+        return float(exp)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +150,13 @@ def parse_token_response(data: Any, *, previous_refresh: str = "", now: float | 
     if not isinstance(refresh, str) or not refresh:
         raise TokenEndpointError("the token endpoint answered without a refresh_token")
     expires_in = data.get("expires_in")
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+    # Bounded: the expiry is written as a date, and a year past 9999 cannot be (the refresh
+    # token is spent by then, so failing here would lose the login).
+    if (
+        isinstance(expires_in, int | float)
+        and not isinstance(expires_in, bool)
+        and 0 < expires_in <= MAX_EXPIRES_IN_S
+    ):
         expires_at: float | None = now + float(expires_in)
     else:
         expires_at = jwt_expiry(access)

@@ -31,6 +31,7 @@ running into a 429. Pure: ``now`` is an argument.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ HARD_STATUSES = frozenset({"rejected", "rate_limited", "blocked", "queueing_hard
 # treated as fresh until the next response says otherwise.
 _UNIFIED_WINDOW_S = {"5h": 5 * 3600.0, "7d": 7 * 86400.0}
 _FAMILIES = ("opus", "sonnet", "haiku")
+
+
+MAX_RESET_AHEAD_S = 400 * 86400.0
+"""No provider's window is longer than a year: a reset time further from the observation, or
+a window length outside 1 s .. this, is a broken upstream's and reads as unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,14 @@ class Headroom:
     "``quota``: prepaid, lost at reset (drives draining); ``rate``: a per-minute guard."
     window_s: float | None = None
     "The window's length, when known (5 h = 18000)."
+
+    def __post_init__(self) -> None:
+        # The upstream's numbers, bounded once here: every use (scores, waits, Retry-After,
+        # fair shares) does arithmetic and int() on them.
+        if self.resets_at is not None and not abs(self.resets_at - self.observed_at) <= MAX_RESET_AHEAD_S:
+            object.__setattr__(self, "resets_at", None)
+        if self.window_s is not None and not 1.0 <= self.window_s <= MAX_RESET_AHEAD_S:
+            object.__setattr__(self, "window_s", None)
 
     @property
     def key(self) -> str:
@@ -367,12 +381,14 @@ def parse_duration_s(text: str) -> float | None:
 
 
 def _opt_float(value: Any) -> float | None:
+    """A finite number, or None: ``nan``, ``inf`` and ``1e999`` parse as floats too."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def _epoch(value: Any) -> float | None:

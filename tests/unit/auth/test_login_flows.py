@@ -25,7 +25,7 @@ from proxygate.auth.tokens import chatgpt_identity, parse_token_response
 from proxygate.config import ClaudeOAuthSettings, OpenAIOAuthSettings
 from tests import oauth_fakes
 from tests.conftest import free_port
-from tests.oauth_fakes import FakeAuthServer, chatgpt_id_token
+from tests.oauth_fakes import FakeAuthServer, chatgpt_id_token, make_jwt
 
 auth_server = oauth_fakes.auth_server  # the fake authorization server fixture
 
@@ -219,3 +219,18 @@ def test_a_token_answer_without_refresh_token_keeps_the_old_one() -> None:
         {"access_token": "a2", "expires_in": 100}, previous_refresh="r1", now=1000.0
     )
     assert (tokens.access_token, tokens.refresh_token, tokens.expires_at) == ("a2", "r1", 1100.0)
+
+
+@pytest.mark.parametrize("expires_in", [10**30, 2**64, -5, 0, "100", True])
+def test_an_absurd_expires_in_falls_back_to_the_tokens_own_expiry(expires_in: object) -> None:
+    """A refresh spends the old refresh token: an expiry that cannot be written as a date
+    must not fail the refresh after it."""
+    access = make_jwt({"exp": 5000})
+    tokens = parse_token_response(
+        {"access_token": access, "refresh_token": "r2", "expires_in": expires_in}, now=1000.0
+    )
+    assert tokens.expires_at == 5000.0
+    absurd = make_jwt({"exp": 10**18})  # nor may the token's own
+    assert (
+        parse_token_response({"access_token": absurd, "refresh_token": "r2"}, now=1000.0).expires_at is None
+    )

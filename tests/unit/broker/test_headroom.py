@@ -218,3 +218,32 @@ def test_window_past_reset_is_full_and_round_trips_json() -> None:
     assert (w.left(NOW), w.is_blocking(NOW)) == (0.1, True)
     assert (w.left(NOW + 61), w.is_blocking(NOW + 61)) == (1.0, False)
     assert Headroom.from_json(orjson.loads(orjson.dumps(w.to_json()))) == w
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999", "99999999999999999999999h", "1e300"])
+def test_numbers_no_window_can_have_read_as_unknown(value: str) -> None:
+    """Scores, waits, Retry-After and fair shares do arithmetic and int() on these."""
+    openai = {
+        "x-ratelimit-limit-requests": value,
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": value,
+    }
+    unified = {
+        "anthropic-ratelimit-unified-5h-utilization": value,
+        "anthropic-ratelimit-unified-5h-reset": value,
+    }
+    codex = {
+        "x-codex-primary-used-percent": "50",
+        "x-codex-primary-reset-after-seconds": value,
+        "x-codex-primary-window-minutes": value,
+    }
+    windows = [*parse_headers(openai, NOW), *parse_headers(unified, NOW), *parse_headers(codex, NOW)]
+    assert windows
+    for w in windows:
+        assert w.resets_at is None and w.window_s in (None, 18000.0)  # 5h: known by its name
+        assert w.fraction_left is None or 0.0 <= w.fraction_left <= 1.0
+
+
+def test_a_tiny_window_length_reads_as_unknown() -> None:
+    codex = {"x-codex-primary-used-percent": "50", "x-codex-primary-window-minutes": "1e-300"}
+    assert [w.window_s for w in parse_headers(codex, NOW)] == [None]
