@@ -38,8 +38,6 @@ TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 # The Codex backend and auth server expect the Codex CLI's originator and User-Agent form
 # (peers.md §3.2: ``codex_cli_rs/<ver> (<os>; <arch>)``).
-MAX_EXPIRES_IN_S = 10 * 366 * 86400
-"A token endpoint's ``expires_in`` beyond this (or not above 0) is ignored: the JWT's own expiry is used."
 CODEX_ORIGINATOR = "codex_cli_rs"
 CODEX_USER_AGENT = "codex_cli_rs/0.50.0 (proxygate)"
 
@@ -105,6 +103,8 @@ def jwt_claims(token: str) -> dict[str, Any]:
 
 LAST_DATE_TS = 253_402_300_799
 "9999-12-31T23:59:59Z: the last expiry a date can hold."
+MAX_EXPIRES_IN_S = 10 * 366 * 86400
+"A token endpoint's ``expires_in`` beyond this (or not above 0) is ignored: the JWT's own expiry is used."
 
 
 def jwt_expiry(token: str) -> float | None:

@@ -39,12 +39,11 @@ def _int(d: Any, key: str) -> int:
 def anthropic_usage(u: Any) -> Usage:
     if not isinstance(u, dict):
         return Usage()
-    get = u.get  # on every stream's message_start and message_delta: one lookup each
+    # On every stream's message_start and message_delta: one lookup each, token_count inlined.
+    get, top = u.get, MAX_TOKEN_COUNT
     i, o = get("input_tokens"), get("output_tokens")
     r, w = get("cache_read_input_tokens"), get("cache_creation_input_tokens")
     creation = get("cache_creation")
-    # token_count inlined: this runs on every stream's message_start and message_delta
-    top = MAX_TOKEN_COUNT
     return Usage(
         i if type(i) is int and 0 <= i <= top else 0,
         o if type(o) is int and 0 <= o <= top else 0,
