@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,8 +151,6 @@ class CountingStream(io.StringIO):
 
 
 def test_lines_logged_in_one_loop_turn_leave_in_one_write(restore_root: None) -> None:
-    import asyncio
-
     out = CountingStream()
     logs.setup("info", "text", stream=out)
     log = logging.getLogger("proxygate.request")
@@ -171,9 +171,6 @@ def test_lines_logged_in_one_loop_turn_leave_in_one_write(restore_root: None) ->
 
 
 def test_lines_off_the_loop_are_written_at_once_and_after_pending_ones(restore_root: None) -> None:
-    import asyncio
-    import threading
-
     out = CountingStream()
     logs.setup("info", "text", stream=out)
     log = logging.getLogger("proxygate.test")
@@ -192,8 +189,6 @@ def test_lines_off_the_loop_are_written_at_once_and_after_pending_ones(restore_r
 
 
 def test_a_pending_line_is_written_when_the_handler_closes(restore_root: None) -> None:
-    import asyncio
-
     out = CountingStream()
     handler = logs.setup("info", "text", stream=out)[0]
 
